@@ -1,0 +1,166 @@
+"""The `meshnode` command: init a home, run the daemon, and inspect it through its API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from meshnode import __version__
+from meshnode.client import DaemonClient
+from meshnode.config import load_config
+from meshnode.errors import MeshnodeError
+from meshnode.home import init_home, resolve_home
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    seconds = max(0.0, time.time() - ts)
+    return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
+
+
+def _emit(args: argparse.Namespace, payload: Any, human: Callable[[Any], str]) -> int:
+    print(json.dumps(payload, indent=2) if args.json else human(payload))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    home = resolve_home(args.home)
+    peer_id, created = init_home(home, network_id=args.network_id, force=args.force)
+    if created:
+        print(f"initialised {home}\npeer ID: {peer_id}")
+    else:
+        print(f"{home} already has an identity (kept; --force replaces it)\npeer ID: {peer_id}")
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from meshnode.daemon import run_daemon  # the daemon's imports are heavy; the CLI's are not
+    from meshnode.logs import configure_logging
+
+    home = resolve_home(args.home)
+    config = load_config(home).with_overrides(
+        network_id=args.network_id,
+        listen=args.listen,
+        bootstrap=args.bootstrap,
+        api_listen=args.api,
+        network_secret=os.environ.get("MESHNODE_NETWORK_SECRET"),
+        log_level=args.log_level,
+    )
+    configure_logging(config.log_level, config.log_format)
+    run_daemon(config)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = DaemonClient(resolve_home(args.home)).get("/v1/status")
+
+    def human(s: dict[str, Any]) -> str:
+        rows = [
+            ("peer ID", s["peer_id"]),
+            ("network", s["network_id"] + (" (private)" if s.get("private") else "")),
+            ("version", s.get("version")),
+            ("uptime", f"{s['uptime_s']:.0f} s"),
+            ("peers", f"{s['connected_peers']} connected, {s['known_peers']} known"),
+            ("API", s.get("api")),
+        ] + [("listening", a) for a in s["listen_addrs"]]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+    return _emit(args, status, human)
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    peers = DaemonClient(resolve_home(args.home)).get("/v1/peers")
+
+    def human(ps: list[dict[str, Any]]) -> str:
+        if not ps:
+            return "no peers known yet"
+        rows = [
+            (
+                p["peer_id"],
+                "yes" if p["connected"] else "no",
+                "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f}",
+                _ago(p["last_seen"]),
+                len(p.get("agents", [])),
+                p["addrs"][0] if p["addrs"] else "-",
+            )
+            for p in ps
+        ]
+        return render_table(["PEER", "CONNECTED", "RTT ms", "LAST SEEN", "AGENTS", "ADDRESS"], rows)
+
+    return _emit(args, peers, human)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--home", help="node home (default: $MESHNODE_HOME, else ~/.meshnode)", default=None
+    )
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    parser = argparse.ArgumentParser(
+        prog="meshnode", description="A peer-to-peer mesh of AI agents with no coordinator."
+    )
+    parser.add_argument("--version", action="version", version=f"meshnode {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", parents=[common], help="create the node home and identity")
+    p.add_argument("--network-id", default="default", help="mesh to join (default: default)")
+    p.add_argument("--force", action="store_true", help="replace an existing identity")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser(
+        "start",
+        parents=[common],
+        help="run the node daemon in the foreground",
+        description="Run the daemon until SIGINT/SIGTERM. Flags override the config file; "
+        "MESHNODE_NETWORK_SECRET overrides node.network_secret.",
+    )
+    p.add_argument("--network-id", help="mesh to join")
+    p.add_argument("--listen", nargs="+", action="extend", metavar="MULTIADDR",
+                   help="libp2p listen address(es), e.g. /ip4/0.0.0.0/tcp/4001")
+    p.add_argument("--bootstrap", nargs="+", action="extend", metavar="MULTIADDR",
+                   help="peer(s) to join through: /ip4/<ip>/tcp/<port>/p2p/<peer-id>")
+    p.add_argument("--api", metavar="HOST:PORT", help="local API address (default 127.0.0.1:7700)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_start)
+
+    p = sub.add_parser("status", parents=[common, output], help="this node at a glance")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("peers", parents=[common, output], help="the peers this node knows")
+    p.set_defaults(func=cmd_peers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except MeshnodeError as exc:
+        print(f"meshnode: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The node's config file (TOML in the node home) and the settings it holds."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from bootstrap.network import BootstrapError, parse_bootstrap
+from meshnode.errors import ConfigError
+from protocols.envelope import validate_network_id
+from protocols.errors import DecodeError
+
+CONFIG_FILE = "config.toml"
+
+TEMPLATE = """\
+# meshnode configuration. Every setting is optional: delete a line to get its default.
+# Command-line flags of `meshnode start` override what is written here.
+
+[node]
+# The mesh this node belongs to. Nodes only ever talk to nodes with the same network ID
+# (gossip topics and the connection handshake are namespaced by it).
+network_id = "{network_id}"
+# A shared secret that makes the mesh private: every connection is encrypted with a
+# pre-shared key derived from it (libp2p private networks), so a node without it cannot
+# even complete a handshake. Empty means a public mesh.
+network_secret = ""
+
+[network]
+# libp2p addresses to listen on. Port 0 picks a free port.
+listen = ["/ip4/0.0.0.0/tcp/4001"]
+# Peers to join through, as /ip4/<ip>/tcp/<port>/p2p/<peer-id>. Only an entry point:
+# the node learns the rest of the mesh by gossip and keeps working when they leave.
+bootstrap = []
+# How many connections the node keeps open; it dials peers learned by gossip until it
+# has this many.
+target_connections = 8
+# Deadline for one dial (seconds).
+dial_timeout_s = 10.0
+
+[gossip]
+# How often this node announces itself on the presence topic (seconds).
+presence_interval_s = 5.0
+# A peer that has not been heard from for this long, and is not connected, is forgotten.
+peer_ttl_s = 30.0
+# How often connected peers are pinged to measure round-trip time (seconds).
+ping_interval_s = 10.0
+# GossipSub heartbeat (seconds). py-libp2p's default of 120 s heals the mesh far too slowly.
+heartbeat_s = 1.0
+# GossipSub mesh degree D and its bounds D_low / D_high.
+mesh_degree = 6
+mesh_degree_low = 4
+mesh_degree_high = 12
+# Per-peer, per-topic rate above which gossip is dropped as spam. py-libp2p's default of 10
+# messages/s drops ordinary traffic (presence from 25 nodes, bursts of knowledge records).
+max_messages_per_s = 1000.0
+
+[api]
+# Where the local HTTP API listens. Keep it on 127.0.0.1: every call needs the token in
+# api.token, but the API is meant for this machine only. Port 0 picks a free port.
+listen = "127.0.0.1:7700"
+
+[log]
+# debug, info, warning or error.
+level = "info"
+# "json" (one JSON object a line, for journald and log shippers) or "text".
+format = "json"
+"""
+
+
+@dataclass(frozen=True)
+class GossipSettings:
+    presence_interval_s: float = 5.0
+    peer_ttl_s: float = 30.0
+    ping_interval_s: float = 10.0
+    heartbeat_s: float = 1.0
+    mesh_degree: int = 6
+    mesh_degree_low: int = 4
+    mesh_degree_high: int = 12
+    max_messages_per_s: float = 1000.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    home: Path
+    network_id: str = "default"
+    network_secret: str = ""
+    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
+    bootstrap: tuple[str, ...] = ()
+    target_connections: int = 8
+    dial_timeout_s: float = 10.0
+    gossip: GossipSettings = field(default_factory=GossipSettings)
+    api_listen: str = "127.0.0.1:7700"
+    log_level: str = "info"
+    log_format: str = "json"
+
+    def with_overrides(self, **overrides: Any) -> NodeConfig:
+        """A copy with every override that is not None applied and validated."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        for key in ("listen", "bootstrap"):
+            if key in changes:
+                changes[key] = tuple(changes[key])
+        return _validated(replace(self, **changes))
+
+
+# (section, key) in the file -> attribute name on NodeConfig or GossipSettings
+_NODE_KEYS = {
+    ("node", "network_id"): "network_id",
+    ("node", "network_secret"): "network_secret",
+    ("network", "listen"): "listen",
+    ("network", "bootstrap"): "bootstrap",
+    ("network", "target_connections"): "target_connections",
+    ("network", "dial_timeout_s"): "dial_timeout_s",
+    ("api", "listen"): "api_listen",
+    ("log", "level"): "log_level",
+    ("log", "format"): "log_format",
+}
+_GOSSIP_KEYS = {f.name for f in fields(GossipSettings)}
+
+
+def _check_type(where: str, value: Any, expected: Any) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings")
+        return tuple(value)
+    if isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"{where}: expected {expected.__name__}, got {value!r}")
+    return value
+
+
+def _types(cls: type) -> dict[str, Any]:
+    defaults = cls(home=Path()) if cls is NodeConfig else cls()
+    return {f.name: type(getattr(defaults, f.name)) for f in fields(cls)}
+
+
+def _validated(config: NodeConfig) -> NodeConfig:
+    try:
+        validate_network_id(config.network_id)
+    except DecodeError as exc:
+        raise ConfigError(f"node.network_id: {exc}") from None
+    for addr in config.bootstrap:
+        try:
+            parse_bootstrap(addr)
+        except BootstrapError as exc:
+            raise ConfigError(f"network.bootstrap: {exc}") from None
+    if not (math.isfinite(config.dial_timeout_s) and config.dial_timeout_s > 0):
+        raise ConfigError("network.dial_timeout_s must be a positive number")
+    if config.target_connections < 1:
+        raise ConfigError("network.target_connections must be at least 1")
+    if config.log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log.level {config.log_level!r}: use debug, info, warning or error")
+    if config.log_format not in ("json", "text"):
+        raise ConfigError(f"log.format {config.log_format!r}: use json or text")
+    g = config.gossip
+    if not 0 < g.mesh_degree_low <= g.mesh_degree <= g.mesh_degree_high:
+        raise ConfigError("gossip: need 0 < mesh_degree_low <= mesh_degree <= mesh_degree_high")
+    for name in ("presence_interval_s", "peer_ttl_s", "ping_interval_s", "heartbeat_s",
+                 "max_messages_per_s"):
+        value = getattr(g, name)
+        if not (math.isfinite(value) and value > 0):  # TOML allows nan and inf
+            raise ConfigError(f"gossip.{name} must be a positive number")
+    if g.peer_ttl_s < 2 * g.presence_interval_s:
+        raise ConfigError("gossip.peer_ttl_s must be at least twice presence_interval_s")
+    return config
+
+
+def load_config(home: Path) -> NodeConfig:
+    """Read ``home/config.toml``; unknown keys are errors so that typos do not go unnoticed."""
+    path = home / CONFIG_FILE
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no config at {path}: run `meshnode init --home {home}` first") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    node_types, gossip_types = _types(NodeConfig), _types(GossipSettings)
+    node_values: dict[str, Any] = {}
+    gossip_values: dict[str, Any] = {}
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section!r} must be a [table]")
+        for key, value in table.items():
+            where = f"{path}: {section}.{key}"
+            if section == "gossip" and key in _GOSSIP_KEYS:
+                gossip_values[key] = _check_type(where, value, gossip_types[key])
+            elif (section, key) in _NODE_KEYS:
+                attr = _NODE_KEYS[(section, key)]
+                node_values[attr] = _check_type(where, value, node_types[attr])
+            else:
+                raise ConfigError(f"{where}: unknown setting")
+    config = NodeConfig(home=home, gossip=GossipSettings(**gossip_values), **node_values)
+    try:
+        return _validated(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,138 @@
+"""Real `meshnode start` processes on loopback, each with its own home, driven by the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+FAST_GOSSIP = """
+[gossip]
+presence_interval_s = 1.0
+peer_ttl_s = 6.0
+ping_interval_s = 2.0
+heartbeat_s = 0.5
+"""
+
+
+def cli(home: Path, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "meshnode.cli", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "MESHNODE_HOME": ""},
+    )
+
+
+def cli_json(home: Path, *args: str) -> Any:
+    result = cli(home, *args, "--json")
+    if result.returncode != 0:
+        raise AssertionError(f"meshnode {' '.join(args)} failed: {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except AssertionError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+class Daemon:
+    def __init__(self, root: Path, name: str, network_id: str, extra_config: str = "") -> None:
+        self.name = name
+        self.home = root / name
+        self.network_id = network_id
+        result = cli(self.home, "init", "--network-id", network_id)
+        assert result.returncode == 0, result.stderr
+        self.peer_id = result.stdout.split("peer ID: ")[1].strip()
+        self._patch_config(extra_config)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.addr = ""
+
+    def _patch_config(self, extra: str) -> None:
+        # The template already has a [gossip] table; replace it with the fast test settings.
+        text = (self.home / "config.toml").read_text()
+        head, _, tail = text.partition("[gossip]")
+        tail = tail[tail.index("[api]") :]
+        (self.home / "config.toml").write_text(head + FAST_GOSSIP.strip() + "\n\n" + tail + extra)
+
+    def start(self, *bootstrap: str, env: dict[str, str] | None = None) -> Daemon:
+        args = [sys.executable, "-m", "meshnode.cli", "start", "--home", str(self.home),
+                "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--log-level", "debug"]
+        if bootstrap:
+            args += ["--bootstrap", *bootstrap]
+        self.log = (self.home / "daemon.log").open("ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log,
+                                     env={**os.environ, **(env or {})})
+        status = wait_for(f"{self.name} to start", self._status, timeout=30)
+        self.addr = status["listen_addrs"][0]
+        return self
+
+    def _status(self) -> dict[str, Any] | None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log_text()}")
+        result = cli(self.home, "status", "--json")
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def peers(self) -> list[dict[str, Any]]:
+        return cli_json(self.home, "peers")  # type: ignore[no-any-return]
+
+    def peer_ids(self, *, connected: bool | None = None) -> set[str]:
+        return {
+            p["peer_id"]
+            for p in self.peers()
+            if connected is None or p["connected"] == connected
+        }
+
+    def log_text(self) -> str:
+        path = self.home / "daemon.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"{self.name} did not exit within {timeout:.0f} s of {sig}"
+            ) from None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+@contextmanager
+def mesh(root: Path) -> Iterator[list[Daemon]]:
+    """Yields a list to append daemons to; every one is stopped at the end."""
+    daemons: list[Daemon] = []
+    try:
+        yield daemons
+    finally:
+        for daemon in daemons:
+            with suppress(AssertionError):
+                daemon.stop(signal.SIGKILL)
