@@ -23,6 +23,8 @@ _DNS_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9]
 
 def _valid_host(proto: str, host: str) -> bool:
     if proto in ("ip4", "ip6"):
+        if "%" in host:  # an IPv6 zone: multiaddr spells it /ip6zone/…, not inside /ip6/
+            return False
         kind = ipaddress.IPv4Address if proto == "ip4" else ipaddress.IPv6Address
         try:
             kind(host)

@@ -17,7 +17,7 @@ from trio_typing import TaskStatus
 
 from bootstrap import network_psk
 from meshnode import __version__
-from meshnode.api import ApiApp, Request, serve_api
+from meshnode.api import ApiApp, HttpError, Request, serve_api
 from meshnode.config import NodeConfig
 from meshnode.errors import ConfigError
 from meshnode.home import clear_runtime, load_private_key, load_token, write_runtime
@@ -106,7 +106,15 @@ class Node:
         async def peers(_: Request) -> list[dict[str, Any]]:
             return membership.peers_json()
 
+        async def gossip(request: Request) -> dict[str, Any]:
+            try:
+                since = float(request.arg("since", "0") or 0)
+            except ValueError:
+                raise HttpError(400, "since must be a unix time in seconds") from None
+            return membership.gossip_json(since)
+
         app.route("GET", "/v1/status", status)
+        app.route("GET", "/v1/gossip", gossip)
         app.route("GET", "/v1/peers", peers)
         return app
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +73,8 @@ class Membership:
         self._seq = time.time_ns() // 1000  # keeps increasing across restarts
         self.presence_received = 0
         self.presence_rejected = 0
+        # (received at, publish-to-receipt ms, sender): what operators and bench/ look at.
+        self.latency_samples: deque[tuple[float, float, str]] = deque(maxlen=4096)
 
     # ---- lifecycle ---------------------------------------------------------------
 
@@ -180,10 +183,15 @@ class Membership:
                 self.presence_rejected += 1
                 log.debug("presence rejected", extra={"reason": str(exc)})
                 continue
+            now = time.time()
             self.presence_received += 1
+            self.latency_samples.append((now, (now - env.ts) * 1000, env.sender))
             known = presence.peer_id in self.table
-            if self.table.saw_presence(presence, time.time()) and not known:
+            if self.table.saw_presence(presence, now) and not known:
                 log.info("peer discovered", extra={"peer": presence.peer_id})
+                # Answer a newcomer at once, so it learns the mesh in one round trip instead
+                # of one presence interval.
+                self._announce_now.set()
 
     def presence(self) -> Presence:
         self._seq += 1
@@ -268,3 +276,19 @@ class Membership:
 
     def peers_json(self) -> list[dict[str, Any]]:
         return self.table.snapshot(self.host.connected_peers())
+
+    def gossip_json(self, since: float = 0.0) -> dict[str, Any]:
+        samples = [s for s in self.latency_samples if s[0] >= since]
+        latencies = sorted(ms for _, ms, _ in samples)
+
+        def pct(q: float) -> float | None:
+            return round(latencies[int(q * (len(latencies) - 1))], 3) if latencies else None
+
+        return {
+            "topic": self._topic,
+            "topic_peers": self.host.topic_peers(self._topic),
+            "presence_received": self.presence_received,
+            "presence_rejected": self.presence_rejected,
+            "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "samples": len(latencies)},
+            "samples": [[t, round(ms, 3), sender] for t, ms, sender in samples],
+        }

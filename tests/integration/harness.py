@@ -58,27 +58,40 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: fl
 
 
 class Daemon:
-    def __init__(self, root: Path, name: str, network_id: str, extra_config: str = "") -> None:
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        network_id: str,
+        extra_config: str = "",
+        *,
+        gossip: str = FAST_GOSSIP,
+    ) -> None:
         self.name = name
         self.home = root / name
         self.network_id = network_id
         result = cli(self.home, "init", "--network-id", network_id)
         assert result.returncode == 0, result.stderr
         self.peer_id = result.stdout.split("peer ID: ")[1].strip()
-        self._patch_config(extra_config)
+        self._patch_config(gossip, extra_config)
         self.proc: subprocess.Popen[bytes] | None = None
         self.addr = ""
 
-    def _patch_config(self, extra: str) -> None:
-        # The template already has a [gossip] table; replace it with the fast test settings.
+    def _patch_config(self, gossip: str, extra: str) -> None:
+        # The template has a [gossip] table; replace it (tests want fast settings), and append
+        # the extra tables.
         text = (self.home / "config.toml").read_text()
-        head, _, tail = text.partition("[gossip]")
-        tail = tail[tail.index("[api]") :]
-        (self.home / "config.toml").write_text(head + FAST_GOSSIP.strip() + "\n\n" + tail + extra)
+        if gossip:
+            head, _, tail = text.partition("[gossip]")
+            text = head + gossip.strip() + "\n\n" + tail[tail.index("[api]") :]
+        (self.home / "config.toml").write_text(text + extra)
 
-    def start(self, *bootstrap: str, env: dict[str, str] | None = None) -> Daemon:
+    def start(
+        self, *bootstrap: str, env: dict[str, str] | None = None, log_level: str = "debug"
+    ) -> Daemon:
         args = [sys.executable, "-m", "meshnode.cli", "start", "--home", str(self.home),
-                "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--log-level", "debug"]
+                "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0",
+                "--log-level", log_level]
         if bootstrap:
             args += ["--bootstrap", *bootstrap]
         self.log = (self.home / "daemon.log").open("ab")
