@@ -3,41 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from meshnode import __version__
+from meshnode.cli_memory import add_memory_commands
 from meshnode.client import DaemonClient
 from meshnode.config import load_config
 from meshnode.errors import MeshnodeError
 from meshnode.home import init_home, resolve_home
+from meshnode.output import ago, emit, render_table
 
 Command = Callable[[argparse.Namespace], int]
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _ago(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    seconds = max(0.0, time.time() - ts)
-    return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
-
-
-def _emit(args: argparse.Namespace, payload: Any, human: Callable[[Any], str]) -> int:
-    print(json.dumps(payload, indent=2) if args.json else human(payload))
-    return 0
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -83,7 +62,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
-    return _emit(args, status, human)
+    return emit(args, status, human)
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
@@ -97,7 +76,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
                 p["peer_id"],
                 "yes" if p["connected"] else "no",
                 "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f}",
-                _ago(p["last_seen"]),
+                ago(p["last_seen"]),
                 len(p.get("agents", [])),
                 p["addrs"][0] if p["addrs"] else "-",
             )
@@ -105,7 +84,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
         ]
         return render_table(["PEER", "CONNECTED", "RTT ms", "LAST SEEN", "AGENTS", "ADDRESS"], rows)
 
-    return _emit(args, peers, human)
+    return emit(args, peers, human)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("peers", parents=[common, output], help="the peers this node knows")
     p.set_defaults(func=cmd_peers)
+    add_memory_commands(sub, common, output)
     return parser
 
 

@@ -75,6 +75,8 @@ embedder = "hashing"
 embedder_model = ""
 # Base URL of the OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI's).
 embedder_base_url = ""
+# Vector size of that model; 0 means the known size of OpenAI's own models.
+embedder_dim = 0
 # How often this node runs anti-entropy with its connected peers (seconds).
 sync_interval_s = 30.0
 
@@ -111,6 +113,7 @@ class MemorySettings:
     embedder: str = "hashing"
     embedder_model: str = ""
     embedder_base_url: str = ""
+    embedder_dim: int = 0
     sync_interval_s: float = 30.0
 
     @property
@@ -221,6 +224,8 @@ def _validated(config: NodeConfig) -> NodeConfig:
         raise ConfigError("memory.sync_interval_s must be a positive number")
     if not m.uri:
         raise ConfigError("memory.uri must not be empty")
+    if m.embedder_dim < 0:
+        raise ConfigError("memory.embedder_dim must be 0 (the model's known size) or positive")
     if m.tenant:
         try:
             validate_network_id(m.tenant)

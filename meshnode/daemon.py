@@ -1,4 +1,4 @@
-"""The node daemon: one trio program owning the host, membership and the local API."""
+"""The node daemon: one trio program owning the host, membership, memory and the local API."""
 
 from __future__ import annotations
 
@@ -16,13 +16,18 @@ import trio
 from trio_typing import TaskStatus
 
 from bootstrap import network_psk
+from memory.embedders import Embedder, embedder_from_config
+from memory.errors import MemoryStoreError
+from memory.store import MemoryStore
 from meshnode import __version__
-from meshnode.api import ApiApp, HttpError, Request, serve_api
-from meshnode.config import NodeConfig
-from meshnode.errors import ConfigError
+from meshnode.api import ApiApp, serve_api
+from meshnode.config import MemorySettings, NodeConfig
+from meshnode.errors import ConfigError, MeshnodeError
 from meshnode.home import clear_runtime, load_private_key, load_token, write_runtime
 from meshnode.host import MeshHost
+from meshnode.knowledge import KnowledgeService
 from meshnode.membership import Membership
+from meshnode.routes import add_memory_routes, add_node_routes
 from protocols.peerid import Signer
 
 log = logging.getLogger("meshnode.daemon")
@@ -42,6 +47,20 @@ def _home_lock(home: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def make_embedder(settings: MemorySettings) -> Embedder:
+    options: dict[str, Any] = {}
+    if settings.embedder == "openai":
+        options["model"] = settings.embedder_model or "text-embedding-3-small"
+        if settings.embedder_base_url:
+            options["base_url"] = settings.embedder_base_url
+        if settings.embedder_dim:
+            options["dim"] = settings.embedder_dim
+    try:
+        return embedder_from_config(settings.embedder, **options)
+    except MemoryStoreError as exc:
+        raise ConfigError(f"memory.embedder: {exc}") from None
+
+
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -56,13 +75,24 @@ class Node:
     ) -> None:
         config = self.config
         psk = network_psk(config.network_id, config.network_secret)
-        async with MeshHost(
-            self._key, listen=list(config.listen), gossip=config.gossip, psk=psk
-        ) as host:
+        embedder = await trio.to_thread.run_sync(make_embedder, config.memory)
+        store = MemoryStore(
+            config.memory_uri, tenant=config.tenant, embedder=embedder,
+            token=config.memory.token or None,
+        )
+        async with (
+            store,
+            MeshHost(self._key, listen=list(config.listen), gossip=config.gossip, psk=psk) as host,
+        ):
             membership = Membership(config, host, self.signer, version=__version__)
-            app = self._api(host, membership)
+            knowledge = KnowledgeService(config, host, membership, self.signer, store)
+            app = ApiApp(self._token)
+            add_node_routes(app, config, membership, lambda: time.monotonic() - self._started,
+                            lambda: self.api_url)
+            add_memory_routes(app, knowledge)
             async with trio.open_nursery() as nursery:
                 await nursery.start(membership.run)
+                await nursery.start(knowledge.run)
                 self.api_url = await nursery.start(serve_api, app, config.api_listen, shutdown)
                 write_runtime(
                     config.home,
@@ -76,6 +106,8 @@ class Node:
                         "private": psk is not None,
                         "listen_addrs": host.listen_addrs(),
                         "api": self.api_url,
+                        "memory": config.memory.uri,
+                        "embedder": embedder.name,
                     },
                 )
                 task_status.started()
@@ -85,38 +117,6 @@ class Node:
                     clear_runtime(config.home)
                     nursery.cancel_scope.cancel()
         log.info("node stopped", extra={"peer_id": self.signer.peer_id})
-
-    def _api(self, host: MeshHost, membership: Membership) -> ApiApp:
-        app = ApiApp(self._token)
-
-        async def status(_: Request) -> dict[str, Any]:
-            return {
-                "peer_id": self.signer.peer_id,
-                "network_id": self.config.network_id,
-                "private": bool(self.config.network_secret),
-                "version": __version__,
-                "listen_addrs": host.listen_addrs(),
-                "connected_peers": len(membership.verified_connected()),
-                "known_peers": len(membership.table),
-                "uptime_s": round(time.monotonic() - self._started, 1),
-                "bootstrap": list(self.config.bootstrap),
-                "api": self.api_url,
-            }
-
-        async def peers(_: Request) -> list[dict[str, Any]]:
-            return membership.peers_json()
-
-        async def gossip(request: Request) -> dict[str, Any]:
-            try:
-                since = float(request.arg("since", "0") or 0)
-            except ValueError:
-                raise HttpError(400, "since must be a unix time in seconds") from None
-            return membership.gossip_json(since)
-
-        app.route("GET", "/v1/status", status)
-        app.route("GET", "/v1/gossip", gossip)
-        app.route("GET", "/v1/peers", peers)
-        return app
 
 
 async def _watch_signals(shutdown: trio.Event, cancel: trio.CancelScope) -> None:
@@ -138,7 +138,29 @@ async def _main(config: NodeConfig) -> None:
         nursery.cancel_scope.cancel()
 
 
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
+
 def run_daemon(config: NodeConfig) -> None:
-    """Run a node in the foreground until SIGINT or SIGTERM."""
+    """Run a node in the foreground until SIGINT or SIGTERM.
+
+    Failures the operator can fix (a bad memory URI, a port in use) become one MeshnodeError
+    instead of a traceback from deep inside a nursery.
+    """
     with _home_lock(config.home):
-        trio.run(_main, config)
+        try:
+            trio.run(_main, config)
+        except BaseException as error:
+            for leaf in _leaves(error):
+                if isinstance(leaf, MeshnodeError):
+                    raise leaf from None
+                if isinstance(leaf, MemoryStoreError):
+                    raise ConfigError(f"memory ({config.memory.uri}): {leaf}") from None
+                if isinstance(leaf, OSError):
+                    raise ConfigError(f"cannot start: {leaf}") from None
+            raise

@@ -48,7 +48,8 @@ def configure_logging(level: str, fmt: str) -> None:
     logging.getLogger("meshnode").setLevel(level.upper())
     if level != "debug":
         # py-libp2p logs routine events (failed dials, resets) as warnings and errors, some
-        # through the root logger; meshnode's own lines say what matters about them.
-        for noisy in ("libp2p", "multiaddr", "hypercorn", "pymilvus"):
+        # through the root logger, and Milvus Lite's embedded gRPC server logs the calls it
+        # does not implement as errors; meshnode's own lines say what matters about them.
+        for noisy in ("libp2p", "multiaddr", "hypercorn", "pymilvus", "grpc", "milvus_lite"):
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
         root.addFilter(lambda record: record.name != "root")

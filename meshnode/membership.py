@@ -21,7 +21,7 @@ from bootstrap import DialPolicy, parse_bootstrap
 from meshnode.config import NodeConfig
 from meshnode.host import DialError, MeshHost
 from meshnode.peers import PeerTable
-from meshnode.streams import ByteStream, StreamBroken, read_frame, write_frame
+from meshnode.streams import ByteStream, read_frame, write_frame
 from protocols.codec import FrameDecoder
 from protocols.envelope import Envelope, EnvelopeGuard, decode_envelope, encode_envelope, seal
 from protocols.errors import ProtocolError
@@ -74,6 +74,8 @@ class Membership:
         self.presence_received = 0
         self.presence_rejected = 0
         # (received at, publish-to-receipt ms, sender): what operators and bench/ look at.
+        # Called with a peer ID after every successful handshake (e.g. to start a memory sync).
+        self.handshake_listeners: list[Callable[[str], None]] = []
         self.latency_samples: deque[tuple[float, float, str]] = deque(maxlen=4096)
 
     # ---- lifecycle ---------------------------------------------------------------
@@ -100,7 +102,7 @@ class Membership:
 
     def _accept_hello(self, peer_id: str, frame: bytes | None) -> None:
         if frame is None:
-            raise StreamBroken("peer closed the handshake")
+            raise trio.BrokenResourceError("peer closed the handshake")
         env = decode_envelope(frame, max_size=16 * 1024)
         if env.sender != peer_id:
             raise ProtocolError("hello signed by another peer than the connection's")
@@ -112,6 +114,8 @@ class Membership:
         hello = hello_from_envelope(env)
         known = peer_id in self.table
         self.table.saw_hello(peer_id, hello.addrs, hello.version, time.time())
+        for listener in self.handshake_listeners:
+            listener(peer_id)
         if not known:
             log.info("peer joined", extra={"peer": peer_id, "addrs": list(hello.addrs)})
             self._announce_now.set()
@@ -122,7 +126,7 @@ class Membership:
             frame = await read_frame(stream, FrameDecoder(16 * 1024), timeout=HELLO_TIMEOUT_S)
             await write_frame(stream, self._hello_envelope(), timeout=HELLO_TIMEOUT_S)
             self._accept_hello(peer_id, frame)
-        except (ProtocolError, StreamBroken, trio.TooSlowError) as exc:
+        except (ProtocolError, trio.BrokenResourceError, trio.TooSlowError) as exc:
             await self._refuse(peer_id, exc)
 
     async def _greet(self, peer_id: str) -> None:
@@ -133,7 +137,7 @@ class Membership:
                 await write_frame(stream, self._hello_envelope(), timeout=HELLO_TIMEOUT_S)
                 frame = await read_frame(stream, FrameDecoder(16 * 1024), timeout=HELLO_TIMEOUT_S)
                 self._accept_hello(peer_id, frame)
-        except (ProtocolError, StreamBroken, DialError, trio.TooSlowError) as exc:
+        except (ProtocolError, trio.BrokenResourceError, DialError, trio.TooSlowError) as exc:
             await self._refuse(peer_id, exc)
 
     async def _refuse(self, peer_id: str, exc: BaseException) -> None:

@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
 
-from meshnode.errors import MeshnodeError
+from memory.replication import ByteStream
 from protocols.codec import FrameDecoder, encode_frame
 
-
-class StreamBroken(MeshnodeError):
-    """The remote reset the stream, or it failed under us."""
-
-
-class ByteStream(Protocol):
-    async def read(self, n: int) -> bytes: ...
-    async def write(self, data: bytes) -> None: ...
-    async def close(self) -> None: ...
+__all__ = ["ByteStream", "Libp2pStream", "read_frame", "write_frame"]
 
 
 class Libp2pStream:
-    """Adapts a libp2p INetStream: EOF reads as b"", other failures as StreamBroken."""
+    """Adapts a libp2p INetStream to :class:`ByteStream`: EOF reads as b"", and a reset or
+    failed stream raises trio.BrokenResourceError, as a broken trio stream does."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -38,14 +31,14 @@ class Libp2pStream:
         except StreamEOF:
             return b""
         except (StreamError, OSError) as exc:
-            raise StreamBroken(f"stream failed: {exc or type(exc).__name__}") from None
+            raise trio.BrokenResourceError(f"stream failed: {exc or type(exc).__name__}") from None
         return data
 
     async def write(self, data: bytes) -> None:
         try:
             await self._stream.write(data)
         except (StreamError, OSError) as exc:
-            raise StreamBroken(f"stream failed: {exc or type(exc).__name__}") from None
+            raise trio.BrokenResourceError(f"stream failed: {exc or type(exc).__name__}") from None
 
     async def close(self) -> None:
         # Closing a stream the peer already reset is not an error worth reporting.
@@ -61,7 +54,7 @@ async def read_frame(stream: ByteStream, decoder: FrameDecoder, *, timeout: floa
             data = await stream.read(64 * 1024)
             if not data:
                 if decoder.pending:
-                    raise StreamBroken("stream ended in the middle of a frame")
+                    raise trio.BrokenResourceError("stream ended in the middle of a frame")
                 return None
             decoder.feed(data)
     return frame

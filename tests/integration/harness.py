@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -15,13 +16,18 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-FAST_GOSSIP = """
-[gossip]
-presence_interval_s = 1.0
-peer_ttl_s = 6.0
-ping_interval_s = 2.0
-heartbeat_s = 0.5
-"""
+# Tests want a mesh that notices things in seconds, not the defaults' tens of seconds.
+FAST: dict[str, dict[str, Any]] = {
+    "gossip": {"presence_interval_s": 1.0, "peer_ttl_s": 6.0, "ping_interval_s": 2.0,
+               "heartbeat_s": 0.5},
+    "memory": {"sync_interval_s": 3.0},
+}
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)  # strings, numbers and lists of strings read the same in TOML
 
 
 def cli(home: Path, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -63,9 +69,9 @@ class Daemon:
         root: Path,
         name: str,
         network_id: str,
-        extra_config: str = "",
+        settings: dict[str, dict[str, Any]] | None = None,
         *,
-        gossip: str = FAST_GOSSIP,
+        fast: bool = True,
     ) -> None:
         self.name = name
         self.home = root / name
@@ -73,21 +79,27 @@ class Daemon:
         result = cli(self.home, "init", "--network-id", network_id)
         assert result.returncode == 0, result.stderr
         self.peer_id = result.stdout.split("peer ID: ")[1].strip()
-        self._patch_config(gossip, extra_config)
+        self.configure({**(FAST if fast else {}), **(settings or {})})
         self.proc: subprocess.Popen[bytes] | None = None
         self.addr = ""
 
-    def _patch_config(self, gossip: str, extra: str) -> None:
-        # The template has a [gossip] table; replace it (tests want fast settings), and append
-        # the extra tables.
-        text = (self.home / "config.toml").read_text()
-        if gossip:
-            head, _, tail = text.partition("[gossip]")
-            text = head + gossip.strip() + "\n\n" + tail[tail.index("[api]") :]
-        (self.home / "config.toml").write_text(text + extra)
+    def configure(self, settings: dict[str, dict[str, Any]]) -> None:
+        """Override settings of config.toml, e.g. {"memory": {"sync_interval_s": 2.0}}."""
+        path = self.home / "config.toml"
+        data = tomllib.loads(path.read_text())
+        for section, values in settings.items():
+            data.setdefault(section, {}).update(values)
+        path.write_text("".join(
+            f"[{section}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in table.items()) + "\n"
+            for section, table in data.items()
+        ))
 
     def start(
-        self, *bootstrap: str, env: dict[str, str] | None = None, log_level: str = "debug"
+        self,
+        *bootstrap: str,
+        env: dict[str, str] | None = None,
+        log_level: str = "debug",
+        timeout: float = 60.0,
     ) -> Daemon:
         args = [sys.executable, "-m", "meshnode.cli", "start", "--home", str(self.home),
                 "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0",
@@ -97,7 +109,7 @@ class Daemon:
         self.log = (self.home / "daemon.log").open("ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log,
                                      env={**os.environ, **(env or {})})
-        status = wait_for(f"{self.name} to start", self._status, timeout=30)
+        status = wait_for(f"{self.name} to start", self._status, timeout=timeout)
         self.addr = status["listen_addrs"][0]
         return self
 

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from meshnode import cli
-from meshnode.cli import main, render_table
+from meshnode.cli import main
 from meshnode.home import load_signer, write_runtime
+from meshnode.output import render_table
 
 SUBCOMMANDS = ["init", "start", "status", "peers"]
 

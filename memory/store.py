@@ -1,0 +1,356 @@
+"""The memory store: signed records in three Milvus collections, used from trio.
+
+``async with MemoryStore(uri, tenant=..., embedder=...) as store`` opens (or creates) the
+collections, checks that they were built by the same embedder, and loads the per-author
+high water marks; leaving the block flushes what needs flushing and closes the client,
+even when cancelled. Every blocking call runs in a worker thread under one
+``trio.CapacityLimiter``; writes are serialised so that "is it new?" and "insert it" are
+one step as far as this node is concerned.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import trio
+
+from memory.backend import MAX_WINDOW, Backend, redact
+from memory.embedders import Embedder
+from memory.errors import EmbedderError, InvalidRecord, MemoryStoreError
+from protocols.envelope import validate_network_id
+from protocols.errors import ProtocolError
+from protocols.peerid import validate_peer_id
+from protocols.records import (
+    COLLECTIONS,
+    TOMBSTONE,
+    MemoryRecord,
+    is_kind,
+    is_record_id,
+    verify_record,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Chosen by measurement, see bench/RESULTS.md ("Memory store").
+DEFAULT_INDEX = "HNSW"
+#: Records embedded and written per Milvus call, which bounds one gRPC message.
+PUT_CHUNK = 512
+#: Milvus Lite searches rows still in its memtable by brute force; past this many, sealing
+#: them into an indexed segment costs less than the slower searches it saves.
+LITE_FLUSH_ROWS = 2_000
+MAX_K = 200
+#: Longest time closing may take (flush + close), even when the caller is cancelled.
+CLOSE_DEADLINE_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    record: MemoryRecord
+    score: float
+    collection: str
+
+
+@dataclass(slots=True)
+class _PutResult:
+    stored: list[MemoryRecord]
+    by_collection: Counter[str]
+
+
+class MemoryStore:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        tenant: str,
+        embedder: Embedder,
+        token: str | None = None,
+        limiter: trio.CapacityLimiter | None = None,
+        index_type: str = DEFAULT_INDEX,
+        timeout: float = 30.0,
+    ) -> None:
+        try:
+            validate_network_id(tenant)
+        except ProtocolError as exc:
+            raise MemoryStoreError(f"invalid tenant: {exc}") from None
+        self.tenant = tenant
+        self.embedder = embedder
+        self._backend = Backend(
+            uri, tenant, embedder.name, embedder.dim, token=token, index_type=index_type,
+            timeout=timeout,
+        )
+        self._limiter = limiter or trio.CapacityLimiter(4)
+        self._write_lock = trio.Lock()
+        self._high_water: dict[str, int] = {}
+        self._unflushed: Counter[str] = Counter()
+        self._is_open = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        # Not abandoned on cancel: a thread left running could touch the client after close.
+        # Each Milvus call carries its own timeout instead.
+        return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._limiter)
+
+    async def __aenter__(self) -> MemoryStore:
+        if self._is_open:
+            raise MemoryStoreError("the memory store is already open")
+        await self._run(self._backend.open)
+        try:
+            self._high_water = await self._run(self._scan_high_water)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._run(self._backend.close)
+            raise
+        self._is_open = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._is_open = False
+        deadline = trio.current_time() + CLOSE_DEADLINE_S
+        with trio.CancelScope(deadline=deadline, shield=True) as scope:
+            try:
+                # A reopened Lite file replays unflushed rows into its slow memtable.
+                if self._backend.is_lite:
+                    await self._run(self._flush_pending, False)
+            except MemoryStoreError as error:
+                # The data is safe in Milvus' log either way; only search speed suffers.
+                log.warning("flush on close failed: %s", error)
+            finally:
+                await self._run(self._backend.close)
+        if scope.cancelled_caught:
+            log.warning("closing the memory store took over %s s", CLOSE_DEADLINE_S)
+
+    def _check_open(self) -> None:
+        if not self._is_open:
+            raise MemoryStoreError("the memory store is not open (use 'async with')")
+
+    def _scan_high_water(self) -> dict[str, int]:
+        high: dict[str, int] = {}
+        for name in COLLECTIONS:
+            for row in self._backend.scan(name, ("author", "seq")):
+                high[row["author"]] = max(high.get(row["author"], 0), int(row["seq"]))
+        return high
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def put(self, records: Sequence[MemoryRecord]) -> int:
+        """Verify, embed and store ``records``; return how many were not held before.
+
+        The whole batch is refused (InvalidRecord) if any record is invalid or belongs to
+        another tenant. Known ids are skipped. A tombstone deletes its target when both have
+        the same author, even if the target arrives after it, and is itself kept.
+        """
+        self._check_open()
+        unique = list({r.id: r for r in records}.values())
+        if not unique:
+            return 0
+        async with self._write_lock:
+            result = await self._run(self._put_sync, unique)
+            for r in result.stored:
+                self._high_water[r.author] = max(self._high_water.get(r.author, 0), r.seq)
+            if self._backend.is_lite:
+                self._unflushed.update(result.by_collection)
+                if max(self._unflushed.values(), default=0) >= LITE_FLUSH_ROWS:
+                    await self._run(self._flush_pending, False)
+        return len(result.stored)
+
+    def _check_record(self, r: MemoryRecord) -> None:
+        try:
+            verify_record(r)
+        except ProtocolError as exc:
+            raise InvalidRecord(f"record {r.id!r} from {r.author!r}: {exc}") from exc
+        if r.tenant != self.tenant:
+            raise InvalidRecord(
+                f"record {r.id} belongs to tenant {r.tenant!r}, not {self.tenant!r}"
+            )
+
+    def _put_sync(self, records: list[MemoryRecord]) -> _PutResult:
+        for r in records:
+            self._check_record(r)
+        result = _PutResult([], Counter())
+        groups: dict[str, list[MemoryRecord]] = defaultdict(list)
+        for r in records:
+            groups[r.collection].append(r)
+        for name, group in groups.items():
+            for start in range(0, len(group), PUT_CHUNK):
+                stored = self._put_chunk(name, group[start : start + PUT_CHUNK])
+                result.stored.extend(stored)
+                result.by_collection[name] += len(stored)
+        return result
+
+    def _put_chunk(self, name: str, chunk: list[MemoryRecord]) -> list[MemoryRecord]:
+        targets = [r.deletes for r in chunk if r.deletes is not None]
+        held = self._backend.existing(name, [r.id for r in chunk] + targets)
+        fresh = [r for r in chunk if r.id not in held]
+        # (target, author) pairs that delete a record: tombstones in this chunk or stored.
+        ordinary = [r for r in fresh if not r.is_tombstone]
+        kills = {(t.deletes, t.author) for t in fresh if t.deletes is not None}
+        if ordinary:
+            kills |= self._backend.tombstoned(name, [r.id for r in ordinary])
+        keep = [r for r in fresh if (r.id, r.author) not in kills]
+        doomed = [target for target, author in kills if held.get(target) == author]
+        # Delete before storing the tombstone: if we stop in between, the tombstone is
+        # missing and sync brings it again, rather than the target surviving forever.
+        if doomed:
+            self._backend.delete(name, doomed)
+        if keep:
+            self._backend.insert(name, self._rows(keep))
+        return keep
+
+    def _rows(self, records: list[MemoryRecord]) -> list[dict[str, Any]]:
+        texts = [r.text for r in records if not r.is_tombstone]
+        vectors = iter(self._embed(texts) if texts else [])
+        # Tombstones are never searched, but the vector field is mandatory; any unit vector.
+        unit = [1.0] + [0.0] * (self.embedder.dim - 1)
+        return [
+            self._backend.to_row(r, unit if r.is_tombstone else next(vectors)) for r in records
+        ]
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        vectors = self.embedder.embed(texts)
+        if len(vectors) != len(texts) or any(len(v) != self.embedder.dim for v in vectors):
+            raise EmbedderError(
+                f"embedder {self.embedder.name} returned vectors of the wrong number or size"
+            )
+        return vectors
+
+    def _flush_pending(self, everything: bool) -> None:
+        def flush(name: str) -> None:
+            if everything or self._unflushed[name]:
+                self._backend.flush(name)
+                self._unflushed[name] = 0
+
+        self._backend.each_collection(flush)
+
+    async def flush(self) -> None:
+        """Seal every collection's fresh rows into indexed, persisted segments."""
+        self._check_open()
+        async with self._write_lock:
+            await self._run(self._flush_pending, True)
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def search(
+        self, query: str, *, k: int = 5, collection: str | None = None, kind: str | None = None
+    ) -> list[SearchHit]:
+        """The ``k`` records most similar to ``query`` (best first), in one collection or
+        in all three merged by score; tombstones are never returned."""
+        self._check_open()
+        if not 1 <= k <= MAX_K:
+            raise MemoryStoreError(f"k must be in 1..{MAX_K}, got {k}")
+        names = COLLECTIONS if collection is None else (_known(collection),)
+        if kind is not None and not is_kind(kind):
+            raise MemoryStoreError(f"invalid kind filter {kind!r}")
+        (vector,) = await self._run(self._embed, [query])
+
+        def search_all() -> list[SearchHit]:
+            return [
+                SearchHit(record, score, name)
+                for name in names
+                for record, score in self._backend.search(name, vector, k, kind)
+            ]
+
+        hits = await self._run(search_all)
+        hits.sort(key=lambda hit: (-hit.score, hit.record.id))
+        return hits[:k]
+
+    async def get(self, ids: Sequence[str]) -> list[MemoryRecord]:
+        """The held records among ``ids`` (tombstones included), in the order asked."""
+        self._check_open()
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        if len(wanted) > MAX_WINDOW or not all(is_record_id(i) for i in wanted):
+            raise MemoryStoreError(f"ids must be up to {MAX_WINDOW} hex sha256 strings")
+        found: dict[str, MemoryRecord] = {}
+        for name in COLLECTIONS:
+            found.update((r.id, r) for r in await self._run(self._backend.get, name, wanted))
+        return [found[i] for i in wanted if i in found]
+
+    async def high_water(self) -> dict[str, int]:
+        self._check_open()
+        return dict(self._high_water)
+
+    async def next_seq(self, author: str) -> int:
+        self._check_open()
+        return self._high_water.get(author, 0) + 1
+
+    async def records_since(self, author: str, after_seq: int, limit: int) -> list[MemoryRecord]:
+        """Up to ``limit`` of ``author``'s records with seq > ``after_seq``, by seq."""
+        self._check_open()
+        _valid_author(author)
+        if not 1 <= limit <= MAX_WINDOW or after_seq < 0:
+            raise MemoryStoreError(f"need 0 <= after_seq and 1 <= limit <= {MAX_WINDOW}")
+        top = self._high_water.get(author, 0)
+        out: list[MemoryRecord] = []
+        low, window = after_seq, limit
+        # Query growing seq windows: every record up to a window's top is then in hand, so
+        # the first `limit` by seq are exact even with gaps left by deletions.
+        while len(out) < limit and low < top:
+            high = min(low + window, top)
+            for name in COLLECTIONS:
+                out.extend(await self._run(self._backend.by_author, name, author, low, high))
+            low, window = high, min(window * 2, MAX_WINDOW)
+        # Two nodes racing to insert one record into a shared server can leave two rows.
+        unique = sorted({r.id: r for r in out}.values(), key=lambda r: (r.seq, r.id))
+        return unique[:limit]
+
+    async def export(self) -> AsyncIterator[MemoryRecord]:
+        """Every record held, tombstones included, in (author, seq) order."""
+        self._check_open()
+        for author in sorted(self._high_water):
+            after = 0
+            while batch := await self.records_since(author, after, 1000):
+                for record in batch:
+                    yield record
+                after = batch[-1].seq
+
+    async def count(self) -> dict[str, int]:
+        self._check_open()
+        return {name: await self._run(self._backend.count, name) for name in COLLECTIONS}
+
+    async def stats(self) -> dict[str, Any]:
+        self._check_open()
+
+        def authors() -> Counter[str]:
+            tally: Counter[str] = Counter()
+            for name in COLLECTIONS:
+                for row in self._backend.scan(name, ("author", "kind")):
+                    if row["kind"] != TOMBSTONE:
+                        tally[row["author"]] += 1
+            return tally
+
+        return {
+            "uri": redact(self._backend.uri),
+            "backend": "milvus-lite" if self._backend.is_lite else "milvus-server",
+            "tenant": self.tenant,
+            "embedder": {"name": self.embedder.name, "dim": self.embedder.dim},
+            "index_type": await self._run(self._backend.index_type_of, COLLECTIONS[0]),
+            "collections": await self.count(),
+            "authors": dict(await self._run(authors)),
+        }
+
+
+def _known(collection: str) -> str:
+    if collection not in COLLECTIONS:
+        raise MemoryStoreError(f"unknown collection {collection!r}: use one of {COLLECTIONS}")
+    return collection
+
+
+def _valid_author(author: str) -> None:
+    try:
+        validate_peer_id(author)
+    except (ProtocolError, ValueError) as exc:
+        raise MemoryStoreError(f"invalid author {author!r}: {exc}") from None
