@@ -9,9 +9,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from meshnode import __version__
+from meshnode.cli_agents import add_agent_commands
 from meshnode.cli_memory import add_memory_commands
 from meshnode.client import DaemonClient
 from meshnode.config import load_config
+from meshnode.demo import add_demo_command
 from meshnode.errors import MeshnodeError
 from meshnode.home import init_home, resolve_home
 from meshnode.output import ago, emit, render_table
@@ -127,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("peers", parents=[common, output], help="the peers this node knows")
     p.set_defaults(func=cmd_peers)
     add_memory_commands(sub, common, output)
+    add_agent_commands(sub, common, output)
+    add_demo_command(sub)
     return parser
 
 

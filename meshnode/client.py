@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +27,10 @@ class DaemonClient:
             timeout=timeout,
         )
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
         try:
-            response = self._http.request(method, path, **kwargs)
+            yield
         except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
             # Connected, so the daemon runs: it is only slow. Not "not running".
             raise MeshnodeError(
@@ -36,6 +40,14 @@ class DaemonClient:
             raise DaemonNotRunning(
                 f"meshnode is not running for {self._home} (start it: meshnode start)"
             ) from None
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        with self._errors():
+            response = self._http.request(method, path, **kwargs)
+        return self._payload(response)
+
+    @staticmethod
+    def _payload(response: httpx.Response) -> Any:
         try:
             payload = response.json()
         except ValueError:
@@ -50,6 +62,16 @@ class DaemonClient:
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self.request("POST", path, json=body)
+
+    def stream_lines(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """POST ``body`` and yield each JSON line of the answer as it arrives."""
+        with self._errors(), self._http.stream("POST", path, json=body) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._payload(response)
+            for line in response.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
 
     def close(self) -> None:
         self._http.close()

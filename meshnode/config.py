@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.network import BootstrapError, parse_bootstrap
+from meshnode.agents import AGENTS_TEMPLATE, AgentSpec, agents_from_config
 from meshnode.errors import ConfigError
+from meshnode.llm import LLM_TEMPLATE, LLMSettings
 from protocols.envelope import validate_network_id
 from protocols.errors import DecodeError
+from protocols.peerid import validate_peer_id
 
 CONFIG_FILE = "config.toml"
 EMBEDDERS = ("hashing", "minilm", "openai")
@@ -80,17 +83,41 @@ embedder_dim = 0
 # How often this node runs anti-entropy with its connected peers (seconds).
 sync_interval_s = 30.0
 
+[routing]
+# An agent whose skills are less similar to a question than this is not asked (0..1).
+min_relevance = 0.05
+# How many agents are asked in parallel per wave, and how many waves at most (fail-over).
+fanout = 2
+max_waves = 3
+# Share of questions on which one untrusted newcomer is asked first, so it can earn trust.
+explore = 0.1
+# Answers the asker judges below this quality (0..1) are not taken.
+min_quality = 0.2
+
+[trust]
+# Peer IDs whose opinions anchor global trust. Empty: this node's bootstrap peers.
+pre_trusted = []
+# How often this node publishes its signed local trust vector (seconds).
+publish_interval_s = 10.0
+# How often global trust is recomputed from the attestations (seconds).
+recompute_interval_s = 5.0
+
+""" + LLM_TEMPLATE + """
 [api]
 # Where the local HTTP API listens. Keep it on 127.0.0.1: every call needs the token in
 # api.token, but the API is meant for this machine only. Port 0 picks a free port.
 listen = "127.0.0.1:7700"
+# Serve the A2A endpoint (agent card and JSON-RPC) without the token, for A2A clients on
+# other machines (then also listen on a reachable address). Off: A2A clients send the token.
+public_a2a = false
 
 [log]
 # debug, info, warning or error.
 level = "info"
 # "json" (one JSON object a line, for journald and log shippers) or "text".
 format = "json"
-"""
+
+""" + AGENTS_TEMPLATE
 
 
 @dataclass(frozen=True)
@@ -122,6 +149,22 @@ class MemorySettings:
 
 
 @dataclass(frozen=True)
+class RoutingSettings:
+    min_relevance: float = 0.05
+    fanout: int = 2
+    max_waves: int = 3
+    explore: float = 0.1
+    min_quality: float = 0.2
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    pre_trusted: tuple[str, ...] = ()
+    publish_interval_s: float = 10.0
+    recompute_interval_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     home: Path
     network_id: str = "default"
@@ -132,7 +175,12 @@ class NodeConfig:
     dial_timeout_s: float = 10.0
     gossip: GossipSettings = field(default_factory=GossipSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
+    llm: LLMSettings = field(default_factory=lambda: LLMSettings(base_url=None))
+    agents: tuple[AgentSpec, ...] = ()
     api_listen: str = "127.0.0.1:7700"
+    public_a2a: bool = False
     log_level: str = "info"
     log_format: str = "json"
 
@@ -165,11 +213,17 @@ _NODE_KEYS = {
     ("network", "target_connections"): "target_connections",
     ("network", "dial_timeout_s"): "dial_timeout_s",
     ("api", "listen"): "api_listen",
+    ("api", "public_a2a"): "public_a2a",
     ("log", "level"): "log_level",
     ("log", "format"): "log_format",
 }
 # [gossip] and [memory] map one to one onto these dataclasses.
-_SUB_TABLES: dict[str, type] = {"gossip": GossipSettings, "memory": MemorySettings}
+_SUB_TABLES: dict[str, type] = {
+    "gossip": GossipSettings,
+    "memory": MemorySettings,
+    "routing": RoutingSettings,
+    "trust": TrustSettings,
+}
 
 
 def _check_type(where: str, value: Any, expected: Any) -> Any:
@@ -179,6 +233,8 @@ def _check_type(where: str, value: Any, expected: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings")
         return tuple(value)
+    if expected is bool and isinstance(value, bool):
+        return value
     if isinstance(value, bool) or not isinstance(value, expected):
         raise ConfigError(f"{where}: expected {expected.__name__}, got {value!r}")
     return value
@@ -231,6 +287,21 @@ def _validated(config: NodeConfig) -> NodeConfig:
             validate_network_id(m.tenant)
         except DecodeError as exc:
             raise ConfigError(f"memory.tenant: {exc}") from None
+    r = config.routing
+    if not (0 <= r.min_relevance <= 1 and 0 <= r.explore <= 1 and 0 <= r.min_quality <= 1):
+        raise ConfigError("routing: min_relevance, explore and min_quality must be in 0..1")
+    if r.fanout < 1 or r.max_waves < 1:
+        raise ConfigError("routing: fanout and max_waves must be at least 1")
+    t = config.trust
+    for peer in t.pre_trusted:
+        try:
+            validate_peer_id(peer)
+        except DecodeError as exc:
+            raise ConfigError(f"trust.pre_trusted: {exc}") from None
+    for name in ("publish_interval_s", "recompute_interval_s"):
+        value = getattr(t, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"trust.{name} must be a positive number")
     return config
 
 
@@ -246,6 +317,8 @@ def load_config(home: Path) -> NodeConfig:
     node_types = _types(NodeConfig)
     node_values: dict[str, Any] = {}
     sub_values: dict[str, dict[str, Any]] = {name: {} for name in _SUB_TABLES}
+    agents = agents_from_config(data.pop("agents", None), where=f"{path}: agents")
+    llm = LLMSettings.from_env_and_config(data.pop("llm", None), where=f"{path}: llm")
     for section, table in data.items():
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section!r} must be a [table]")
@@ -263,6 +336,10 @@ def load_config(home: Path) -> NodeConfig:
         home=home,
         gossip=GossipSettings(**sub_values["gossip"]),
         memory=MemorySettings(**sub_values["memory"]),
+        routing=RoutingSettings(**sub_values["routing"]),
+        trust=TrustSettings(**sub_values["trust"]),
+        llm=llm,
+        agents=agents,
         **node_values,
     )
     try:

@@ -20,14 +20,23 @@ from memory.embedders import Embedder, embedder_from_config
 from memory.errors import MemoryStoreError
 from memory.store import MemoryStore
 from meshnode import __version__
+from meshnode.a2a_http import add_a2a_routes
+from meshnode.agents import Answerer
 from meshnode.api import ApiApp, serve_api
+from meshnode.asking import Asker
 from meshnode.config import MemorySettings, NodeConfig
 from meshnode.errors import ConfigError, MeshnodeError
 from meshnode.home import clear_runtime, load_private_key, load_token, write_runtime
 from meshnode.host import MeshHost
 from meshnode.knowledge import KnowledgeService
+from meshnode.llm import LLMClient
 from meshnode.membership import Membership
-from meshnode.routes import add_memory_routes, add_node_routes
+from meshnode.mesh_a2a import MeshA2A
+from meshnode.relevance import SkillIndex
+from meshnode.routes import add_agent_routes, add_memory_routes, add_node_routes
+from meshnode.tasks import TaskService
+from meshnode.trust_service import TrustService
+from protocols.a2a import card_to_wire
 from protocols.peerid import Signer
 
 log = logging.getLogger("meshnode.daemon")
@@ -80,19 +89,36 @@ class Node:
             config.memory_uri, tenant=config.tenant, embedder=embedder,
             token=config.memory.token or None,
         )
+        llm = LLMClient(config.llm) if config.llm.configured else None
         async with (
             store,
             MeshHost(self._key, listen=list(config.listen), gossip=config.gossip, psk=psk) as host,
         ):
-            membership = Membership(config, host, self.signer, version=__version__)
+            tasks: TaskService | None = None
+            membership = Membership(
+                config, host, self.signer, version=__version__,
+                agent_cards=lambda: [card_to_wire(c) for c in tasks.cards()] if tasks else [],
+                load=lambda: float(len(tasks.running)) if tasks else 0.0,
+            )
             knowledge = KnowledgeService(config, host, membership, self.signer, store)
+            tasks = TaskService(host, config.agents, Answerer(store, llm), knowledge,
+                                version=__version__)
+            trust = TrustService(config, host, self.signer)
+            asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
+                          trust.graph, settings=config.routing)
+            mesh = MeshA2A(asker, tasks, network_id=config.network_id, version=__version__)
             app = ApiApp(self._token)
             add_node_routes(app, config, membership, lambda: time.monotonic() - self._started,
                             lambda: self.api_url)
             add_memory_routes(app, knowledge)
+            add_agent_routes(app, mesh, asker, trust)
+            add_a2a_routes(app, mesh, require_token=not config.public_a2a)
+            tasks.serve()
             async with trio.open_nursery() as nursery:
                 await nursery.start(membership.run)
                 await nursery.start(knowledge.run)
+                await nursery.start(trust.run)
+                await nursery.start(mesh.run)
                 self.api_url = await nursery.start(serve_api, app, config.api_listen, shutdown)
                 write_runtime(
                     config.home,
@@ -108,6 +134,8 @@ class Node:
                         "api": self.api_url,
                         "memory": config.memory.uri,
                         "embedder": embedder.name,
+                        "agents": sorted(tasks.specs),
+                        "llm": config.llm.describe(),
                     },
                 )
                 task_status.started()

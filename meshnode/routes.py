@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from memory.errors import MemoryStoreError
 from meshnode import __version__
-from meshnode.api import ApiApp, HttpError, Request
+from meshnode.api import ApiApp, HttpError, Request, StreamingResponse
+from meshnode.asking import Asker, AskError
 from meshnode.config import NodeConfig
 from meshnode.knowledge import KnowledgeError, KnowledgeService
 from meshnode.membership import Membership
+from meshnode.mesh_a2a import TIMEOUT_KEY, MeshA2A
+from meshnode.tasks import AGENT_KEY
+from meshnode.trust_service import TrustService
+from protocols.a2a import (
+    DataPart,
+    Message,
+    TaskArtifactUpdateEvent,
+    TaskState,
+    TaskStatusUpdateEvent,
+    TextPart,
+)
 from protocols.errors import ProtocolError
 from protocols.records import COLLECTIONS, MemoryRecord, record_from_wire, record_to_wire
 
@@ -152,3 +166,68 @@ def add_memory_routes(app: ApiApp, knowledge: KnowledgeService) -> None:
     app.route("GET", "/v1/memory/stats", stats)
     app.route("GET", "/v1/memory/export", export)
     app.route("POST", "/v1/memory/import", import_)
+
+
+def add_agent_routes(
+    app: ApiApp, mesh: MeshA2A, asker: Asker, trust: TrustService
+) -> None:
+    async def agents(_: Request) -> list[dict[str, Any]]:
+        return [
+            {
+                "agent": card.name, "peer_id": peer, "local": peer == asker.self_id,
+                "description": card.description, "version": card.version,
+                "skills": [{"id": s.id, "name": s.name, "tags": list(s.tags)}
+                           for s in card.skills],
+            }
+            for peer, card in asker.known_agents()
+        ]
+
+    async def ask(request: Request) -> StreamingResponse:
+        body = request.json()
+        question = _text_field(body, "question")
+        metadata: dict[str, Any] = {}
+        if body.get("agent") is not None:
+            metadata[AGENT_KEY] = _text_field(body, "agent")
+        timeout = body.get("timeout", 60.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise HttpError(400, "'timeout' must be a positive number of seconds")
+        metadata[TIMEOUT_KEY] = float(timeout)
+        message = Message(role="user", parts=(TextPart(question),),
+                          message_id=str(uuid.uuid4()), metadata=metadata)
+        return StreamingResponse("application/x-ndjson", _ask_lines(mesh, message))
+
+    async def rate(request: Request) -> dict[str, str]:
+        body = request.json()
+        rating = _text_field(body, "rating")
+        if rating not in ("good", "bad"):
+            raise HttpError(400, "'rating' must be good or bad")
+        try:
+            return asker.rate(_text_field(body, "task_id"), rating == "good")
+        except AskError as exc:
+            raise HttpError(404, str(exc)) from None
+
+    async def trust_view(_: Request) -> dict[str, Any]:
+        return trust.snapshot()
+
+    app.route("GET", "/v1/agents", agents)
+    app.route("POST", "/v1/ask", ask)
+    app.route("POST", "/v1/rate", rate)
+    app.route("GET", "/v1/trust", trust_view)
+
+
+async def _ask_lines(mesh: MeshA2A, message: Message) -> AsyncIterator[bytes]:
+    """One JSON object a line: progress as it happens, then the result or the error."""
+    async for event in mesh.stream(message):
+        line: dict[str, Any] | None = None
+        if isinstance(event, TaskStatusUpdateEvent):
+            if event.final and event.status.state != TaskState.COMPLETED:
+                reason = event.status.message.text if event.status.message else ""
+                line = {"error": reason, "state": str(event.status.state),
+                        "task_id": event.task_id}
+            elif "meshnode/progress" in event.metadata:
+                line = {"progress": event.metadata["meshnode/progress"]}
+        elif isinstance(event, TaskArtifactUpdateEvent):
+            data = next((p.data for p in event.artifact.parts if isinstance(p, DataPart)), {})
+            line = {"result": data}
+        if line is not None:
+            yield json.dumps(line, default=str).encode() + b"\n"

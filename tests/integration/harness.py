@@ -117,7 +117,10 @@ class Daemon:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log_text()}")
-        result = cli(self.home, "status", "--json")
+        try:
+            result = cli(self.home, "status", "--json")
+        except subprocess.TimeoutExpired:  # a daemon still starting on a loaded machine
+            return None
         return json.loads(result.stdout) if result.returncode == 0 else None
 
     def peers(self) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from meshnode.config import (
 )
 from meshnode.errors import ConfigError
 from meshnode.home import init_home
+from meshnode.llm import LLMSettings
 
 PEER = "12D3KooWHcUHPSVKsRVM9kvcdBUQb2Pa2H6NnKiXhD4CSboopHFn"
 
@@ -51,7 +52,7 @@ def test_template_documents_every_setting_and_nothing_else() -> None:
     written = {(section, key) for section, table in data.items() for key in table}
     expected = set(_NODE_KEYS) | {
         (section, f.name) for section, cls in _SUB_TABLES.items() for f in fields(cls)
-    }
+    } | {("llm", f.name) for f in fields(LLMSettings)}
     assert written == expected
 
 
@@ -66,7 +67,9 @@ def test_template_values_match_dataclass_defaults() -> None:
     for section, cls in _SUB_TABLES.items():
         for f in fields(cls):
             expected = getattr(getattr(defaults, section), f.name)
-            assert data[section][f.name] == expected, (section, f.name)
+            value = data[section][f.name]
+            value = tuple(value) if isinstance(value, list) else value
+            assert value == expected, (section, f.name)
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:

@@ -1,0 +1,237 @@
+"""Routing decisions: whom to ask, which answer to take, where to forward.
+
+Pure functions over figures the daemon gathers (skill relevance from embeddings, trust from
+the TrustGraph, load from presence, RTT from pings). Every decision carries an explanation
+that ``meshnode ask --explain`` prints.
+
+A relevant candidate (``relevance >= min_relevance``) scores
+
+    relevance ** relevance_exp
+    * experience
+    * (trust_floor + trust) ** trust_exp
+    * 1 / (1 + load)
+    * 1 / (1 + rtt_ms / rtt_scale_ms)
+
+- ``relevance`` is squared by default so that a clearly better-fitting expert beats a
+  slightly more trusted generalist;
+- ``trust`` is global trust as a multiple of the typical peer's, capped at 1
+  (TrustGraph.relative_trust), so a well-known expert outranks an unknown one by up to
+  ``(1 + floor) / floor``; the
+  floor keeps unknown peers above zero, so the best-fitting one is still asked when no
+  relevant peer is trusted yet;
+- ``experience`` (TrustGraph.experience) is 1 unless this node's own dealings with the peer
+  went badly: EigenTrust gives a known liar and a stranger the same 0, routing must not;
+- load and latency only break near-ties: answers take seconds, a ping milliseconds.
+
+Exploration: with probability ``explore`` per question, one relevant newcomer (trust below
+``newcomer_trust``, no bad experience) is put first and asked alone (see :func:`waves`),
+so that new honest agents can earn trust. Its answer still has to reach ``min_quality``,
+and the trusted candidates follow as fail-over.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    agent: str
+    peer_id: str
+    relevance: float  # skill relevance to the question, 0..1
+    trust: float  # global trust as a multiple of the typical peer's, capped: 0..1
+    load: float  # from presence: 0 idle, 1 busy, more overloaded
+    rtt_ms: float | None  # None until the peer was pinged
+    experience: float = 1.0  # this node's own record with the peer, 0..1
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPolicy:
+    relevance_exp: float = 2.0
+    trust_exp: float = 1.0
+    trust_floor: float = 0.02
+    rtt_scale_ms: float = 1000.0
+    unknown_rtt_ms: float = 250.0
+    newcomer_trust: float = 0.05
+
+
+DEFAULT_POLICY = RoutingPolicy()
+
+
+def _unit(x: float) -> float:
+    """Clamp to [0, 1]; NaN counts as 0, so bad input can only lower a score."""
+    return min(1.0, max(0.0, x)) if not math.isnan(x) else 0.0
+
+
+def _nonneg(x: float) -> float:
+    return max(0.0, x) if not math.isnan(x) else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    candidate: Candidate
+    score: float
+    factors: dict[str, float]
+    explore: bool = False
+
+    def explain(self) -> dict[str, Any]:
+        return {
+            "agent": self.candidate.agent,
+            "peer_id": self.candidate.peer_id,
+            "score": self.score,
+            "factors": dict(self.factors),
+            "explore": self.explore,
+        }
+
+
+def score(candidate: Candidate, policy: RoutingPolicy = DEFAULT_POLICY) -> Scored:
+    """The documented score of one candidate, with each factor for the explanation."""
+    rtt = candidate.rtt_ms if candidate.rtt_ms is not None else policy.unknown_rtt_ms
+    factors = {
+        "relevance": _unit(candidate.relevance) ** policy.relevance_exp,
+        "experience": _unit(candidate.experience),
+        "trust": (policy.trust_floor + _unit(candidate.trust)) ** policy.trust_exp,
+        "load": 1.0 / (1.0 + _nonneg(candidate.load)),
+        "latency": 1.0 / (1.0 + _nonneg(rtt) / policy.rtt_scale_ms),
+    }
+    return Scored(candidate, math.prod(factors.values()), factors)
+
+
+def _is_newcomer(candidate: Candidate, policy: RoutingPolicy) -> bool:
+    return _unit(candidate.trust) < policy.newcomer_trust and _unit(candidate.experience) >= 1.0
+
+
+def rank(
+    candidates: Sequence[Candidate],
+    *,
+    min_relevance: float,
+    explore: float,
+    rng: random.Random,
+    policy: RoutingPolicy = DEFAULT_POLICY,
+) -> list[Scored]:
+    """The relevant candidates, best first; empty when none is relevant (then forward).
+
+    With probability ``explore`` one newcomer, drawn in proportion to its score without
+    the trust factor, is moved to the front and marked ``explore``.
+    """
+    relevant = [score(c, policy) for c in candidates if _unit(c.relevance) >= min_relevance]
+    # Ties (e.g. a fresh mesh where all are unknown) go to the lower peer ID, not to
+    # whichever order the peer table happened to list them in.
+    relevant.sort(key=lambda s: (-s.score, s.candidate.peer_id, s.candidate.agent))
+    newcomers = [s for s in relevant if _is_newcomer(s.candidate, policy)]
+    if not newcomers or rng.random() >= explore:
+        return relevant
+    weights = [math.prod(v for k, v in s.factors.items() if k != "trust") for s in newcomers]
+    if sum(weights) > 0.0:
+        pick = rng.choices(newcomers, weights=weights)[0]
+    else:
+        pick = rng.choice(newcomers)
+    explored = Scored(pick.candidate, pick.score, pick.factors, explore=True)
+    return [explored, *(s for s in relevant if s is not pick)]
+
+
+def waves(ranked: Sequence[Scored], *, fanout: int, max_waves: int) -> list[list[Scored]]:
+    """Groups to ask in turn, each in parallel, until one yields an acceptable answer.
+
+    An exploration pick is asked alone first: asked beside trusted peers its answer would
+    rarely be chosen, so it could never earn trust.
+    """
+    if fanout < 1 or max_waves < 1:
+        raise ValueError("fanout and max_waves must be at least 1")
+    rest = list(ranked)
+    groups: list[list[Scored]] = []
+    if rest and rest[0].explore:
+        groups.append([rest.pop(0)])
+    while rest and len(groups) < max_waves:
+        groups.append(rest[:fanout])
+        del rest[:fanout]
+    return groups
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """Which answer to take (``index`` into the answers, None to fail over) and why."""
+
+    index: int | None
+    scores: list[float | None]
+    reasons: list[str] = field(default_factory=list)
+
+    def explain(self) -> dict[str, Any]:
+        return {"chosen": self.index, "scores": list(self.scores), "reasons": list(self.reasons)}
+
+
+def choose_answer(
+    answers: Sequence[tuple[Candidate, float | None]],
+    *,
+    min_quality: float = 0.0,
+    policy: RoutingPolicy = DEFAULT_POLICY,
+) -> Choice:
+    """Take the answer with the highest quality x trust (x experience).
+
+    ``quality`` is the asking node's estimate in [0, 1], None when the agent failed or
+    timed out. Answers below ``min_quality`` are never taken; with none left the caller
+    fails over to the next wave.
+    """
+    scores: list[float | None] = []
+    reasons: list[str] = []
+    for candidate, quality in answers:
+        if quality is None:
+            scores.append(None)
+            reasons.append("no answer")
+        elif math.isnan(quality) or quality < min_quality:
+            scores.append(None)
+            reasons.append(f"quality {quality:.2f} below {min_quality:.2f}")
+        else:
+            trust = (policy.trust_floor + _unit(candidate.trust)) ** policy.trust_exp
+            value = _unit(quality) * trust * _unit(candidate.experience)
+            scores.append(value)
+            reasons.append(f"quality {quality:.2f} x trust {trust:.3f}")
+    valid = [(value, -i) for i, value in enumerate(scores) if value is not None]
+    best = -max(valid)[1] if valid else None  # on a tie, the earlier (better-ranked) answer
+    return Choice(best, scores, reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarding:
+    """Where to forward a question no known agent fits, and what to send along."""
+
+    targets: list[str]
+    hops: int  # the hop count the forwarded question carries
+    visited: frozenset[str]  # the visited set it carries: the old one plus the targets
+    reason: str
+
+    def explain(self) -> dict[str, Any]:
+        return {
+            "targets": list(self.targets),
+            "hops": self.hops,
+            "visited": sorted(self.visited),
+            "reason": self.reason,
+        }
+
+
+def forward_targets(
+    neighbours_trust: Mapping[str, float],
+    visited: Collection[str],
+    hop_limit: int,
+    hops: int,
+    fanout: int,
+) -> Forwarding:
+    """The ``fanout`` most trusted neighbours not yet visited, unless the hop limit is hit.
+
+    ``visited`` should include this node. The targets join the visited set too, so that
+    sibling branches do not ask the same node twice.
+    """
+    seen = frozenset(visited)
+    if hops >= hop_limit:
+        return Forwarding([], hops, seen, f"hop limit {hop_limit} reached")
+    fresh = [peer for peer in neighbours_trust if peer not in seen]
+    fresh.sort(key=lambda peer: (-_unit(neighbours_trust[peer]), peer))
+    targets = fresh[: max(0, fanout)]
+    if not targets:
+        return Forwarding([], hops, seen, "every neighbour has seen the question")
+    reason = f"no relevant agent; forwarding to the {len(targets)} most trusted neighbours"
+    return Forwarding(targets, hops + 1, seen | set(targets), reason)

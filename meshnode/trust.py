@@ -1,0 +1,463 @@
+"""TrustGraph: this node's evidence about its peers, their attestations, and global trust.
+
+Local trust follows EigenTrust (Kamvar, Schlosser and Garcia-Molina, 2003): the node sums
+the weights of its own outcomes with each peer into satisfactory and unsatisfactory
+evidence, takes ``s_j = max(sat_j - unsat_j, 0)`` and normalises the row to sum 1; with no
+positive evidence at all the row is the pre-trusted distribution. Evidence halves every
+``half_life_s``, so a peer that turns bad cannot live on an old reputation.
+
+Global trust is computed locally from this node's own row and the latest attestation of
+every other author, by the power iteration ``t = (1 - alpha) C^T t + alpha p``, where
+``p`` is uniform over the pre-trusted peers (the daemon passes its bootstrap peers and
+itself). Rows that sum to less than 1, and peers that published nothing, give their
+missing mass to ``p``. Trust therefore only flows out of the pre-trusted peers: a new
+identity starts at 0, and a clique that only vouches for itself can hold at most
+``(1 - alpha) / alpha`` times the trust that honest peers give it.
+
+Pure data, no I/O except :meth:`TrustGraph.save` and :meth:`TrustGraph.load`; the caller
+passes the time of every event.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from meshnode.errors import MeshnodeError
+from protocols.trust import MAX_TRUST_PEERS, TrustAttestation
+
+_STATE_VERSION = 1
+
+
+class TrustStateError(MeshnodeError):
+    """The persisted trust state cannot be read."""
+
+
+class Outcome(enum.Enum):
+    ACCEPTED = "accepted"
+    RATED_GOOD = "rated_good"
+    RATED_BAD = "rated_bad"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    MALFORMED = "malformed"
+    BAD_SIGNATURE = "bad_signature"
+
+    @property
+    def weight(self) -> float:
+        """Positive weights count as satisfactory evidence, negative ones as unsatisfactory."""
+        return _WEIGHTS[self]
+
+
+_WEIGHTS = {
+    Outcome.ACCEPTED: 1.0,
+    Outcome.RATED_GOOD: 2.0,  # a person confirmed it: stronger than an automatic accept
+    # Cancels the acceptance it follows and then some: a wrong answer costs its asker more
+    # than a right one helps, and otherwise a liar whose answers are rated only half the
+    # time would still come out ahead.
+    Outcome.RATED_BAD: -4.0,
+    Outcome.FAILED: -1.0,
+    Outcome.TIMEOUT: -0.5,  # often the network's fault rather than the peer's
+    Outcome.MALFORMED: -2.0,
+    # Record this against the peer on the authenticated connection that delivered the
+    # message, never against the signer it claims: anyone can claim a name.
+    Outcome.BAD_SIGNATURE: -4.0,
+}
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Satisfactory and unsatisfactory weight, decayed to time ``at``."""
+
+    sat: float = 0.0
+    unsat: float = 0.0
+    at: float = 0.0
+
+    def decayed(self, now: float, half_life_s: float | None) -> tuple[float, float]:
+        if half_life_s is None or now <= self.at:
+            return self.sat, self.unsat
+        factor = 0.5 ** ((now - self.at) / half_life_s)
+        return self.sat * factor, self.unsat * factor
+
+    def add(self, weight: float, now: float, half_life_s: float | None) -> None:
+        self.sat, self.unsat = self.decayed(now, half_life_s)
+        self.at = max(self.at, now)
+        if weight > 0:
+            self.sat += weight
+        else:
+            self.unsat -= weight
+
+    def damping(self, now: float, half_life_s: float | None) -> float:
+        # Twice the Beta(1, 1) posterior mean of satisfaction, capped at 1: no evidence and
+        # good evidence give 1, mostly bad evidence tends to 0.
+        sat, unsat = self.decayed(now, half_life_s)
+        return min(1.0, 2.0 * (sat + 1.0) / (sat + unsat + 2.0))
+
+
+@dataclass(slots=True)
+class _Evidence:
+    tally: _Tally
+    last: float
+    counts: dict[str, int] = field(default_factory=dict)  # never decayed: for display
+    skills: dict[str, _Tally] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    attestation: TrustAttestation
+    seen: float
+
+
+def _power_iteration(
+    src: NDArray[np.int64],
+    dst: NDArray[np.int64],
+    weights: NDArray[np.float64],
+    p: NDArray[np.float64],
+    alpha: float,
+    *,
+    eps: float,
+    max_iterations: int,
+) -> tuple[NDArray[np.float64], int, float]:
+    """Iterate ``t = (1 - alpha) C^T t + alpha p`` from ``p``, C given as edges src -> dst.
+
+    Returns (t, iterations, last L1 change). Mass of rows that sum to less than 1 (or are
+    missing) goes to the anchor ``p``, so the total stays 1 and no peer receives trust that
+    nobody trusted gave it.
+    """
+    t = p.copy()
+    delta, iterations = float("inf"), 0
+    while delta >= eps and iterations < max_iterations:
+        spread = np.bincount(dst, weights=weights * t[src], minlength=len(p))
+        leftover = t.sum() - spread.sum()
+        new = (1.0 - alpha) * (spread + leftover * p) + alpha * p
+        delta = float(np.abs(new - t).sum())
+        t, iterations = new, iterations + 1
+    return t / t.sum(), iterations, delta
+
+
+class TrustGraph:
+    def __init__(
+        self,
+        self_id: str,
+        pre_trusted: Iterable[str],
+        *,
+        alpha: float = 0.15,
+        max_authors: int = 1024,
+        max_peers: int = 4096,
+        max_skills: int = 64,
+        half_life_s: float | None = 30 * 86_400.0,
+        eps: float = 1e-9,
+        max_iterations: int = 200,
+    ) -> None:
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError("alpha must be in (0, 1]")
+        self.self_id = self_id
+        # Trust must be anchored somewhere: with no pre-trusted peers configured, on self.
+        self.pre_trusted = frozenset(pre_trusted) or frozenset({self_id})
+        self.alpha = alpha
+        self.max_authors = max_authors
+        self.max_peers = max_peers
+        self.max_skills = max_skills
+        self.half_life_s = half_life_s
+        self.eps = eps
+        self.max_iterations = max_iterations
+        self._evidence: dict[str, _Evidence] = {}
+        self._attestations: dict[str, _Kept] = {}
+        self._global: dict[str, float] = {}
+        self._typical = 0.0  # the trust-weighted mean global trust of the other peers
+        self._clock = 0.0  # the latest time any event carried; evidence is decayed to it
+        self._seq = 0
+        self.last_run: dict[str, Any] = {}
+
+    # ---- evidence and local trust ---------------------------------------------------
+
+    def record(self, peer: str, outcome: Outcome, *, skill: str | None = None, now: float) -> None:
+        """Add one outcome of this node's own interaction with ``peer``."""
+        if peer == self.self_id:
+            return  # a node may not vouch for itself; its own agents are its operator's
+        self._clock = max(self._clock, now)
+        evidence = self._evidence.get(peer)
+        if evidence is None:
+            if len(self._evidence) >= self.max_peers:
+                stalest = min(self._evidence, key=lambda p: self._evidence[p].last)
+                del self._evidence[stalest]
+            evidence = self._evidence[peer] = _Evidence(_Tally(at=now), last=now)
+        evidence.tally.add(outcome.weight, now, self.half_life_s)
+        evidence.last = max(evidence.last, now)
+        evidence.counts[outcome.value] = evidence.counts.get(outcome.value, 0) + 1
+        if skill is not None:
+            tally = evidence.skills.get(skill)
+            if tally is None and len(evidence.skills) < self.max_skills:
+                tally = evidence.skills[skill] = _Tally(at=now)
+            if tally is not None:
+                tally.add(outcome.weight, now, self.half_life_s)
+
+    def _pre_trusted_row(self) -> dict[str, float]:
+        others = sorted(self.pre_trusted - {self.self_id})
+        return {peer: 1.0 / len(others) for peer in others}
+
+    def local_trust(self) -> dict[str, float]:
+        """This node's normalised local trust (EigenTrust's ``c_ij``), summing to 1 or empty."""
+        net: dict[str, float] = {}
+        for peer, evidence in self._evidence.items():
+            sat, unsat = evidence.tally.decayed(self._clock, self.half_life_s)
+            if sat > unsat:
+                net[peer] = sat - unsat
+        total = sum(net.values())
+        if total <= 0.0:
+            return self._pre_trusted_row()
+        return {peer: value / total for peer, value in net.items()}
+
+    def attestation(self, now: float) -> TrustAttestation:
+        """This node's local trust vector, ready to sign and publish (at most the top peers)."""
+        self._clock = max(self._clock, now)
+        row = self.local_trust()
+        if len(row) > MAX_TRUST_PEERS:
+            top = sorted(row.items(), key=lambda item: (-item[1], item[0]))[:MAX_TRUST_PEERS]
+            row = dict(top)  # sums to less than 1: receivers give the rest to pre-trusted
+        # Persisted, and at least the time in microseconds, so it grows across restarts.
+        self._seq = max(self._seq + 1, int(now * 1_000_000))
+        return TrustAttestation(author=self.self_id, seq=self._seq, issued=now, scores=row)
+
+    def evidence_counts(self, peer: str) -> dict[str, int]:
+        evidence = self._evidence.get(peer)
+        return dict(evidence.counts) if evidence else {}
+
+    def experience(self, peer: str, skill: str | None = None) -> float:
+        """This node's own record with ``peer`` (and ``skill``) as a factor in (0, 1].
+
+        1 with no evidence or good evidence, lower after bad outcomes. EigenTrust's local
+        trust cannot tell a known-bad peer from an unknown one (both are 0); routing needs to.
+        """
+        evidence = self._evidence.get(peer)
+        if evidence is None:
+            return 1.0
+        factor = evidence.tally.damping(self._clock, self.half_life_s)
+        tally = evidence.skills.get(skill) if skill is not None else None
+        if tally is not None:
+            factor = min(factor, tally.damping(self._clock, self.half_life_s))
+        return factor
+
+    # ---- attestations and global trust ------------------------------------------------
+
+    def accept_attestation(self, attestation: TrustAttestation, now: float) -> bool:
+        """Keep ``attestation`` if it is its author's newest; False if it was dropped.
+
+        When ``max_authors`` are kept, a new author replaces the least trusted (then the
+        stalest) one only if it is more trusted or fresher, so a flood of new identities
+        can only displace each other, never the authors that carry trust.
+        """
+        author = attestation.author
+        if author == self.self_id:
+            return False
+        kept = self._attestations.get(author)
+        if kept is not None:
+            if attestation.seq <= kept.attestation.seq:
+                return False
+        elif len(self._attestations) >= self.max_authors:
+            victim = min(self._attestations, key=self._author_rank)
+            if (self._global.get(author, 0.0), now) <= self._author_rank(victim):
+                return False
+            del self._attestations[victim]
+        self._attestations[author] = _Kept(attestation, now)
+        self._clock = max(self._clock, now)
+        return True
+
+    def _author_rank(self, author: str) -> tuple[float, float]:
+        return self._global.get(author, 0.0), self._attestations[author].seen
+
+    def compute_global(self) -> dict[str, float]:
+        """Recompute global trust by power iteration; returns every known peer's value."""
+        rows = [(self.self_id, self.local_trust())]
+        rows += [(a, k.attestation.scores) for a, k in sorted(self._attestations.items())]
+        index: dict[str, int] = {}
+        for peer in [self.self_id, *sorted(self.pre_trusted)]:
+            index.setdefault(peer, len(index))
+        authors: list[int] = []
+        sizes: list[int] = []
+        dst: list[int] = []
+        weights: list[float] = []
+        for author, row in rows:
+            authors.append(index.setdefault(author, len(index)))
+            sizes.append(len(row))
+            dst += [index.setdefault(peer, len(index)) for peer in row]
+            weights.extend(row.values())
+        p = np.zeros(len(index))
+        p[[index[peer] for peer in self.pre_trusted]] = 1.0 / len(self.pre_trusted)
+        t, iterations, delta = _power_iteration(
+            np.repeat(np.array(authors, dtype=np.int64), sizes),
+            np.array(dst, dtype=np.int64),
+            np.array(weights, dtype=np.float64),
+            p,
+            self.alpha,
+            eps=self.eps,
+            max_iterations=self.max_iterations,
+        )
+        self._global = {peer: float(t[i]) for peer, i in index.items()}
+        others = np.delete(t, index[self.self_id])
+        held = float(others.sum())
+        self._typical = float(others @ others) / held if held > 0.0 else 0.0
+        self.last_run = {
+            "at": self._clock,
+            "iterations": iterations,
+            "converged": delta < self.eps,
+            "delta": delta,
+            "peers": len(index),
+            "edges": len(weights),
+        }
+        return dict(self._global)
+
+    def global_trust(self, peer: str) -> float:
+        """``peer``'s share of global trust at the last :meth:`compute_global` (sums to 1)."""
+        return self._global.get(peer, 0.0)
+
+    def relative_trust(self, peer: str) -> float:
+        """Global trust as a multiple of the typical peer's, capped at 1 (self is 1).
+
+        "Typical" is the trust-weighted mean over the other peers, so dust spread over many
+        identities (a Sybil clique) neither counts as typical nor drags the bar down; and
+        the pre-trusted peers, whose anchor share alone is ``alpha / len(pre_trusted)``, do
+        not make every earned reputation look tiny as a comparison with the top one would.
+        """
+        if peer == self.self_id:
+            return 1.0
+        if self._typical <= 0.0:
+            return 0.0
+        return min(1.0, self._global.get(peer, 0.0) / self._typical)
+
+    # ---- views and persistence --------------------------------------------------------
+
+    def snapshot(self, limit: int = 500) -> dict[str, Any]:
+        """The ``meshnode trust --json`` view: the ``limit`` most trusted peers and more."""
+        local = self.local_trust()
+        peers = set(self._global) | set(self._evidence) | set(self._attestations) | set(local)
+        ordered = sorted(peers, key=lambda p: (-self._global.get(p, 0.0), p))[:limit]
+        listed = []
+        for peer in ordered:
+            kept = self._attestations.get(peer)
+            listed.append(
+                {
+                    "peer_id": peer,
+                    "self": peer == self.self_id,
+                    "pre_trusted": peer in self.pre_trusted,
+                    "local": local.get(peer, 0.0),
+                    "global": self._global.get(peer, 0.0),
+                    "relative": self.relative_trust(peer),
+                    "experience": self.experience(peer),
+                    "evidence": self.evidence_counts(peer),
+                    "attestation": None
+                    if kept is None
+                    else {
+                        "seq": kept.attestation.seq,
+                        "issued": kept.attestation.issued,
+                        "last_seen": kept.seen,
+                        "peers": len(kept.attestation.scores),
+                    },
+                }
+            )
+        return {
+            "self_id": self.self_id,
+            "pre_trusted": sorted(self.pre_trusted),
+            "alpha": self.alpha,
+            "half_life_s": self.half_life_s,
+            "authors": len(self._attestations),
+            "known_peers": len(peers),
+            "last_run": dict(self.last_run),
+            "peers": listed,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """Evidence, attestations and the sequence number: what must survive a restart."""
+        return {
+            "version": _STATE_VERSION,
+            "self_id": self.self_id,
+            "seq": self._seq,
+            "clock": self._clock,
+            "evidence": {
+                peer: {
+                    "tally": [e.tally.sat, e.tally.unsat, e.tally.at],
+                    "last": e.last,
+                    "counts": dict(e.counts),
+                    "skills": {s: [t.sat, t.unsat, t.at] for s, t in e.skills.items()},
+                }
+                for peer, e in self._evidence.items()
+            },
+            "attestations": {
+                author: {"seen": k.seen, "body": k.attestation.to_body()}
+                for author, k in self._attestations.items()
+            },
+        }
+
+    @classmethod
+    def from_json(
+        cls, data: Any, *, self_id: str, pre_trusted: Iterable[str], **options: Any
+    ) -> TrustGraph:
+        """Restore :meth:`to_json` output; ``options`` are the constructor's keywords.
+
+        The configuration (pre-trusted peers, alpha, bounds) comes from the caller, not the
+        file, so an operator's change takes effect on restart. Global trust is recomputed.
+        """
+        graph = cls(self_id, pre_trusted, **options)
+        try:
+            if data["version"] != _STATE_VERSION:
+                raise ValueError(f"unknown version {data['version']!r}")
+            graph._seq = int(data["seq"])
+            graph._clock = float(data["clock"])
+            for peer, e in data["evidence"].items():
+                evidence = _Evidence(_Tally(*map(float, e["tally"])), last=float(e["last"]))
+                evidence.counts = {str(k): int(v) for k, v in e["counts"].items()}
+                evidence.skills = {str(s): _Tally(*map(float, t)) for s, t in e["skills"].items()}
+                graph._evidence[str(peer)] = evidence
+            for author, k in data["attestations"].items():
+                body = k["body"]
+                attestation = TrustAttestation(
+                    author=str(body["author"]),
+                    seq=int(body["seq"]),
+                    issued=float(body["issued"]),
+                    scores={str(p): float(s) for p, s in body["scores"].items()},
+                )
+                graph._attestations[str(author)] = _Kept(attestation, float(k["seen"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TrustStateError(f"unreadable trust state ({exc!r})") from None
+        # The identity may have changed since (``meshnode init --force``): a node must hold
+        # no evidence about, nor an attestation from, itself.
+        graph._evidence.pop(self_id, None)
+        graph._attestations.pop(self_id, None)
+        graph.compute_global()
+        return graph
+
+    def save(self, path: Path) -> None:
+        """Write atomically, so a crash never leaves half a state file."""
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.to_json(), f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(
+        cls, path: Path, *, self_id: str, pre_trusted: Iterable[str], **options: Any
+    ) -> TrustGraph:
+        """The graph saved at ``path``, or a new empty one if there is no such file."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return cls(self_id, pre_trusted, **options)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TrustStateError(
+                f"{path} is not valid JSON ({exc}); move it away to start trust afresh"
+            ) from None
+        try:
+            return cls.from_json(data, self_id=self_id, pre_trusted=pre_trusted, **options)
+        except TrustStateError as exc:
+            raise TrustStateError(f"{path}: {exc}; move it away to start trust afresh") from None

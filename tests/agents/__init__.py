@@ -1,0 +1,1 @@
+"""Tests of the agents a node hosts: LLM client, answers, agent config."""
