@@ -153,6 +153,7 @@ class TrustGraph:
         max_peers: int = 4096,
         max_skills: int = 64,
         half_life_s: float | None = 30 * 86_400.0,
+        attestation_ttl_s: float = 3600.0,
         eps: float = 1e-9,
         max_iterations: int = 200,
     ) -> None:
@@ -166,6 +167,7 @@ class TrustGraph:
         self.max_peers = max_peers
         self.max_skills = max_skills
         self.half_life_s = half_life_s
+        self.attestation_ttl_s = attestation_ttl_s
         self.eps = eps
         self.max_iterations = max_iterations
         self._evidence: dict[str, _Evidence] = {}
@@ -275,6 +277,11 @@ class TrustGraph:
 
     def compute_global(self) -> dict[str, float]:
         """Recompute global trust by power iteration; returns every known peer's value."""
+        # An identity that stopped publishing is gone (or was dropped): its old praise must
+        # not keep routing trust, e.g. from a Sybil's discarded identities to its new ones.
+        cutoff = self._clock - self.attestation_ttl_s
+        for author in [a for a, k in self._attestations.items() if k.seen < cutoff]:
+            del self._attestations[author]
         rows = [(self.self_id, self.local_trust())]
         rows += [(a, k.attestation.scores) for a, k in sorted(self._attestations.items())]
         index: dict[str, int] = {}

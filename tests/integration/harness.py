@@ -83,16 +83,24 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.addr = ""
 
+    def add_agent(self, toml: str) -> None:
+        """Append [[agents]] tables (TOML text) to the node's config."""
+        with (self.home / "config.toml").open("a") as f:
+            f.write("\n" + toml)
+
     def configure(self, settings: dict[str, dict[str, Any]]) -> None:
         """Override settings of config.toml, e.g. {"memory": {"sync_interval_s": 2.0}}."""
         path = self.home / "config.toml"
         data = tomllib.loads(path.read_text())
+        agents = data.pop("agents", [])
         for section, values in settings.items():
             data.setdefault(section, {}).update(values)
         path.write_text("".join(
             f"[{section}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in table.items()) + "\n"
             for section, table in data.items()
         ))
+        if agents:
+            raise AssertionError("configure() before add_agent(): agents would be lost")
 
     def start(
         self,
