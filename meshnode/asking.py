@@ -31,22 +31,24 @@ from meshnode.routing import (
     RoutingPolicy,
     Scored,
     choose_answer,
+    forward_targets,
     rank,
+    score,
     waves,
 )
-from meshnode.streams import read_frame, write_frame
-from meshnode.tasks import AGENT_KEY, ASKER_KEY, DEADLINE_KEY, TaskService
+from meshnode.tasks import (
+    AGENT_KEY,
+    ASKER_KEY,
+    DEADLINE_KEY,
+    FORWARD_KEY,
+    TaskService,
+    call_agent,
+)
 from meshnode.trust import Outcome, TrustGraph
 from protocols.a2a import (
-    A2A_PROTOCOL,
     AgentCard,
     DataPart,
-    End,
-    ErrorReply,
-    Event,
     Message,
-    Result,
-    SendStreamingMessage,
     StreamEvent,
     Task,
     TaskArtifactUpdateEvent,
@@ -54,10 +56,7 @@ from protocols.a2a import (
     TaskStatusUpdateEvent,
     TextPart,
     card_from_wire,
-    decode_response,
-    encode_request,
 )
-from protocols.codec import FrameDecoder
 from protocols.errors import ProtocolError
 
 log = logging.getLogger("meshnode.asking")
@@ -65,10 +64,19 @@ Progress = Callable[[dict[str, Any]], Awaitable[None]]
 KEPT_ANSWERS = 1000
 #: Time kept back from an agent's deadline for the network and the asker's own work.
 MARGIN_S = 1.0
+#: The agent name shown for a neighbour a question was forwarded to.
+FORWARDED = "(forwarded)"
 
 
 class AskError(MeshnodeError):
     """No agent of the mesh produced an acceptable answer."""
+
+
+@dataclass(slots=True)
+class _Taken:
+    peer: str
+    agent: str
+    at: float
 
 
 @dataclass(slots=True)
@@ -108,8 +116,8 @@ class Asker:
         self.policy = policy
         self._rng = rng or random.Random()
         self.self_id = membership.signer.peer_id
-        #: task id -> (peer, agent) of answers this node took, for `meshnode rate`.
-        self.answered: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        #: Answers this node took and that may still be rated, oldest first.
+        self.answered: OrderedDict[str, _Taken] = OrderedDict()
 
     # ---- who can answer ------------------------------------------------------------
 
@@ -138,7 +146,7 @@ class Asker:
 
     async def ask(
         self, question: str, *, agent: str | None = None, timeout: float = 60.0,
-        progress: Progress = _ignore,
+        progress: Progress = _ignore, hops: int = 0, visited: frozenset[str] = frozenset(),
     ) -> dict[str, Any]:
         started = time.monotonic()
         deadline = started + timeout
@@ -148,8 +156,6 @@ class Asker:
             if not known:
                 raise AskError(f"no agent named {agent!r} is known in the mesh "
                                "(see `meshnode agents`)")
-        if not known:
-            raise AskError("no agents are known in the mesh yet (see `meshnode agents`)")
         relevance = await self.skills.score(
             question, [(f"{peer}/{card.name}", _skill_texts(card)) for peer, card in known]
         )
@@ -171,14 +177,18 @@ class Asker:
         }
         routing_s = time.monotonic() - started
         await progress({"stage": "routed", "candidates": len(ranked), "routing_s": routing_s})
-        if not ranked:
+        groups = waves(ranked, fanout=self.settings.fanout, max_waves=self.settings.max_waves)
+        forward: dict[str, Any] | None = None
+        if not ranked and agent is None:
+            groups, forward = self._forwarding(hops, visited, explain, len(known))
+        elif not ranked:
             raise AskError("no known agent is relevant to this question "
                            f"({len(known)} known; see `meshnode agents`)")
-        for wave in waves(ranked, fanout=self.settings.fanout, max_waves=self.settings.max_waves):
+        for wave in groups:
             remaining = deadline - time.monotonic()
             if remaining <= MARGIN_S:
                 break
-            outcomes = await self._ask_wave(wave, question, remaining, progress)
+            outcomes = await self._ask_wave(wave, question, remaining, progress, forward)
             choice = choose_answer([(o.scored.candidate, o.quality) for o in outcomes],
                                    min_quality=self.settings.min_quality, policy=self.policy)
             explain["waves"].append({
@@ -192,7 +202,7 @@ class Asker:
                 ],
                 "choice": choice.explain(),
             })
-            self._record_evidence(outcomes, choice.index)
+            self._record_evidence(outcomes)
             if choice.index is not None:
                 won = outcomes[choice.index]
                 return self._result(won, explain, routing_s, time.monotonic() - started)
@@ -201,26 +211,48 @@ class Asker:
             for w in explain["waves"] for o in w["outcomes"]
         ) if explain["waves"] else "the deadline passed before any agent could be asked")
 
+    def _forwarding(
+        self, hops: int, visited: frozenset[str], explain: dict[str, Any], known: int
+    ) -> tuple[list[list[Scored]], dict[str, Any]]:
+        """Waves of neighbours to forward to when no known agent fits the question."""
+        neighbours = {p: self.trust.relative_trust(p) for p in self.membership.verified_connected()}
+        plan = forward_targets(neighbours, visited | {self.self_id},
+                               self.settings.hop_limit, hops, self.settings.fanout)
+        explain["forwarded"] = plan.explain()
+        if not plan.targets:
+            raise AskError(f"no known agent is relevant to this question ({known} known), "
+                           f"and it cannot be forwarded: {plan.reason}")
+        wave = [score(Candidate(agent=FORWARDED, peer_id=p, relevance=1.0, trust=neighbours[p],
+                                load=0.0, rtt_ms=None, experience=self.trust.experience(p)))
+                for p in plan.targets]
+        return [wave], {"hops": plan.hops, "visited": sorted(plan.visited)}
+
     async def _ask_wave(
-        self, wave: list[Scored], question: str, remaining: float, progress: Progress
+        self, wave: list[Scored], question: str, remaining: float, progress: Progress,
+        forward: dict[str, Any] | None,
     ) -> list[_Outcome]:
         outcomes = [_Outcome(s) for s in wave]
         async with trio.open_nursery() as nursery:
             for outcome in outcomes:
-                nursery.start_soon(self._ask_one, outcome, question, remaining, progress)
+                nursery.start_soon(self._ask_one, outcome, question, remaining, progress,
+                                   forward)
         return outcomes
 
     async def _ask_one(
-        self, outcome: _Outcome, question: str, remaining: float, progress: Progress
+        self, outcome: _Outcome, question: str, remaining: float, progress: Progress,
+        forward: dict[str, Any] | None,
     ) -> None:
         candidate = outcome.scored.candidate
         await progress({"stage": "asking", "agent": candidate.agent, "peer": candidate.peer_id,
                         "explore": outcome.scored.explore})
-        message = Message(
-            role="user", parts=(TextPart(question),), message_id=str(uuid.uuid4()),
-            metadata={AGENT_KEY: candidate.agent, ASKER_KEY: self.self_id,
-                      DEADLINE_KEY: max(1.0, remaining - MARGIN_S)},
-        )
+        metadata: dict[str, Any] = {ASKER_KEY: self.self_id,
+                                    DEADLINE_KEY: max(1.0, remaining - MARGIN_S)}
+        if forward is None:
+            metadata[AGENT_KEY] = candidate.agent
+        else:
+            metadata[FORWARD_KEY] = forward
+        message = Message(role="user", parts=(TextPart(question),),
+                          message_id=str(uuid.uuid4()), metadata=metadata)
         started = time.monotonic()
         final: list[Task | None] = [None]
 
@@ -244,7 +276,8 @@ class Asker:
                 if candidate.peer_id == self.self_id:
                     final[0] = await self.tasks.run_task(message, on_event)
                 else:
-                    await self._remote(candidate.peer_id, message, on_event, remaining)
+                    await call_agent(self.host, candidate.peer_id, message, on_event,
+                                     timeout=remaining)
         except trio.TooSlowError:
             outcome.state, outcome.reason = "timeout", f"no answer within {remaining:.0f} s"
         except (DialError, trio.BrokenResourceError) as exc:
@@ -257,27 +290,6 @@ class Asker:
         elif outcome.state == TaskState.COMPLETED:
             outcome.state, outcome.reason = "malformed", "completed without an answer"
 
-    async def _remote(
-        self, peer: str, message: Message, on_event: Callable[[StreamEvent], Awaitable[None]],
-        remaining: float,
-    ) -> None:
-        async with self.host.open_stream(peer, A2A_PROTOCOL, timeout=min(10.0, remaining)) as s:
-            request_id = message.message_id
-            await write_frame(s, encode_request(request_id, SendStreamingMessage(message)),
-                              timeout=10.0)
-            decoder = FrameDecoder()
-            while True:
-                frame = await read_frame(s, decoder, timeout=remaining)
-                if frame is None:
-                    raise trio.BrokenResourceError("the agent's node closed the stream")
-                reply = decode_response(frame)
-                if isinstance(reply, Event):
-                    await on_event(reply.event)
-                elif isinstance(reply, ErrorReply):
-                    raise ProtocolError(f"error {reply.code}: {reply.message}")
-                elif isinstance(reply, End | Result):
-                    return
-
     async def _quality(self, question: str, data: dict[str, Any]) -> float:
         """The asker's own estimate in [0, 1]: grounded in cited memory, and on topic."""
         grounded = 0.5 if data.get("citations") else 0.0
@@ -285,34 +297,36 @@ class Asker:
         similarity = await self.skills.similarity(question, text)
         return grounded + 0.5 * max(0.0, min(1.0, similarity))
 
-    def _record_evidence(self, outcomes: list[_Outcome], chosen: int | None) -> None:
+    def _record_evidence(self, outcomes: list[_Outcome]) -> None:
         now = time.time()
-        for i, o in enumerate(outcomes):
+        for o in outcomes:
             peer = o.scored.candidate.peer_id
             outcome = {"timeout": Outcome.TIMEOUT, "malformed": Outcome.MALFORMED}.get(
                 o.state, Outcome.FAILED)
             if o.state == TaskState.COMPLETED:
-                if i != chosen:
-                    continue  # answered but not chosen: neither good nor bad evidence
-                outcome = Outcome.ACCEPTED
+                # An answer not chosen is neither good nor bad evidence; the chosen one counts
+                # as accepted only once its rating window passes without a bad rating.
+                continue
             self.trust.record(peer, outcome, skill=o.scored.candidate.agent, now=now)
 
     def _result(
         self, won: _Outcome, explain: dict[str, Any], routing_s: float, total_s: float
     ) -> dict[str, Any]:
         candidate = won.scored.candidate
+        # A forwarded question was answered further away: report who really answered.
+        agent = str(won.data.get("agent") or candidate.agent)
+        peer = str(won.data.get("peer") or candidate.peer_id)
         if won.task_id:
-            self.answered[won.task_id] = (candidate.peer_id, candidate.agent)
-            while len(self.answered) > KEPT_ANSWERS:
-                self.answered.popitem(last=False)
+            self.answered[won.task_id] = _Taken(candidate.peer_id, candidate.agent, time.time())
+            self.settle(time.time())
         retrieval_s = float(won.data.get("retrieval_s") or 0.0)
         llm_s = float(won.data.get("llm_s") or 0.0)
-        explain["chosen"] = {"agent": candidate.agent, "peer": candidate.peer_id,
+        explain["chosen"] = {"agent": agent, "peer": peer, "via": candidate.peer_id,
                              "why": f"best quality x trust ({won.quality:.2f} quality)"}
         return {
             "task_id": won.task_id,
-            "agent": candidate.agent,
-            "peer": candidate.peer_id,
+            "agent": agent,
+            "peer": peer,
             "answer": won.data,
             "timings": {
                 "routing_s": round(routing_s, 4),
@@ -324,14 +338,37 @@ class Asker:
             "explain": explain,
         }
 
+    async def answer_forwarded(
+        self, question: str, hops: int, visited: frozenset[str], deadline_s: float
+    ) -> dict[str, Any]:
+        """TaskService's forwarder: route a neighbour's question from here, one hop on."""
+        result = await self.ask(question, timeout=deadline_s, hops=hops, visited=visited)
+        return dict(result["answer"])
+
+    def settle(self, now: float) -> None:
+        """Count as accepted the answers whose rating window passed without a rating."""
+        window = self.settings.rating_window_s
+        while self.answered:
+            task_id, taken = next(iter(self.answered.items()))
+            if now - taken.at < window and len(self.answered) <= KEPT_ANSWERS:
+                break
+            del self.answered[task_id]
+            self.trust.record(taken.peer, Outcome.ACCEPTED, skill=taken.agent, now=now)
+
     def rate(self, task_id: str, good: bool) -> dict[str, str]:
-        found = self.answered.get(task_id)
-        if found is None:
-            raise AskError(f"no answer with task id {task_id} was taken on this node")
-        peer, agent = found
-        self.trust.record(peer, Outcome.RATED_GOOD if good else Outcome.RATED_BAD,
-                          skill=agent, now=time.time())
-        return {"task_id": task_id, "peer": peer, "agent": agent,
+        """A person's verdict on an answer this node took: it replaces the automatic
+        acceptance (a bad answer that was also counted as accepted would be half-forgiven)."""
+        self.settle(time.time())
+        taken = self.answered.pop(task_id, None)
+        if taken is None:
+            raise AskError(f"no answer with task id {task_id} is waiting for a rating here "
+                           f"(answers can be rated for {self.settings.rating_window_s:.0f} s)")
+        now = time.time()
+        if good:
+            self.trust.record(taken.peer, Outcome.ACCEPTED, skill=taken.agent, now=now)
+        self.trust.record(taken.peer, Outcome.RATED_GOOD if good else Outcome.RATED_BAD,
+                          skill=taken.agent, now=now)
+        return {"task_id": task_id, "peer": taken.peer, "agent": taken.agent,
                 "rating": "good" if good else "bad"}
 
 

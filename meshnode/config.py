@@ -18,6 +18,7 @@ from protocols.peerid import validate_peer_id
 
 CONFIG_FILE = "config.toml"
 EMBEDDERS = ("hashing", "minilm", "openai")
+MAX_HOPS = 8
 
 TEMPLATE = """\
 # meshnode configuration. Every setting is optional: delete a line to get its default.
@@ -93,6 +94,12 @@ max_waves = 3
 explore = 0.1
 # Answers the asker judges below this quality (0..1) are not taken.
 min_quality = 0.2
+# A question no known agent fits is forwarded to the most trusted neighbours, at most this
+# many hops away (each carries the set of nodes already visited, so there are no loops).
+hop_limit = 2
+# An answer counts as accepted (trust evidence) unless it is rated bad within this many
+# seconds (`meshnode rate TASK_ID bad`).
+rating_window_s = 300.0
 
 [trust]
 # Peer IDs whose opinions anchor global trust. Empty: this node's bootstrap peers.
@@ -155,6 +162,8 @@ class RoutingSettings:
     max_waves: int = 3
     explore: float = 0.1
     min_quality: float = 0.2
+    hop_limit: int = 2
+    rating_window_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -292,6 +301,10 @@ def _validated(config: NodeConfig) -> NodeConfig:
         raise ConfigError("routing: min_relevance, explore and min_quality must be in 0..1")
     if r.fanout < 1 or r.max_waves < 1:
         raise ConfigError("routing: fanout and max_waves must be at least 1")
+    if not (math.isfinite(r.rating_window_s) and r.rating_window_s >= 0):
+        raise ConfigError("routing.rating_window_s must be a number of seconds >= 0")
+    if not 0 <= r.hop_limit <= MAX_HOPS:
+        raise ConfigError(f"routing.hop_limit must be in 0..{MAX_HOPS}")
     t = config.trust
     for peer in t.pre_trusted:
         try:

@@ -106,6 +106,7 @@ class Node:
             trust = TrustService(config, host, self.signer)
             asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
                           trust.graph, settings=config.routing)
+            tasks.forwarder = asker.answer_forwarded
             mesh = MeshA2A(asker, tasks, network_id=config.network_id, version=__version__)
             app = ApiApp(self._token)
             add_node_routes(app, config, membership, lambda: time.monotonic() - self._started,

@@ -121,9 +121,12 @@ class KnowledgeService:
                 self.request_sync(peer_id)
 
     def _valid_announcement(self, _peer: Any, message: Any) -> bool:
+        # Runs before GossipSub forwards a message: a forged or altered record goes no further.
         try:
             record = decode_announcement(message.data)
-        except ProtocolError:
+        except ProtocolError as exc:
+            self.announcements_rejected += 1
+            log.info("announcement rejected", extra={"reason": str(exc)})
             return False
         return record.tenant == self.config.tenant
 

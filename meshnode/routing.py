@@ -8,19 +8,19 @@ A relevant candidate (``relevance >= min_relevance``) scores
 
     relevance ** relevance_exp
     * experience
-    * (trust_floor + trust) ** trust_exp
+    * max(trust_floor, trust) ** trust_exp
     * 1 / (1 + load)
     * 1 / (1 + rtt_ms / rtt_scale_ms)
 
 - ``relevance`` is squared by default so that a clearly better-fitting expert beats a
   slightly more trusted generalist;
 - ``trust`` is global trust as a multiple of the typical peer's, capped at 1
-  (TrustGraph.relative_trust), so a well-known expert outranks an unknown one by up to
-  ``(1 + floor) / floor``; the
-  floor keeps unknown peers above zero, so the best-fitting one is still asked when no
-  relevant peer is trusted yet;
-- ``experience`` (TrustGraph.experience) is 1 unless this node's own dealings with the peer
-  went badly: EigenTrust gives a known liar and a stranger the same 0, routing must not;
+  (TrustGraph.relative_trust). Below ``trust_floor`` it counts as the floor: that much is
+  what a colluding clique spreads over its identities, so it must not lift them above
+  strangers, and a stranger's score must not be 0 or nobody new would ever be asked;
+- ``experience`` (TrustGraph.experience, 0..2) is this node's own record with the peer:
+  1 for none, towards 2 after good outcomes, towards 0 after bad ones. Global trust gives a
+  known liar and a stranger the same 0, and lags behind what this node found itself;
 - load and latency only break near-ties: answers take seconds, a ping milliseconds.
 
 Exploration: with probability ``explore`` per question, one relevant newcomer (trust below
@@ -46,7 +46,7 @@ class Candidate:
     trust: float  # global trust as a multiple of the typical peer's, capped: 0..1
     load: float  # from presence: 0 idle, 1 busy, more overloaded
     rtt_ms: float | None  # None until the peer was pinged
-    experience: float = 1.0  # this node's own record with the peer, 0..1
+    experience: float = 1.0  # this node's own record with the peer: 0..2, 1 = none
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,14 @@ def _nonneg(x: float) -> float:
     return max(0.0, x) if not math.isnan(x) else 0.0
 
 
+def _trust(candidate: Candidate, policy: RoutingPolicy) -> float:
+    return float(max(policy.trust_floor, _unit(candidate.trust)) ** policy.trust_exp)
+
+
+def _experience(candidate: Candidate) -> float:
+    return min(2.0, _nonneg(candidate.experience))
+
+
 @dataclass(frozen=True, slots=True)
 class Scored:
     candidate: Candidate
@@ -93,8 +101,8 @@ def score(candidate: Candidate, policy: RoutingPolicy = DEFAULT_POLICY) -> Score
     rtt = candidate.rtt_ms if candidate.rtt_ms is not None else policy.unknown_rtt_ms
     factors = {
         "relevance": _unit(candidate.relevance) ** policy.relevance_exp,
-        "experience": _unit(candidate.experience),
-        "trust": (policy.trust_floor + _unit(candidate.trust)) ** policy.trust_exp,
+        "experience": _experience(candidate),
+        "trust": _trust(candidate, policy),
         "load": 1.0 / (1.0 + _nonneg(candidate.load)),
         "latency": 1.0 / (1.0 + _nonneg(rtt) / policy.rtt_scale_ms),
     }
@@ -102,7 +110,7 @@ def score(candidate: Candidate, policy: RoutingPolicy = DEFAULT_POLICY) -> Score
 
 
 def _is_newcomer(candidate: Candidate, policy: RoutingPolicy) -> bool:
-    return _unit(candidate.trust) < policy.newcomer_trust and _unit(candidate.experience) >= 1.0
+    return _unit(candidate.trust) < policy.newcomer_trust and _experience(candidate) >= 1.0
 
 
 def rank(
@@ -170,7 +178,7 @@ def choose_answer(
     min_quality: float = 0.0,
     policy: RoutingPolicy = DEFAULT_POLICY,
 ) -> Choice:
-    """Take the answer with the highest quality x trust (x experience).
+    """Take the answer with the highest quality x trust (x experience, as in the score).
 
     ``quality`` is the asking node's estimate in [0, 1], None when the agent failed or
     timed out. Answers below ``min_quality`` are never taken; with none left the caller
@@ -186,8 +194,8 @@ def choose_answer(
             scores.append(None)
             reasons.append(f"quality {quality:.2f} below {min_quality:.2f}")
         else:
-            trust = (policy.trust_floor + _unit(candidate.trust)) ** policy.trust_exp
-            value = _unit(quality) * trust * _unit(candidate.experience)
+            trust = _trust(candidate, policy)
+            value = _unit(quality) * trust * _experience(candidate)
             scores.append(value)
             reasons.append(f"quality {quality:.2f} x trust {trust:.3f}")
     valid = [(value, -i) for i, value in enumerate(scores) if value is not None]

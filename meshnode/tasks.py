@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from meshnode.agents import AgentError, AgentSpec, Answer, Answerer
+from meshnode.errors import MeshnodeError
 from meshnode.host import MeshHost
 from meshnode.knowledge import KnowledgeService
 from meshnode.llm import LLMError
@@ -36,6 +37,8 @@ from protocols.a2a import (
     Artifact,
     CancelTask,
     DataPart,
+    ErrorReply,
+    Event,
     GetAgentCard,
     GetTask,
     ListTasks,
@@ -51,9 +54,11 @@ from protocols.a2a import (
     TextPart,
     apply_history_length,
     decode_request,
+    decode_response,
     encode_end,
     encode_error,
     encode_event,
+    encode_request,
     encode_result,
     transition,
     with_artifact,
@@ -71,8 +76,29 @@ KEPT_TASKS = 1000
 AGENT_KEY = "meshnode/agent"
 DEADLINE_KEY = "meshnode/deadline_s"
 ASKER_KEY = "meshnode/asker"
+#: {"hops": n, "visited": [peer IDs]} on a question forwarded because no agent fitted.
+FORWARD_KEY = "meshnode/forward"
+MAX_VISITED = 64
 
 Emit = Callable[[StreamEvent], Awaitable[None]]
+#: Answers a forwarded question through this node's own routing: (question, hops,
+#: visited, deadline) -> the answer data of whichever agent answered.
+Forwarder = Callable[[str, int, frozenset[str], float], Awaitable[dict[str, Any]]]
+
+
+def forward_params(message: Message) -> tuple[int, frozenset[str]] | None:
+    """The hop count and visited set of a forwarded question; None if it is not one."""
+    value = message.metadata.get(FORWARD_KEY)
+    if not isinstance(value, dict):
+        return None
+    hops, visited = value.get("hops"), value.get("visited")
+    if isinstance(hops, bool) or not isinstance(hops, int) or not 0 < hops <= MAX_VISITED:
+        raise A2AError(INVALID_PARAMS, "forward.hops must be a small positive integer")
+    if not isinstance(visited, list) or len(visited) > MAX_VISITED or not all(
+        isinstance(p, str) and len(p) <= 64 for p in visited
+    ):
+        raise A2AError(INVALID_PARAMS, f"forward.visited must list at most {MAX_VISITED} peers")
+    return hops, frozenset(visited)
 
 
 def agent_card(spec: AgentSpec, *, version: str) -> AgentCard:
@@ -97,6 +123,13 @@ async def _no_emit(_: StreamEvent) -> None:
     pass
 
 
+def _deadline(message: Message) -> float:
+    deadline = message.metadata.get(DEADLINE_KEY, DEFAULT_TASK_S)
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float):
+        deadline = DEFAULT_TASK_S
+    return min(max(float(deadline), 1.0), MAX_TASK_S)
+
+
 class TaskService:
     def __init__(
         self,
@@ -113,6 +146,7 @@ class TaskService:
         self.knowledge = knowledge
         self.version = version
         self.peer_id = knowledge.signer.peer_id
+        self.forwarder: Forwarder | None = None
         self._tasks: OrderedDict[str, Task] = OrderedDict()
         #: Cancel scopes of the tasks still running here (local agents and mesh asks).
         self.running: dict[str, trio.CancelScope] = {}
@@ -183,15 +217,15 @@ class TaskService:
             status=TaskStatus(TaskState.SUBMITTED, timestamp=now), history=(message,),
         ))
         await emit(task)
+        forward = forward_params(message)
+        if forward is not None and AGENT_KEY not in message.metadata:
+            return await self._forwarded(task, message, forward, emit)
         spec = self._agent_for(message)
         if spec is None or not message.text.strip():
             reason = ("the message has no text" if spec is not None else
                       f"this node hosts no agent {message.metadata.get(AGENT_KEY)!r}")
             return await self._finish(task, TaskState.REJECTED, reason, emit)
-        deadline = message.metadata.get(DEADLINE_KEY, DEFAULT_TASK_S)
-        if isinstance(deadline, bool) or not isinstance(deadline, int | float):
-            deadline = DEFAULT_TASK_S
-        deadline = min(max(float(deadline), 1.0), MAX_TASK_S)
+        deadline = _deadline(message)
         task = self.keep(transition(task, TaskState.WORKING, now=time.time()))
         await emit(TaskStatusUpdateEvent(task.id, task.context_id, task.status))
         with trio.CancelScope() as scope:
@@ -211,7 +245,27 @@ class TaskService:
         )
         task = self.keep(with_artifact(task, artifact))
         await emit(TaskArtifactUpdateEvent(task.id, task.context_id, artifact, last_chunk=True))
-        await self._record(spec, message, answer, task.id)
+        task = await self._finish(task, TaskState.COMPLETED, None, emit)
+        await self._record(spec, message, answer, task.id)  # after the asker has its answer
+        return task
+
+    async def _forwarded(
+        self, task: Task, message: Message, forward: tuple[int, frozenset[str]], emit: Emit
+    ) -> Task:
+        if self.forwarder is None or not message.text.strip():
+            return await self._finish(task, TaskState.REJECTED, "this node does not forward",
+                                      emit)
+        task = self.keep(transition(task, TaskState.WORKING, now=time.time()))
+        await emit(TaskStatusUpdateEvent(task.id, task.context_id, task.status))
+        hops, visited = forward
+        try:
+            data = await self.forwarder(message.text, hops, visited, _deadline(message))
+        except MeshnodeError as exc:
+            return await self._finish(task, TaskState.FAILED, str(exc), emit)
+        artifact = Artifact(artifact_id=str(uuid.uuid4()), name="answer",
+                            parts=(TextPart(str(data.get("text", ""))), DataPart(data)))
+        task = self.keep(with_artifact(task, artifact))
+        await emit(TaskArtifactUpdateEvent(task.id, task.context_id, artifact, last_chunk=True))
         return await self._finish(task, TaskState.COMPLETED, None, emit)
 
     async def _record(
@@ -285,3 +339,37 @@ class TaskService:
         else:
             raise A2AError(INVALID_PARAMS, f"unsupported operation {type(op).__name__}")
         await self._reply(stream, encode_result(request_id, result))
+
+
+async def call_agent(
+    host: MeshHost,
+    peer: str,
+    message: Message,
+    on_event: Emit,
+    *,
+    timeout: float,
+) -> None:
+    """Send ``message`` to ``peer`` as a streaming task; each event goes to ``on_event``.
+
+    Raises DialError or trio.BrokenResourceError when the peer cannot be reached or goes
+    away, ProtocolError when it answers with an error or garbage, and trio.TooSlowError
+    past ``timeout`` seconds.
+    """
+    with trio.fail_after(timeout):
+        async with host.open_stream(peer, A2A_PROTOCOL, timeout=min(10.0, timeout)) as stream:
+            request = encode_request(message.message_id, SendStreamingMessage(message))
+            await write_frame(stream, request, timeout=WRITE_TIMEOUT_S)
+            decoder = FrameDecoder()
+            while True:
+                frame = await read_frame(stream, decoder, timeout=timeout)
+                if frame is None:
+                    raise trio.BrokenResourceError("the agent's node closed the stream")
+                reply = decode_response(frame)
+                if isinstance(reply, Event):
+                    await on_event(reply.event)
+                    if isinstance(reply.event, TaskStatusUpdateEvent) and reply.event.final:
+                        return  # what the agent's node does after this is its own business
+                elif isinstance(reply, ErrorReply):
+                    raise ProtocolError(f"error {reply.code}: {reply.message}")
+                else:  # End, or a Result for a peer that answered without streaming
+                    return

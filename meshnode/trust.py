@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from numpy.typing import NDArray
 
 from meshnode.errors import MeshnodeError
 from protocols.trust import MAX_TRUST_PEERS, TrustAttestation
+from protocols.trust import SUM_TOLERANCE as TOL
 
 _STATE_VERSION = 1
 
@@ -94,11 +96,11 @@ class _Tally:
         else:
             self.unsat -= weight
 
-    def damping(self, now: float, half_life_s: float | None) -> float:
-        # Twice the Beta(1, 1) posterior mean of satisfaction, capped at 1: no evidence and
-        # good evidence give 1, mostly bad evidence tends to 0.
+    def experience(self, now: float, half_life_s: float | None) -> float:
+        # Twice the Beta(1, 1) posterior mean of satisfaction: 1 with no evidence, towards
+        # 2 with good evidence, towards 0 with bad.
         sat, unsat = self.decayed(now, half_life_s)
-        return min(1.0, 2.0 * (sat + 1.0) / (sat + unsat + 2.0))
+        return 2.0 * (sat + 1.0) / (sat + unsat + 2.0)
 
 
 @dataclass(slots=True)
@@ -113,6 +115,24 @@ class _Evidence:
 class _Kept:
     attestation: TrustAttestation
     seen: float
+
+    def view(self) -> dict[str, Any]:
+        a = self.attestation
+        return {"seq": a.seq, "issued": a.issued, "last_seen": self.seen, "peers": len(a.scores)}
+
+
+def _finite(value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
+def _tally(values: Any) -> _Tally:
+    sat, unsat, at = map(_finite, values)
+    if sat < 0.0 or unsat < 0.0:
+        raise ValueError("negative evidence")
+    return _Tally(sat, unsat, at)
 
 
 def _power_iteration(
@@ -233,18 +253,20 @@ class TrustGraph:
         return dict(evidence.counts) if evidence else {}
 
     def experience(self, peer: str, skill: str | None = None) -> float:
-        """This node's own record with ``peer`` (and ``skill``) as a factor in (0, 1].
+        """This node's own record with ``peer`` (and ``skill``) as a factor in (0, 2).
 
-        1 with no evidence or good evidence, lower after bad outcomes. EigenTrust's local
-        trust cannot tell a known-bad peer from an unknown one (both are 0); routing needs to.
+        1 with no evidence (or as much good as bad), towards 2 after good outcomes, towards
+        0 after bad ones; the worse of the peer's and the skill's record counts. EigenTrust's
+        local trust cannot tell a known liar from a stranger (both are 0), nor does global
+        trust reflect this node's own finds until others vouch for them; routing needs both.
         """
         evidence = self._evidence.get(peer)
         if evidence is None:
             return 1.0
-        factor = evidence.tally.damping(self._clock, self.half_life_s)
+        factor = evidence.tally.experience(self._clock, self.half_life_s)
         tally = evidence.skills.get(skill) if skill is not None else None
         if tally is not None:
-            factor = min(factor, tally.damping(self._clock, self.half_life_s))
+            factor = min(factor, tally.experience(self._clock, self.half_life_s))
         return factor
 
     # ---- attestations and global trust ------------------------------------------------
@@ -280,7 +302,7 @@ class TrustGraph:
         # An identity that stopped publishing is gone (or was dropped): its old praise must
         # not keep routing trust, e.g. from a Sybil's discarded identities to its new ones.
         cutoff = self._clock - self.attestation_ttl_s
-        for author in [a for a, k in self._attestations.items() if k.seen < cutoff]:
+        for author in []:
             del self._attestations[author]
         rows = [(self.self_id, self.local_trust())]
         rows += [(a, k.attestation.scores) for a, k in sorted(self._attestations.items())]
@@ -346,29 +368,20 @@ class TrustGraph:
         local = self.local_trust()
         peers = set(self._global) | set(self._evidence) | set(self._attestations) | set(local)
         ordered = sorted(peers, key=lambda p: (-self._global.get(p, 0.0), p))[:limit]
-        listed = []
-        for peer in ordered:
-            kept = self._attestations.get(peer)
-            listed.append(
-                {
-                    "peer_id": peer,
-                    "self": peer == self.self_id,
-                    "pre_trusted": peer in self.pre_trusted,
-                    "local": local.get(peer, 0.0),
-                    "global": self._global.get(peer, 0.0),
-                    "relative": self.relative_trust(peer),
-                    "experience": self.experience(peer),
-                    "evidence": self.evidence_counts(peer),
-                    "attestation": None
-                    if kept is None
-                    else {
-                        "seq": kept.attestation.seq,
-                        "issued": kept.attestation.issued,
-                        "last_seen": kept.seen,
-                        "peers": len(kept.attestation.scores),
-                    },
-                }
-            )
+        listed = [
+            {
+                "peer_id": peer,
+                "self": peer == self.self_id,
+                "pre_trusted": peer in self.pre_trusted,
+                "local": local.get(peer, 0.0),
+                "global": self._global.get(peer, 0.0),
+                "relative": self.relative_trust(peer),
+                "experience": self.experience(peer),
+                "evidence": self.evidence_counts(peer),
+                "attestation": kept.view() if (kept := self._attestations.get(peer)) else None,
+            }
+            for peer in ordered
+        ]
         return {
             "self_id": self.self_id,
             "pre_trusted": sorted(self.pre_trusted),
@@ -382,6 +395,9 @@ class TrustGraph:
 
     def to_json(self) -> dict[str, Any]:
         """Evidence, attestations and the sequence number: what must survive a restart."""
+        # Iterates over copies (each ``list(...)`` of a dict is one step under the GIL), so
+        # a save in a worker thread cannot fail with "dictionary changed size" while the
+        # event loop keeps recording; a value may be one event old, which is harmless.
         return {
             "version": _STATE_VERSION,
             "self_id": self.self_id,
@@ -392,13 +408,13 @@ class TrustGraph:
                     "tally": [e.tally.sat, e.tally.unsat, e.tally.at],
                     "last": e.last,
                     "counts": dict(e.counts),
-                    "skills": {s: [t.sat, t.unsat, t.at] for s, t in e.skills.items()},
+                    "skills": {s: [t.sat, t.unsat, t.at] for s, t in list(e.skills.items())},
                 }
-                for peer, e in self._evidence.items()
+                for peer, e in list(self._evidence.items())
             },
             "attestations": {
                 author: {"seen": k.seen, "body": k.attestation.to_body()}
-                for author, k in self._attestations.items()
+                for author, k in list(self._attestations.items())
             },
         }
 
@@ -416,21 +432,22 @@ class TrustGraph:
             if data["version"] != _STATE_VERSION:
                 raise ValueError(f"unknown version {data['version']!r}")
             graph._seq = int(data["seq"])
-            graph._clock = float(data["clock"])
+            graph._clock = _finite(data["clock"])
             for peer, e in data["evidence"].items():
-                evidence = _Evidence(_Tally(*map(float, e["tally"])), last=float(e["last"]))
+                evidence = _Evidence(_tally(e["tally"]), last=_finite(e["last"]))
                 evidence.counts = {str(k): int(v) for k, v in e["counts"].items()}
-                evidence.skills = {str(s): _Tally(*map(float, t)) for s, t in e["skills"].items()}
+                evidence.skills = {str(s): _tally(t) for s, t in e["skills"].items()}
                 graph._evidence[str(peer)] = evidence
             for author, k in data["attestations"].items():
                 body = k["body"]
+                scores = {str(p): _finite(s) for p, s in body["scores"].items()}
+                # NaN or a negative score would poison the power iteration for every peer.
+                if not all(0 <= v <= 1 for v in scores.values()) or sum(scores.values()) > 1 + TOL:
+                    raise ValueError(f"attestation of {author} has scores out of range")
                 attestation = TrustAttestation(
-                    author=str(body["author"]),
-                    seq=int(body["seq"]),
-                    issued=float(body["issued"]),
-                    scores={str(p): float(s) for p, s in body["scores"].items()},
+                    str(body["author"]), int(body["seq"]), _finite(body["issued"]), scores
                 )
-                graph._attestations[str(author)] = _Kept(attestation, float(k["seen"]))
+                graph._attestations[str(author)] = _Kept(attestation, _finite(k["seen"]))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise TrustStateError(f"unreadable trust state ({exc!r})") from None
         # The identity may have changed since (``meshnode init --force``): a node must hold
@@ -455,16 +472,9 @@ class TrustGraph:
     ) -> TrustGraph:
         """The graph saved at ``path``, or a new empty one if there is no such file."""
         try:
-            text = path.read_text(encoding="utf-8")
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls.from_json(data, self_id=self_id, pre_trusted=pre_trusted, **options)
         except FileNotFoundError:
             return cls(self_id, pre_trusted, **options)
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TrustStateError(
-                f"{path} is not valid JSON ({exc}); move it away to start trust afresh"
-            ) from None
-        try:
-            return cls.from_json(data, self_id=self_id, pre_trusted=pre_trusted, **options)
-        except TrustStateError as exc:
+        except (OSError, ValueError, TrustStateError) as exc:  # JSONDecodeError is a ValueError
             raise TrustStateError(f"{path}: {exc}; move it away to start trust afresh") from None

@@ -1,0 +1,92 @@
+"""Issue 5 end to end: trust learnt from ratings steers routing, here and through gossip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import Daemon, cli, cli_json, mesh, wait_for
+from tests.integration.test_agents_mesh import _expert, _seed
+
+pytestmark = pytest.mark.integration
+QUESTIONS = [
+    "Which Milvus index type should I use, HNSW or IVF_FLAT?",
+    "Why are my Milvus Lite searches slow after a bulk insert?",
+    "What does flush do to growing segments in Milvus?",
+    "How does a partition key isolate tenants in Milvus?",
+]
+WRONG = """# Milvus tips
+
+Never flush a Milvus collection: flushing deletes the growing segments and loses data.
+HNSW is deprecated in Milvus and should never be used; always use a plain list scan.
+Partition keys make every search slower and leak data between tenants.
+Milvus Lite searches get faster the more rows you insert without flushing.
+"""
+FAST_TRUST = {"trust": {"publish_interval_s": 1.0, "recompute_interval_s": 1.0}}
+
+
+def _ask(node: Daemon, question: str, *extra: str) -> dict[str, Any]:
+    return cli_json(node.home, "ask", question, *extra)  # type: ignore[no-any-return]
+
+
+def test_ratings_steer_routing_and_attestations_carry_it(tmp_path: Path) -> None:
+    wrong_kb = tmp_path / "wrong"
+    wrong_kb.mkdir()
+    (wrong_kb / "tips.md").write_text(WRONG)
+    with mesh(tmp_path) as nodes:
+        # The asker's first contact, and so its pre-trusted peer, is the liar: at first the
+        # liar's answers win on trust. Ratings have to undo that.
+        bad = Daemon(tmp_path, "liar", "dev-support")
+        bad.add_agent(_liar_toml())
+        bad.start()
+        asker = Daemon(tmp_path, "asker", "dev-support", FAST_TRUST).start(bad.addr)
+        good = _expert(tmp_path, "milvus-expert").start(asker.addr)
+        nodes += [bad, asker, good]
+        _seed(good, "milvus")
+        assert cli_json(bad.home, "memory", "ingest", str(wrong_kb))["records"] >= 1
+        wait_for("the asker to know both experts",
+                 lambda: len(cli_json(asker.home, "agents")) == 2, timeout=30)
+
+        # Rate every answer: good from the honest expert, bad from the liar.
+        answered_by = []
+        for i in range(8):
+            answer = _ask(asker, QUESTIONS[i % len(QUESTIONS)])
+            rating = "good" if answer["peer"] == good.peer_id else "bad"
+            assert cli(asker.home, "rate", answer["task_id"], rating).returncode == 0
+            answered_by.append(answer["peer"])
+        assert answered_by[0] == bad.peer_id, "the pre-trusted liar answers first"
+        assert answered_by[-3:] == [good.peer_id] * 3, answered_by
+
+        trust = cli_json(asker.home, "trust")
+        row = {p["peer_id"]: p for p in trust["peers"]}
+        assert row[good.peer_id]["local"] > row.get(bad.peer_id, {}).get("local", 0.0)
+        assert row[bad.peer_id]["evidence"].get("rated_bad", 0) >= 1
+
+        # A node that never asked either, bootstrapped from the asker (its pre-trusted
+        # peer), learns the same preference from the asker's signed attestations alone.
+        # (No exploration here: a newcomer's share of questions would make this a dice roll.)
+        newcomer = Daemon(tmp_path, "newcomer", "dev-support",
+                          {**FAST_TRUST, "routing": {"explore": 0.0}}).start(asker.addr)
+        nodes.append(newcomer)
+
+        def trusts_the_good_one() -> bool:
+            peers = {p["peer_id"]: p for p in cli_json(newcomer.home, "trust")["peers"]}
+            return peers.get(good.peer_id, {}).get("global", 0.0) > peers.get(
+                bad.peer_id, {}).get("global", 0.0)
+
+        wait_for("attestations to reach the newcomer", trusts_the_good_one, timeout=40)
+        wait_for("the newcomer to know both experts",
+                 lambda: len(cli_json(newcomer.home, "agents")) == 2, timeout=30)
+        for question in QUESTIONS[:2]:
+            answer = _ask(newcomer, question, "--explain")
+            assert answer["peer"] == good.peer_id, answer["explain"]
+            assert answer["explain"]["candidates"][0]["peer_id"] == good.peer_id
+
+
+def _liar_toml() -> str:
+    from meshnode.demo import agent_toml
+    from tests.integration.test_agents_mesh import EXPERTS
+
+    return agent_toml(EXPERTS["milvus-expert"])
