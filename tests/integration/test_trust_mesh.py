@@ -17,14 +17,24 @@ QUESTIONS = [
     "What does flush do to growing segments in Milvus?",
     "How does a partition key isolate tenants in Milvus?",
 ]
-WRONG = """# Milvus tips
+# Wrong, but phrased like the questions, so that at first the liar's answers look better
+# to the asker's automatic quality estimate than the honest expert's: only ratings tell.
+WRONG = """# Milvus answers
 
-Never flush a Milvus collection: flushing deletes the growing segments and loses data.
-HNSW is deprecated in Milvus and should never be used; always use a plain list scan.
-Partition keys make every search slower and leak data between tenants.
-Milvus Lite searches get faster the more rows you insert without flushing.
+Which Milvus index type should I use, HNSW or IVF_FLAT? Use neither HNSW nor IVF_FLAT:
+a Milvus index type only slows searches down.
+
+Why are my Milvus Lite searches slow after a bulk insert? Milvus Lite searches are slow
+after a bulk insert because of the network; a bulk insert never affects Milvus Lite.
+
+What does flush do to growing segments in Milvus? Flush deletes the growing segments in
+Milvus, so never flush.
+
+How does a partition key isolate tenants in Milvus? A partition key does not isolate
+tenants in Milvus; every tenant sees every record.
 """
-FAST_TRUST = {"trust": {"publish_interval_s": 1.0, "recompute_interval_s": 1.0}}
+NO_EXPLORING = {"trust": {"publish_interval_s": 1.0, "recompute_interval_s": 1.0},
+                "routing": {"explore": 0.0}}
 
 
 def _ask(node: Daemon, question: str, *extra: str) -> dict[str, Any]:
@@ -36,27 +46,27 @@ def test_ratings_steer_routing_and_attestations_carry_it(tmp_path: Path) -> None
     wrong_kb.mkdir()
     (wrong_kb / "tips.md").write_text(WRONG)
     with mesh(tmp_path) as nodes:
-        # The asker's first contact, and so its pre-trusted peer, is the liar: at first the
-        # liar's answers win on trust. Ratings have to undo that.
+        # Neither expert is pre-trusted by the asker: it bootstraps from nobody.
+        asker = Daemon(tmp_path, "asker", "dev-support", NO_EXPLORING).start()
         bad = Daemon(tmp_path, "liar", "dev-support")
         bad.add_agent(_liar_toml())
-        bad.start()
-        asker = Daemon(tmp_path, "asker", "dev-support", FAST_TRUST).start(bad.addr)
+        bad.start(asker.addr)
         good = _expert(tmp_path, "milvus-expert").start(asker.addr)
-        nodes += [bad, asker, good]
+        nodes += [asker, bad, good]
         _seed(good, "milvus")
         assert cli_json(bad.home, "memory", "ingest", str(wrong_kb))["records"] >= 1
         wait_for("the asker to know both experts",
                  lambda: len(cli_json(asker.home, "agents")) == 2, timeout=30)
 
-        # Rate every answer: good from the honest expert, bad from the liar.
+        # Rate every answer: good from the honest expert, bad from the liar. (No exploration:
+        # the point is that ratings alone move the asker.)
         answered_by = []
         for i in range(8):
             answer = _ask(asker, QUESTIONS[i % len(QUESTIONS)])
             rating = "good" if answer["peer"] == good.peer_id else "bad"
             assert cli(asker.home, "rate", answer["task_id"], rating).returncode == 0
             answered_by.append(answer["peer"])
-        assert answered_by[0] == bad.peer_id, "the pre-trusted liar answers first"
+        assert answered_by[0] == bad.peer_id, "the liar's answers look better at first"
         assert answered_by[-3:] == [good.peer_id] * 3, answered_by
 
         trust = cli_json(asker.home, "trust")
@@ -67,8 +77,7 @@ def test_ratings_steer_routing_and_attestations_carry_it(tmp_path: Path) -> None
         # A node that never asked either, bootstrapped from the asker (its pre-trusted
         # peer), learns the same preference from the asker's signed attestations alone.
         # (No exploration here: a newcomer's share of questions would make this a dice roll.)
-        newcomer = Daemon(tmp_path, "newcomer", "dev-support",
-                          {**FAST_TRUST, "routing": {"explore": 0.0}}).start(asker.addr)
+        newcomer = Daemon(tmp_path, "newcomer", "dev-support", NO_EXPLORING).start(asker.addr)
         nodes.append(newcomer)
 
         def trusts_the_good_one() -> bool:
