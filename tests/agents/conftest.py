@@ -3,7 +3,6 @@ demo knowledge bases (ingested exactly as `meshnode memory ingest` would)."""
 
 from __future__ import annotations
 
-import faulthandler
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,25 +18,7 @@ from tests.fakes.knowledge import LocalKnowledge
 from tests.fakes.openai_server import FakeOpenAI
 
 TENANT = "dev-support"
-#: Far above what any test here needs: this catches hangs, it does not time anything.
-TEST_BUDGET_S = 120.0
 
-
-@pytest.fixture(autouse=True)
-def _hang_watchdog() -> Iterator[None]:
-    faulthandler.dump_traceback_later(TEST_BUDGET_S, exit=True)
-    try:
-        yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-
-
-@pytest.fixture(autouse=True)
-def _no_llm_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A developer's own OPENAI_API_KEY must not change what these tests see."""
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "MESHNODE_LLM_API_KEY",
-                 "MESHNODE_LLM_BASE_URL", "MESHNODE_LLM_MODEL"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -1,14 +1,8 @@
-"""Fixtures of the sync tests: Milvus Lite stores in temporary files, and a hang watchdog.
-
-A decoder or a sync must never hang: if one test is still running after ``TEST_BUDGET_S``
-faulthandler dumps every thread's stack and ends the run, which then fails loudly. This is a
-hang detector, not a speed assertion; the budget is far above what any test here needs.
-"""
+"""Fixtures of the sync tests: Milvus Lite stores in temporary files."""
 
 from __future__ import annotations
 
-import faulthandler
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -18,18 +12,8 @@ from memory.embedders import HashingEmbedder
 from memory.store import MemoryStore
 from tests.sync.helpers import TENANT
 
-TEST_BUDGET_S = 300.0
-
 OpenStore = Callable[..., Awaitable[MemoryStore]]
 
-
-@pytest.fixture(autouse=True)
-def _hang_watchdog() -> Iterator[None]:
-    faulthandler.dump_traceback_later(TEST_BUDGET_S, exit=True)
-    try:
-        yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture

@@ -1,0 +1,39 @@
+"""Set-up shared by every test: a hang watchdog and an environment free of LLM settings.
+
+Nothing here may hang: a decoder fed garbage, a sync with a silent peer, a daemon that does
+not stop. Hypothesis deadlines only report an example that *finished* late, so every test
+runs under a watchdog: if one is still running after its folder's budget, faulthandler
+dumps every thread's stack and ends the process, and the run fails loudly instead of
+blocking forever. These are hang detectors, not speed assertions: each budget is far above
+what the tests of that folder need on a loaded 2-core machine.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+from collections.abc import Iterator
+
+import pytest
+
+DEFAULT_BUDGET_S = 60.0
+BUDGETS_S = {"agents": 120.0, "sync": 300.0, "memory": 600.0, "integration": 600.0}
+LLM_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "MESHNODE_LLM_API_KEY",
+                 "MESHNODE_LLM_BASE_URL", "MESHNODE_LLM_MODEL", "MESHNODE_NETWORK_SECRET")
+
+
+@pytest.fixture(autouse=True)
+def _hang_watchdog(request: pytest.FixtureRequest) -> Iterator[None]:
+    folder = request.node.path.parent.name
+    faulthandler.dump_traceback_later(BUDGETS_S.get(folder, DEFAULT_BUDGET_S), exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture(autouse=True)
+def _no_llm_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own OPENAI_API_KEY must not change what tests (and the daemons they
+    start, which inherit this environment) see."""
+    for name in LLM_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
