@@ -29,7 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meshnode.agents import AgentSpec, Answer
+from meshnode.agents import AgentSpec
+from meshnode.answering import Answer
 from meshnode.config import GossipSettings
 from meshnode.host import MeshHost
 from meshnode.tasks import AGENT_KEY, TaskService, call_agent

@@ -38,7 +38,7 @@ class Embedder(Protocol):
 
 _WORD = re.compile(r"\w+")
 # Function words carry no topic; as hashed features they only add noise to every vector.
-_STOPWORDS = frozenset(
+STOPWORDS = frozenset(
     {
         "a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for",
         "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its",
@@ -55,7 +55,7 @@ _SUFFIXES = ("ing", "ed", "es", "s")
 _NGRAM_WEIGHT = 0.3
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
     # A crude suffix strip: "indexes"/"indexed"/"indexing" meet at "index". Errors are
     # harmless because queries and passages are stemmed the same way.
     for suffix in _SUFFIXES:
@@ -80,11 +80,11 @@ def _word_features(word: str, dim: int, ngrams: tuple[int, ...]) -> tuple[np.nda
     """The hashed features one word contributes: its stem and its character n-grams."""
     padded = f"<{word}>"
     grams = [padded[i : i + n] for n in ngrams for i in range(len(padded) - n + 1)]
-    indices, signs = _slots(["w:" + _stem(word), *("c:" + g for g in grams)], dim)
+    indices, signs = _slots(["w:" + stem(word), *("c:" + g for g in grams)], dim)
     # A word's own feature outweighs its many overlapping n-grams; function words count
     # only through their n-grams, so that they carry almost no topic.
     weights = np.full(len(indices), _NGRAM_WEIGHT)
-    weights[0] = 0.0 if word in _STOPWORDS else 1.0
+    weights[0] = 0.0 if word in STOPWORDS else 1.0
     return indices, signs * weights
 
 
@@ -124,7 +124,7 @@ class HashingEmbedder:
             word_indices, word_values = _word_features(word, self._dim, self._ngrams)
             indices.append(word_indices)
             values.append(word_values * (1.0 + math.log(count)))
-        content = [_stem(w) for w in words if w not in _STOPWORDS]
+        content = [stem(w) for w in words if w not in STOPWORDS]
         bigrams = Counter(f"b:{a} {b}" for a, b in itertools.pairwise(content))
         if bigrams:
             bigram_indices, signs = _slots(list(bigrams), self._dim)

@@ -42,12 +42,11 @@ from protocols.a2a import (
     StreamEvent,
     Task,
 )
-from protocols.a2a_json import (
-    V03_PROTOCOL_VERSION,
-    V1,
+from protocols.a2a.dialects import V03_PROTOCOL_VERSION, V1
+from protocols.a2a.json_encode import card_document
+from protocols.a2a.jsonrpc import (
     RpcCall,
     RpcError,
-    card_document,
     parse_rpc,
     rpc_error,
     rpc_event,

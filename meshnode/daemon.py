@@ -21,7 +21,7 @@ from memory.errors import MemoryStoreError
 from memory.store import MemoryStore
 from meshnode import __version__
 from meshnode.a2a_http import add_a2a_routes
-from meshnode.agents import Answerer
+from meshnode.answering import Answerer
 from meshnode.api import ApiApp, serve_api
 from meshnode.asking import Asker
 from meshnode.config import MemorySettings, NodeConfig

@@ -17,7 +17,8 @@ from typing import Any
 
 import trio
 
-from meshnode.agents import AgentError, AgentSpec, Answer, Answerer
+from meshnode.agents import AgentSpec
+from meshnode.answering import AgentError, Answer, Answerer
 from meshnode.errors import MeshnodeError
 from meshnode.host import MeshHost
 from meshnode.knowledge import KnowledgeService

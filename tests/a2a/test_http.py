@@ -32,7 +32,9 @@ from protocols.a2a import (
     TaskState,
     TextPart,
 )
-from protocols.a2a_json import V03, V1, from_json, rpc_request
+from protocols.a2a.dialects import V03, V1
+from protocols.a2a.json_decode import from_json
+from protocols.a2a.jsonrpc import rpc_request
 from tests.a2a.helpers import TOKEN, FakeHandler, Reply, call, operations
 
 FUZZ = settings(

@@ -54,25 +54,20 @@ from protocols.a2a import (
     decode_request,
     encode_request,
 )
-from protocols.a2a_json import (
+from protocols.a2a.dialects import V03, V1, Dialect, timestamp_from_json, timestamp_to_json
+from protocols.a2a.json_decode import from_json
+from protocols.a2a.json_encode import card_document, to_json
+from protocols.a2a.jsonrpc import (
     MAX_RPC_BODY,
-    V03,
-    V1,
-    Dialect,
     RpcCall,
     RpcError,
-    card_document,
     final_state,
-    from_json,
     parse_rpc,
     rpc_error,
     rpc_event,
     rpc_request,
     rpc_result,
     sse_frame,
-    timestamp_from_json,
-    timestamp_to_json,
-    to_json,
 )
 from protocols.errors import DecodeError
 from tests.a2a.helpers import (

@@ -1,4 +1,4 @@
-"""meshnode.agents.Answerer against a real Milvus Lite store seeded with the demo knowledge
+"""meshnode.answering.Answerer against a real Milvus Lite store seeded with the demo knowledge
 bases: extractive answers (no LLM), LLM answers through the real openai client and the fake
 OpenAI server, honest "nothing relevant" answers, and what record_exchange writes."""
 
@@ -13,18 +13,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from memory.store import MemoryStore
-from meshnode.agents import (
+from meshnode.agents import AgentSpec, demo_agents
+from meshnode.answering import (
     EXTRACTIVE_PREAMBLE,
     AgentError,
-    AgentSpec,
     Answer,
     Answerer,
     Citation,
-    _renumber,
-    _sentences,
-    demo_agents,
 )
 from meshnode.llm import LLMClient, LLMError, LLMSettings
+from meshnode.passages import _renumber, _sentences
 from protocols.records import verify_record
 from tests.fakes.knowledge import LocalKnowledge
 from tests.fakes.openai_server import FakeOpenAI
