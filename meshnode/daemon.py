@@ -104,6 +104,7 @@ class Node:
             tasks = TaskService(host, config.agents, Answerer(store, llm), knowledge,
                                 version=__version__)
             trust = TrustService(config, host, self.signer)
+            membership.bad_message_listeners.append(trust.bad_message)
             asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
                           trust.graph, settings=config.routing)
             tasks.forwarder = asker.answer_forwarded

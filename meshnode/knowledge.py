@@ -120,13 +120,14 @@ class KnowledgeService:
             for peer_id in self.membership.verified_connected():
                 self.request_sync(peer_id)
 
-    def _valid_announcement(self, _peer: Any, message: Any) -> bool:
+    def _valid_announcement(self, forwarder: Any, message: Any) -> bool:
         # Runs before GossipSub forwards a message: a forged or altered record goes no further.
         try:
             record = decode_announcement(message.data)
         except ProtocolError as exc:
             self.announcements_rejected += 1
-            log.info("announcement rejected", extra={"reason": str(exc)})
+            log.info("announcement rejected", extra={"peer": str(forwarder), "reason": str(exc)})
+            self.membership.report_bad_message(str(forwarder), exc)
             return False
         return record.tenant == self.config.tenant
 

@@ -76,6 +76,9 @@ class Membership:
         # (received at, publish-to-receipt ms, sender): what operators and bench/ look at.
         # Called with a peer ID after every successful handshake (e.g. to start a memory sync).
         self.handshake_listeners: list[Callable[[str], None]] = []
+        # Called with the peer that delivered a message that failed its checks (evidence for
+        # the trust graph, which decides which failures count against the peer).
+        self.bad_message_listeners: list[Callable[[str, ProtocolError], None]] = []
         self.latency_samples: deque[tuple[float, float, str]] = deque(maxlen=4096)
 
     # ---- lifecycle ---------------------------------------------------------------
@@ -148,8 +151,17 @@ class Membership:
                                                                        "reason": reason})
         else:
             log.warning("handshake failed", extra={"peer": peer_id, "reason": reason})
-        self.dialer.ban(peer_id, time.time())
+        if isinstance(exc, ProtocolError):
+            # Another network, or a peer that cannot sign or keep time: not worth a retry.
+            self.dialer.ban(peer_id, time.time())
+            self.report_bad_message(peer_id, exc)
+        else:
+            self.dialer.failed(peer_id, time.time())  # slow or gone: back off and retry
         await self.host.disconnect(peer_id)
+
+    def report_bad_message(self, peer_id: str, exc: ProtocolError) -> None:
+        for listener in self.bad_message_listeners:
+            listener(peer_id, exc)
 
     async def _connection_events(self, nursery: trio.Nursery) -> None:
         async for kind, peer_id in self.host.connection_events:
@@ -167,11 +179,12 @@ class Membership:
             raise ProtocolError(f"unexpected {env.type!r} on the presence topic")
         return env, presence_from_envelope(env)
 
-    def _validate_gossip(self, _peer: Any, message: Any) -> bool:
+    def _validate_gossip(self, forwarder: Any, message: Any) -> bool:
         # Runs before GossipSub forwards a message: invalid ones go no further.
         try:
             self._decode_presence(message.data)
-        except ProtocolError:
+        except ProtocolError as exc:
+            self.report_bad_message(str(forwarder), exc)
             return False
         return True
 

@@ -20,9 +20,9 @@ from trio_typing import TaskStatus
 from bootstrap import parse_bootstrap
 from meshnode.config import NodeConfig
 from meshnode.host import MeshHost
-from meshnode.trust import TrustGraph
+from meshnode.trust import Outcome, TrustGraph
 from protocols.envelope import Envelope, EnvelopeGuard, decode_envelope, encode_envelope, seal
-from protocols.errors import ProtocolError
+from protocols.errors import BadSignature, DecodeError, ProtocolError
 from protocols.peerid import Signer
 from protocols.presence import topic
 from protocols.trust import MAX_TRUST_SIZE, TRUST, TrustAttestation, attestation_from_envelope
@@ -70,12 +70,21 @@ class TrustService:
             raise ProtocolError(f"unexpected {env.type!r} on the trust topic")
         return env, attestation_from_envelope(env)
 
-    def _validate(self, _peer: Any, message: Any) -> bool:
+    def _validate(self, forwarder: Any, message: Any) -> bool:
         try:
             self._decode(message.data)
-        except ProtocolError:
+        except ProtocolError as exc:
+            self.bad_message(str(forwarder), exc)
             return False
         return True
+
+    def bad_message(self, peer_id: str, exc: ProtocolError) -> None:
+        """Evidence against the peer that delivered a malformed or badly signed message; a
+        stale or replayed one may have been relayed in good faith and does not count."""
+        if isinstance(exc, BadSignature):
+            self.graph.record(peer_id, Outcome.BAD_SIGNATURE, now=time.time())
+        elif isinstance(exc, DecodeError):
+            self.graph.record(peer_id, Outcome.MALFORMED, now=time.time())
 
     async def _listen(self, subscription: Any) -> None:
         while True:

@@ -24,9 +24,8 @@ pytestmark = pytest.mark.integration
 NETWORK = "dev-support"
 
 
-async def _gossip_altered_record(bootstrap: str, home: Path, done: threading.Event) -> None:
-    key = Ed25519PrivateKey.generate()
-    signer = Signer(key)
+async def _gossip_altered_record(bootstrap: str, signer: Signer, key: Ed25519PrivateKey,
+                                 home: Path, done: threading.Event) -> None:
     config = NodeConfig(home=home, network_id=NETWORK, bootstrap=(bootstrap,),
                         gossip=GossipSettings(presence_interval_s=1.0, heartbeat_s=0.5))
     async with MeshHost(key, listen=["/ip4/127.0.0.1/tcp/0"], gossip=config.gossip) as host:
@@ -56,8 +55,11 @@ def test_an_altered_record_is_rejected_and_not_stored(tmp_path: Path) -> None:
         node = Daemon(tmp_path, "honest", NETWORK).start()
         nodes.append(node)
         done = threading.Event()
+        key = Ed25519PrivateKey.generate()
+        signer = Signer(key)
         intruder = threading.Thread(target=trio.run, args=(
-            _gossip_altered_record, node.addr, tmp_path / "intruder", done), daemon=True)
+            _gossip_altered_record, node.addr, signer, key, tmp_path / "intruder", done),
+            daemon=True)
         intruder.start()
         try:
             wait_for("the node to reject the altered record", lambda: cli_json(
@@ -66,6 +68,10 @@ def test_an_altered_record_is_rejected_and_not_stored(tmp_path: Path) -> None:
             assert not any("Never flush" in hit["text"] for hit in
                            cli_json(node.home, "memory", "search", "flush data", "--k", "10"))
             assert sum(cli_json(node.home, "memory", "stats")["collections"].values()) == 0
+            # ...and it counts against the peer that delivered it.
+            peers = {p["peer_id"]: p for p in cli_json(node.home, "trust")["peers"]}
+            evidence = peers[signer.peer_id]["evidence"]
+            assert evidence.get("malformed", 0) + evidence.get("bad_signature", 0) >= 1
         finally:
             done.set()
             intruder.join(timeout=30)
