@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -145,8 +145,9 @@ def rank(
 def waves(ranked: Sequence[Scored], *, fanout: int, max_waves: int) -> list[list[Scored]]:
     """Groups to ask in turn, each in parallel, until one yields an acceptable answer.
 
-    An exploration pick is asked alone first: asked beside trusted peers its answer would
-    rarely be chosen, so it could never earn trust.
+    At most ``max_waves`` groups, the exploration one included. An exploration pick is
+    asked alone first: asked beside trusted peers its answer would rarely be chosen, so it
+    could never earn trust.
     """
     if fanout < 1 or max_waves < 1:
         raise ValueError("fanout and max_waves must be at least 1")
@@ -166,7 +167,7 @@ class Choice:
 
     index: int | None
     scores: list[float | None]
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str]
 
     def explain(self) -> dict[str, Any]:
         return {"chosen": self.index, "scores": list(self.scores), "reasons": list(self.reasons)}
