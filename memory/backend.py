@@ -39,7 +39,7 @@ _PROP_DIM = "meshnode.dim"
 _PROP_SCHEMA = "meshnode.schema"
 #: Index build and search parameters per index type (see bench/RESULTS.md for the choice).
 INDEXES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "HNSW": ({"M": 16, "efConstruction": 200}, {"ef": 96}),
+    "HNSW": ({"M": 16, "efConstruction": 200}, {"ef": 256}),
     "FLAT": ({}, {}),
     "AUTOINDEX": ({}, {}),
 }
@@ -190,7 +190,12 @@ class Backend:
 
     def _open_collection(self, name: str) -> None:
         if not self._call("has_collection", self._client_().has_collection, name):
-            self._create_collection(name)
+            try:
+                self._create_collection(name)
+            except BackendError:
+                # Another node sharing the server may have created it a moment ago.
+                if not self._call("has_collection", self._client_().has_collection, name):
+                    raise
         desc = self._call("describe_collection", self._client_().describe_collection, name)
         props = desc.get("properties") or {}
         if props.get(_PROP_SCHEMA) != SCHEMA_VERSION or _PROP_EMBEDDER not in props:
@@ -279,8 +284,7 @@ class Backend:
         return [r for r in records if r is not None]
 
     def query(
-        self, collection: str, *conditions: str, fields: Sequence[str] = ("id",),
-        limit: int | None = MAX_WINDOW,
+        self, collection: str, *conditions: str, fields: Sequence[str], limit: int | None
     ) -> list[dict[str, Any]]:
         window = {} if limit is None else {"limit": limit}
         return self._call(
@@ -288,23 +292,25 @@ class Backend:
             filter=self._scope(*conditions), output_fields=list(fields), **window,
         )
 
-    def existing(self, collection: str, ids: Sequence[str]) -> dict[str, str]:
-        """id -> author of those of ``ids`` held in ``collection``."""
-        rows = self.query(collection, _in("id", ids), fields=("id", "author"))
-        return {row["id"]: row["author"] for row in rows}
-
-    def tombstoned(self, collection: str, ids: Sequence[str]) -> set[tuple[str, str]]:
-        """(target id, tombstone author) of the tombstones held against ``ids``."""
-        rows = self.query(collection, _in("deletes", ids), fields=("deletes", "author"))
-        return {(row["deletes"], row["author"]) for row in rows}
+    def lookup(self, collection: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """(id, author, deletes) of the rows with one of ``ids`` and of the tombstones of
+        any of them: everything a write needs to know, in one query."""
+        condition = f"({_in('id', ids)} or {_in('deletes', ids)})"
+        return self.query(
+            collection, condition, fields=("id", "author", "deletes"), limit=MAX_WINDOW
+        )
 
     def get(self, collection: str, ids: Sequence[str]) -> list[MemoryRecord]:
-        return self._records(collection, self.query(collection, _in("id", ids), fields=_SCALARS))
+        rows = self.query(collection, _in("id", ids), fields=_SCALARS, limit=len(ids))
+        return self._records(collection, rows)
 
-    def by_author(self, collection: str, author: str, lo: int, hi: int) -> list[MemoryRecord]:
-        """``author``'s records with ``lo < seq <= hi``."""
+    def by_author(
+        self, collection: str, author: str, lo: int, hi: int
+    ) -> tuple[list[MemoryRecord], bool]:
+        """``author``'s records with ``lo < seq <= hi``, and whether Milvus cut them short."""
         cond = f"author == {literal(author)} and seq > {lo} and seq <= {hi}"
-        return self._records(collection, self.query(collection, cond, fields=_SCALARS))
+        rows = self.query(collection, cond, fields=_SCALARS, limit=MAX_WINDOW)
+        return self._records(collection, rows), len(rows) >= MAX_WINDOW
 
     def insert(self, collection: str, rows: list[dict[str, Any]]) -> None:
         # Not upsert: Milvus 2.3 upserts rows into the wrong partition when the collection
@@ -361,6 +367,7 @@ class Backend:
     def flush(self, collection: str) -> None:
         self._call(f"flush {collection}", self._client_().flush, collection)
 
-    def index_type_of(self, collection: str) -> str:
+    def index_state(self, collection: str) -> tuple[str, int]:
+        """The vector index type, and how many rows still wait for it (searched slower)."""
         info = self._call("describe_index", self._client_().describe_index, collection, "vector")
-        return str(info.get("index_type", "?"))
+        return str(info.get("index_type", "?")), int(info.get("pending_index_rows", 0))

@@ -25,7 +25,7 @@ from pymilvus import MilvusClient
 from memory.errors import StoreUnavailable
 
 START_DEADLINE_S = 180.0
-STOP_DEADLINE_S = 20.0
+STOP_DEADLINE_S = 5.0
 _ROLES = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode")
 _PORT_OPTIONS = (
     "etcd-port", "root-coord-port", "proxy-port", "proxy-internal-port", "query-coord-port",
@@ -83,15 +83,27 @@ class MilvusServer:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        # The wrapper stops its milvus child on SIGINT; killing the group is the fallback.
-        os.killpg(self.process.pid, signal.SIGINT)
-        try:
-            self.process.wait(STOP_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(STOP_DEADLINE_S)
+        """Stop the wrapper and the milvus process it started (they share a process group
+        of their own): politely, then by force."""
+        for sig, grace_s in ((signal.SIGTERM, STOP_DEADLINE_S), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            if self._group_gone(grace_s):
+                break
+        self.process.wait(5.0)
+
+    def _group_gone(self, wait_s: float) -> bool:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            self.process.poll()  # reap the wrapper, or its zombie keeps the group alive
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.2)
+        return False
 
 
 def start_milvus_server(base: Path, deadline_s: float = START_DEADLINE_S) -> MilvusServer:

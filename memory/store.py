@@ -28,6 +28,7 @@ from protocols.errors import ProtocolError
 from protocols.peerid import validate_peer_id
 from protocols.records import (
     COLLECTIONS,
+    MAX_TEXT_BYTES,
     TOMBSTONE,
     MemoryRecord,
     is_kind,
@@ -42,9 +43,10 @@ T = TypeVar("T")
 DEFAULT_INDEX = "HNSW"
 #: Records embedded and written per Milvus call, which bounds one gRPC message.
 PUT_CHUNK = 512
-#: Milvus Lite searches rows still in its memtable by brute force; past this many, sealing
-#: them into an indexed segment costs less than the slower searches it saves.
-LITE_FLUSH_ROWS = 2_000
+#: Milvus Lite searches rows still in its memtable slowly (about +0.1 ms per row and query,
+#: measured); sealing them costs 0.1-0.3 s and its background compaction merges the small
+#: segments, so flush before they add more than ~20 ms (see bench/RESULTS.md).
+LITE_FLUSH_ROWS = 200
 MAX_K = 200
 #: Longest time closing may take (flush + close), even when the caller is cancelled.
 CLOSE_DEADLINE_S = 60.0
@@ -101,8 +103,11 @@ class MemoryStore:
     async def __aenter__(self) -> MemoryStore:
         if self._is_open:
             raise MemoryStoreError("the memory store is already open")
-        await self._run(self._backend.open)
         try:
+            await self._run(self._backend.open)
+            if self._backend.is_lite:
+                # After a crash Lite replays its log into the slow memtable: seal it now.
+                await self._run(self._flush_pending, True)
             self._high_water = await self._run(self._scan_high_water)
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -119,8 +124,12 @@ class MemoryStore:
     ) -> None:
         self._is_open = False
         deadline = trio.current_time() + CLOSE_DEADLINE_S
+        acquired = False
         with trio.CancelScope(deadline=deadline, shield=True) as scope:
             try:
+                # Let a write in flight in another task finish before the client goes.
+                await self._write_lock.acquire()
+                acquired = True
                 # A reopened Lite file replays unflushed rows into its slow memtable.
                 if self._backend.is_lite:
                     await self._run(self._flush_pending, False)
@@ -129,6 +138,8 @@ class MemoryStore:
                 log.warning("flush on close failed: %s", error)
             finally:
                 await self._run(self._backend.close)
+                if acquired:
+                    self._write_lock.release()
         if scope.cancelled_caught:
             log.warning("closing the memory store took over %s s", CLOSE_DEADLINE_S)
 
@@ -156,14 +167,18 @@ class MemoryStore:
         unique = list({r.id: r for r in records}.values())
         if not unique:
             return 0
+        result = _PutResult([], Counter())
         async with self._write_lock:
-            result = await self._run(self._put_sync, unique)
-            for r in result.stored:
-                self._high_water[r.author] = max(self._high_water.get(r.author, 0), r.seq)
-            if self._backend.is_lite:
+            try:
+                await self._run(self._put_sync, unique, result)
+            finally:
+                # Even if a later chunk failed, what was stored counts: next_seq must never
+                # hand out a sequence number that is already taken.
+                for r in result.stored:
+                    self._high_water[r.author] = max(self._high_water.get(r.author, 0), r.seq)
                 self._unflushed.update(result.by_collection)
-                if max(self._unflushed.values(), default=0) >= LITE_FLUSH_ROWS:
-                    await self._run(self._flush_pending, False)
+            if self._backend.is_lite and max(self._unflushed.values()) >= LITE_FLUSH_ROWS:
+                await self._run(self._flush_pending, False)
         return len(result.stored)
 
     def _check_record(self, r: MemoryRecord) -> None:
@@ -176,10 +191,9 @@ class MemoryStore:
                 f"record {r.id} belongs to tenant {r.tenant!r}, not {self.tenant!r}"
             )
 
-    def _put_sync(self, records: list[MemoryRecord]) -> _PutResult:
+    def _put_sync(self, records: list[MemoryRecord], result: _PutResult) -> None:
         for r in records:
             self._check_record(r)
-        result = _PutResult([], Counter())
         groups: dict[str, list[MemoryRecord]] = defaultdict(list)
         for r in records:
             groups[r.collection].append(r)
@@ -188,17 +202,15 @@ class MemoryStore:
                 stored = self._put_chunk(name, group[start : start + PUT_CHUNK])
                 result.stored.extend(stored)
                 result.by_collection[name] += len(stored)
-        return result
 
     def _put_chunk(self, name: str, chunk: list[MemoryRecord]) -> list[MemoryRecord]:
         targets = [r.deletes for r in chunk if r.deletes is not None]
-        held = self._backend.existing(name, [r.id for r in chunk] + targets)
+        rows = self._backend.lookup(name, [r.id for r in chunk] + targets)
+        held = {row["id"]: row["author"] for row in rows}
         fresh = [r for r in chunk if r.id not in held]
-        # (target, author) pairs that delete a record: tombstones in this chunk or stored.
-        ordinary = [r for r in fresh if not r.is_tombstone]
-        kills = {(t.deletes, t.author) for t in fresh if t.deletes is not None}
-        if ordinary:
-            kills |= self._backend.tombstoned(name, [r.id for r in ordinary])
+        # (target, author) pairs that delete a record: tombstones stored or in this chunk.
+        kills = {(row["deletes"], row["author"]) for row in rows if row["deletes"]}
+        kills |= {(t.deletes, t.author) for t in fresh if t.deletes is not None}
         keep = [r for r in fresh if (r.id, r.author) not in kills]
         doomed = [target for target, author in kills if held.get(target) == author]
         # Delete before storing the tombstone: if we stop in between, the tombstone is
@@ -253,6 +265,8 @@ class MemoryStore:
         names = COLLECTIONS if collection is None else (_known(collection),)
         if kind is not None and not is_kind(kind):
             raise MemoryStoreError(f"invalid kind filter {kind!r}")
+        if len(query) > MAX_TEXT_BYTES:
+            raise MemoryStoreError(f"a query is limited to {MAX_TEXT_BYTES} characters")
         (vector,) = await self._run(self._embed, [query])
 
         def search_all() -> list[SearchHit]:
@@ -296,16 +310,29 @@ class MemoryStore:
         top = self._high_water.get(author, 0)
         out: list[MemoryRecord] = []
         low, window = after_seq, limit
-        # Query growing seq windows: every record up to a window's top is then in hand, so
-        # the first `limit` by seq are exact even with gaps left by deletions.
+        # Seq windows: every record up to a window's top is then in hand, so the first
+        # `limit` by seq are exact despite gaps. Empty windows double (a gap up to 2^63
+        # costs ~60 queries) and a window Milvus truncates is halved and asked again.
         while len(out) < limit and low < top:
             high = min(low + window, top)
-            for name in COLLECTIONS:
-                out.extend(await self._run(self._backend.by_author, name, author, low, high))
-            low, window = high, min(window * 2, MAX_WINDOW)
+            found, cut = await self._run(self._by_author, author, low, high)
+            if cut and window > 1:
+                window //= 2
+                continue
+            out.extend(found)
+            low, window = high, window * 2
         # Two nodes racing to insert one record into a shared server can leave two rows.
         unique = sorted({r.id: r for r in out}.values(), key=lambda r: (r.seq, r.id))
         return unique[:limit]
+
+    def _by_author(self, author: str, low: int, high: int) -> tuple[list[MemoryRecord], bool]:
+        found: list[MemoryRecord] = []
+        cut = False
+        for name in COLLECTIONS:
+            records, truncated = self._backend.by_author(name, author, low, high)
+            found.extend(records)
+            cut = cut or truncated
+        return found, cut
 
     async def export(self) -> AsyncIterator[MemoryRecord]:
         """Every record held, tombstones included, in (author, seq) order."""
@@ -332,12 +359,15 @@ class MemoryStore:
                         tally[row["author"]] += 1
             return tally
 
+        indexes = {name: await self._run(self._backend.index_state, name) for name in COLLECTIONS}
         return {
             "uri": redact(self._backend.uri),
             "backend": "milvus-lite" if self._backend.is_lite else "milvus-server",
             "tenant": self.tenant,
             "embedder": {"name": self.embedder.name, "dim": self.embedder.dim},
-            "index_type": await self._run(self._backend.index_type_of, COLLECTIONS[0]),
+            "index_type": indexes[COLLECTIONS[0]][0],
+            # Rows a Milvus server has not indexed yet (Milvus Lite always reports 0).
+            "unindexed_rows": {name: pending for name, (_, pending) in indexes.items()},
             "collections": await self.count(),
             "authors": dict(await self._run(authors)),
         }

@@ -1,0 +1,3 @@
+"""Constants shared by the memory tests."""
+
+TENANT = "dev-support"

@@ -1,0 +1,342 @@
+"""The memory store suite; every test runs against Milvus Lite and a real Milvus server."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import trio
+
+import memory.backend
+from memory.backend import redact
+from memory.embedders import HashingEmbedder
+from memory.errors import EmbedderMismatch, InvalidRecord, MemoryStoreError, StoreUnavailable
+from memory.milvus_server import free_ports
+from memory.store import MemoryStore
+from protocols.peerid import Signer
+from protocols.records import COLLECTIONS, MemoryRecord, new_record, new_tombstone
+
+from .helpers import TENANT
+
+EK, CH, PS = COLLECTIONS
+TEXTS = {
+    "milvus": "HNSW is a graph index in Milvus; ef trades search speed for recall.",
+    "python": "A mutable default argument in a Python function is shared between calls.",
+    "devops": "A pod in CrashLoopBackOff keeps restarting; read kubectl logs --previous.",
+}
+
+
+def rec(
+    signer: Signer,
+    seq: int,
+    text: str = "",
+    *,
+    collection: str = EK,
+    kind: str = "note",
+    tenant: str = TENANT,
+    created: float | None = None,
+) -> MemoryRecord:
+    return new_record(
+        signer, collection=collection, tenant=tenant, text=text or f"note number {seq}",
+        kind=kind, agent="tester", created=created or 1_700_000_000.0 + seq, seq=seq,
+        meta={"n": seq, "half": seq / 2, "even": seq % 2 == 0, "src": f"test-{seq}"},
+    )
+
+
+def ids(records: Sequence[MemoryRecord]) -> list[str]:
+    return [r.id for r in records]
+
+
+async def test_put_search_get(store: MemoryStore, signer: Signer) -> None:
+    milvus = rec(signer, 1, TEXTS["milvus"], collection=EK, kind="doc")
+    python = rec(signer, 2, TEXTS["python"], collection=PS, kind="solution")
+    devops = rec(signer, 3, TEXTS["devops"], collection=CH, kind="exchange")
+    assert await store.put([milvus, python, devops]) == 3
+
+    hits = await store.search("how does ef change recall of the HNSW graph index?", k=3)
+    assert hits[0].record == milvus
+    assert hits[0].collection == EK
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+    only = await store.search("kubectl pod restarting", collection=CH)
+    assert [h.record.id for h in only] == [devops.id]
+    by_kind = await store.search("function default argument", kind="solution")
+    assert [h.record.id for h in by_kind] == [python.id]
+    assert await store.search("anything", kind="nonexistent") == []
+
+    assert await store.get([devops.id, "f" * 64, milvus.id]) == [devops, milvus]
+    assert await store.count() == {EK: 1, CH: 1, PS: 1}
+
+
+async def test_put_is_idempotent(store: MemoryStore, signer: Signer) -> None:
+    batch = [rec(signer, seq) for seq in (1, 2, 3)]
+    assert await store.put(batch) == 3
+    assert await store.put(batch) == 0
+    assert await store.put([batch[0], batch[0], rec(signer, 4)]) == 1
+    assert await store.count() == {EK: 4, CH: 0, PS: 0}
+    hits = await store.search("note number 2", k=10)
+    assert sorted(h.record.seq for h in hits) == [1, 2, 3, 4]
+
+
+async def test_tombstone_deletes_target_and_replicates(store: MemoryStore, signer: Signer) -> None:
+    target, keep = rec(signer, 1, TEXTS["milvus"]), rec(signer, 2, TEXTS["python"])
+    await store.put([target, keep])
+    tomb = new_tombstone(signer, target, created=1_800_000_000.0, seq=3)
+    assert await store.put([tomb]) == 1
+    assert await store.put([tomb]) == 0
+
+    assert await store.get([target.id, tomb.id]) == [tomb]
+    assert all(h.record.id != target.id for h in await store.search(TEXTS["milvus"], k=10))
+    assert all(not h.record.is_tombstone for h in await store.search("", k=10))
+    assert await store.count() == {EK: 1, CH: 0, PS: 0}
+    assert await store.high_water() == {signer.peer_id: 3}
+    assert ids(await store.records_since(signer.peer_id, 0, 10)) == [keep.id, tomb.id]
+
+
+async def test_tombstone_before_its_target(store: MemoryStore, signer: Signer) -> None:
+    target = rec(signer, 1, TEXTS["devops"])
+    tomb = new_tombstone(signer, target, created=1_800_000_000.0, seq=2)
+    assert await store.put([tomb]) == 1
+    assert await store.put([target]) == 0
+    assert await store.get([target.id]) == []
+    # Both in one batch, in either order.
+    other = rec(signer, 3, TEXTS["python"])
+    other_tomb = new_tombstone(signer, other, created=1_800_000_000.0, seq=4)
+    assert await store.put([other_tomb, other]) == 1
+    assert await store.get([other.id, other_tomb.id]) == [other_tomb]
+
+
+async def test_only_the_author_deletes(
+    store: MemoryStore, signer: Signer, other_signer: Signer
+) -> None:
+    target = rec(signer, 1, TEXTS["milvus"])
+    await store.put([target])
+    # A tombstone signed by someone else, naming the target's id.
+    posing = dataclasses.replace(target, author=other_signer.peer_id)
+    forged = new_tombstone(other_signer, posing, created=1_800_000_000.0, seq=1)
+    assert forged.deletes == target.id
+    assert await store.put([forged]) == 1
+    assert await store.get([target.id]) == [target]
+    with pytest.raises(Exception, match="only the author"):
+        new_tombstone(other_signer, target, created=1_800_000_000.0, seq=2)
+
+
+async def test_tenants_never_see_each_other(store_uri: str, signer: Signer) -> None:
+    embedder = HashingEmbedder()
+    async with (
+        MemoryStore(store_uri, tenant="team-a", embedder=embedder) as a,
+        MemoryStore(store_uri, tenant="team-b", embedder=embedder) as b,
+    ):
+        mine = rec(signer, 1, TEXTS["milvus"], tenant="team-a")
+        theirs = rec(signer, 1, TEXTS["milvus"], tenant="team-b")
+        assert await a.put([mine]) == 1
+        assert await b.search(TEXTS["milvus"]) == []
+        assert await b.get([mine.id]) == []
+        assert await b.count() == {EK: 0, CH: 0, PS: 0}
+        assert await b.records_since(signer.peer_id, 0, 10) == []
+        with pytest.raises(InvalidRecord, match="tenant"):
+            await b.put([mine])
+        assert await b.put([theirs]) == 1
+        assert [h.record for h in await a.search(TEXTS["milvus"])] == [mine]
+        assert [h.record for h in await b.search(TEXTS["milvus"])] == [theirs]
+    async with MemoryStore(store_uri, tenant="team-b", embedder=embedder) as b:
+        assert await b.high_water() == {signer.peer_id: 1}
+        assert [r async for r in b.export()] == [theirs]
+
+
+async def test_high_water_and_records_since(
+    store: MemoryStore, signer: Signer, other_signer: Signer
+) -> None:
+    mine = [rec(signer, seq, collection=COLLECTIONS[seq % 3]) for seq in range(1, 31)]
+    theirs = [rec(other_signer, seq) for seq in (1, 2, 5)]
+    shuffled = mine + theirs
+    random.Random(7).shuffle(shuffled)
+    await store.put(shuffled)
+    assert await store.high_water() == {signer.peer_id: 30, other_signer.peer_id: 5}
+    assert await store.next_seq(signer.peer_id) == 31
+    assert await store.next_seq("12D3KooWnobodyhere") == 1
+
+    assert ids(await store.records_since(signer.peer_id, 3, 4)) == ids(mine[3:7])
+    assert ids(await store.records_since(signer.peer_id, 0, 100)) == ids(mine)
+    assert ids(await store.records_since(signer.peer_id, 28, 5)) == ids(mine[28:])
+    assert await store.records_since(signer.peer_id, 30, 5) == []
+    # Gaps (seq 3 and 4 never arrived) do not end a window early.
+    assert ids(await store.records_since(other_signer.peer_id, 0, 2)) == ids(theirs[:2])
+    assert ids(await store.records_since(other_signer.peer_id, 2, 2)) == ids(theirs[2:])
+
+    exported = [r async for r in store.export()]
+    assert sorted(ids(exported)) == sorted(ids(shuffled))
+    assert [(r.author, r.seq) for r in exported] == sorted((r.author, r.seq) for r in exported)
+
+
+async def test_reopen_persists(store_uri: str, signer: Signer) -> None:
+    records = [rec(signer, seq, text) for seq, text in enumerate(TEXTS.values(), start=1)]
+    async with MemoryStore(store_uri, tenant=TENANT, embedder=HashingEmbedder()) as store:
+        await store.put(records)
+    async with MemoryStore(store_uri, tenant=TENANT, embedder=HashingEmbedder()) as store:
+        assert await store.count() == {EK: 3, CH: 0, PS: 0}
+        assert await store.high_water() == {signer.peer_id: 3}
+        assert (await store.search("kubectl logs of a restarting pod"))[0].record == records[2]
+        assert await store.get(ids(records)) == records
+
+
+class _Fixed:
+    """An embedder of the same dimension as the default, under another name."""
+
+    name = "fixed-test"
+    dim = HashingEmbedder().dim
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return [[1.0] + [0.0] * (self.dim - 1) for _ in texts]
+
+
+async def test_embedder_mismatch_names_both(store_uri: str) -> None:
+    built_by = HashingEmbedder()
+    async with MemoryStore(store_uri, tenant=TENANT, embedder=built_by):
+        pass
+    smaller = HashingEmbedder(256)
+    for other in (smaller, _Fixed()):
+        with pytest.raises(EmbedderMismatch) as caught:
+            async with MemoryStore(store_uri, tenant=TENANT, embedder=other):
+                pytest.fail("opened a collection built by another embedder")
+        message = str(caught.value)
+        assert built_by.name in message and other.name in message
+        assert str(built_by.dim) in message and str(other.dim) in message
+    async with MemoryStore(store_uri, tenant=TENANT, embedder=HashingEmbedder()):
+        pass
+
+
+async def test_bad_records_refuse_the_batch(
+    store: MemoryStore, signer: Signer, other_signer: Signer
+) -> None:
+    good = rec(signer, 1)
+    forged = dataclasses.replace(rec(signer, 2), signature=other_signer.sign(b"x"))
+    with pytest.raises(InvalidRecord, match="signature"):
+        await store.put([good, forged])
+    altered = dataclasses.replace(rec(signer, 3), text="not what was signed")
+    with pytest.raises(InvalidRecord, match="does not match"):
+        await store.put([altered])
+    assert await store.count() == {EK: 0, CH: 0, PS: 0}
+    assert await store.high_water() == {}
+
+
+async def test_stats_and_flush(store: MemoryStore, signer: Signer, other_signer: Signer) -> None:
+    await store.put([rec(signer, 1), rec(signer, 2, collection=PS), rec(other_signer, 1)])
+    await store.flush()
+    stats = await store.stats()
+    assert stats["collections"] == {EK: 2, CH: 0, PS: 1}
+    assert stats["authors"] == {signer.peer_id: 2, other_signer.peer_id: 1}
+    assert stats["embedder"] == {"name": store.embedder.name, "dim": store.embedder.dim}
+    assert stats["index_type"] == "HNSW"
+    assert set(stats["unindexed_rows"]) == set(COLLECTIONS)
+    assert stats["tenant"] == TENANT
+    assert len(await store.search("note number 2", k=3)) == 3
+
+
+async def test_scan_splits_full_windows(
+    store_uri: str, signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = [rec(signer, seq) for seq in range(1, 41)]
+    async with MemoryStore(store_uri, tenant=TENANT, embedder=HashingEmbedder()) as store:
+        await store.put(records)
+    # With a window of 4 rows, loading the high water mark must split by id prefix.
+    monkeypatch.setattr(memory.backend, "MAX_WINDOW", 4)
+    async with MemoryStore(store_uri, tenant=TENANT, embedder=HashingEmbedder()) as store:
+        assert await store.high_water() == {signer.peer_id: 40}
+        assert (await store.stats())["authors"] == {signer.peer_id: 40}
+
+
+async def test_records_since_survives_small_windows_and_huge_gaps(
+    store: MemoryStore, signer: Signer, other_signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dense = [rec(signer, seq, collection=COLLECTIONS[seq % 3]) for seq in range(1, 21)]
+    gap = [rec(other_signer, 1), rec(other_signer, 2**62, created=1_800_000_000.0)]
+    await store.put(dense + gap)
+    # Milvus now answers at most 4 rows a query: windows must shrink, and nothing is lost.
+    monkeypatch.setattr(memory.backend, "MAX_WINDOW", 4)
+    assert ids(await store.records_since(signer.peer_id, 2, 15)) == ids(dense[2:17])
+    with trio.fail_after(60):  # a seq of 2**62 must not mean 2**62 / window queries
+        assert ids(await store.records_since(other_signer.peer_id, 1, 5)) == [gap[1].id]
+
+
+async def test_cancelled_open_closes_cleanly(store_uri: str, signer: Signer) -> None:
+    with trio.CancelScope() as scope:
+        async with MemoryStore(store_uri, tenant=TENANT, embedder=HashingEmbedder()) as store:
+            await store.put([rec(signer, 1)])
+            scope.cancel()
+            await trio.sleep(10)
+            pytest.fail("cancellation was swallowed")
+    assert scope.cancelled_caught
+    with pytest.raises(MemoryStoreError, match="not open"):
+        await store.search("anything")
+    async with MemoryStore(store_uri, tenant=TENANT, embedder=HashingEmbedder()) as store:
+        assert await store.count() == {EK: 1, CH: 0, PS: 0}
+
+
+async def test_unreachable_server_is_unavailable() -> None:
+    (port,) = free_ports(1)
+    uri = f"http://127.0.0.1:{port}"
+    with trio.fail_after(30):
+        with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{port}"):
+            async with MemoryStore(uri, tenant=TENANT, embedder=HashingEmbedder(), timeout=5):
+                pass
+
+
+async def test_bad_arguments(store: MemoryStore) -> None:
+    with pytest.raises(MemoryStoreError, match="k must be"):
+        await store.search("x", k=0)
+    with pytest.raises(MemoryStoreError, match="unknown collection"):
+        await store.search("x", collection="nope")
+    with pytest.raises(MemoryStoreError, match="kind"):
+        await store.search("x", kind='a" or tenant != "b')
+    with pytest.raises(MemoryStoreError, match="ids"):
+        await store.get(['" or 1 == 1'])
+    with pytest.raises(MemoryStoreError, match="author"):
+        await store.records_since("nobody", 0, 10)
+    with pytest.raises(MemoryStoreError, match="tenant"):
+        MemoryStore("x.db", tenant="a/b", embedder=HashingEmbedder())
+    with pytest.raises(StoreUnavailable, match=r"\.db"):
+        async with MemoryStore("/tmp/no-suffix", tenant=TENANT, embedder=HashingEmbedder()):
+            pass
+
+
+def test_redact_hides_credentials() -> None:
+    assert redact("http://root:secret@host:19530") == "http://***@host:19530"
+    assert redact("/var/lib/meshnode/memory.db") == "/var/lib/meshnode/memory.db"
+
+
+async def test_lite_file_held_by_another_process(tmp_path: Path) -> None:
+    uri = str(tmp_path / "held.db")
+    code = (
+        "import sys, trio\n"
+        "from memory.store import MemoryStore\n"
+        "from memory.embedders import HashingEmbedder\n"
+        "async def main():\n"
+        f"    async with MemoryStore({uri!r}, tenant={TENANT!r}, embedder=HashingEmbedder()):\n"
+        "        print('ready', flush=True)\n"
+        "        sys.stdin.read()\n"
+        "trio.run(main)\n"
+    )
+    holder = await trio.lowlevel.open_process(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert holder.stdout is not None
+        said = b""
+        with trio.fail_after(60):
+            while not said.endswith(b"\n"):
+                said += await holder.stdout.receive_some(64)
+        assert said == b"ready\n"
+        with pytest.raises(StoreUnavailable, match="another process"):
+            async with MemoryStore(uri, tenant=TENANT, embedder=HashingEmbedder()):
+                pass
+    finally:
+        holder.kill()
+        with trio.CancelScope(shield=True):
+            await holder.wait()
