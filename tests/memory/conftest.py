@@ -23,6 +23,7 @@ from protocols.peerid import Signer
 
 from .helpers import TENANT
 
+
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
     try:
