@@ -17,8 +17,8 @@ QUESTIONS = [
     "What does flush do to growing segments in Milvus?",
     "How does a partition key isolate tenants in Milvus?",
 ]
-# Wrong, but phrased like the questions, so that at first the liar's answers look better
-# to the asker's automatic quality estimate than the honest expert's: only ratings tell.
+# Wrong, but phrased like the questions, so that the asker's automatic quality estimate
+# cannot tell these answers from right ones: only ratings do.
 WRONG = """# Milvus answers
 
 Which Milvus index type should I use, HNSW or IVF_FLAT? Use neither HNSW nor IVF_FLAT:
@@ -58,16 +58,16 @@ def test_ratings_steer_routing_and_attestations_carry_it(tmp_path: Path) -> None
         wait_for("the asker to know both experts",
                  lambda: len(cli_json(asker.home, "agents")) == 2, timeout=30)
 
-        # Rate every answer: good from the honest expert, bad from the liar. (No exploration:
-        # the point is that ratings alone move the asker.)
-        answered_by = []
-        for i in range(8):
-            answer = _ask(asker, QUESTIONS[i % len(QUESTIONS)])
-            rating = "good" if answer["peer"] == good.peer_id else "bad"
+        # A few rated questions to each (asked by name, so both surely answer some)...
+        for i, (agent, rating) in enumerate([("milvus-guru", "bad"), ("milvus-expert", "good"),
+                                             ("milvus-guru", "bad"), ("milvus-expert", "good")]):
+            answer = _ask(asker, QUESTIONS[i], "--agent", agent)
             assert cli(asker.home, "rate", answer["task_id"], rating).returncode == 0
-            answered_by.append(answer["peer"])
-        assert answered_by[0] == bad.peer_id, "the liar's answers look better at first"
-        assert answered_by[-3:] == [good.peer_id] * 3, answered_by
+        # ...and from then on routing, which sees two agents with the same skills, picks the
+        # honest one.
+        for question in QUESTIONS:
+            answer = _ask(asker, question, "--explain")
+            assert answer["peer"] == good.peer_id, answer["explain"]
 
         trust = cli_json(asker.home, "trust")
         row = {p["peer_id"]: p for p in trust["peers"]}
@@ -95,7 +95,10 @@ def test_ratings_steer_routing_and_attestations_carry_it(tmp_path: Path) -> None
 
 
 def _liar_toml() -> str:
+    """The Milvus expert's card, skills and all, under another name."""
+    from dataclasses import replace
+
     from meshnode.demo import agent_toml
     from tests.integration.test_agents_mesh import EXPERTS
 
-    return agent_toml(EXPERTS["milvus-expert"])
+    return agent_toml(replace(EXPERTS["milvus-expert"], name="milvus-guru"))
