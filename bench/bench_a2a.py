@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.stats import pct
 from meshnode.agents import AgentSpec
 from meshnode.answering import Answer
 from meshnode.config import GossipSettings
@@ -58,10 +59,6 @@ class NoKnowledge:
     async def add(self, *args: Any, **kwargs: Any) -> None:
         raise AssertionError("the no-op agent writes nothing")
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def roundtrips(tasks: int, concurrency: list[int]) -> None:

@@ -22,13 +22,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.stats import pct
 from meshnode.client import DaemonClient
 from tests.integration.harness import Daemon, mesh, wait_for
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def run(size: int, settle: float, rng: random.Random) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.stats import pct
 from bootstrap import network_psk
 from meshnode.config import GossipSettings
 from meshnode.host import MeshHost
@@ -28,10 +29,6 @@ from meshnode.streams import ByteStream
 PROTOCOL = "/meshnode/bench-bulk/1.0.0"
 PAYLOAD = 4 * 1024 * 1024
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def sink(stream: ByteStream) -> None:

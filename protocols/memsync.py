@@ -26,6 +26,7 @@ The knowledge gossip announcement (one new record) shares the message format.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import Enum, auto
@@ -219,7 +220,7 @@ class Closed:
 _E = TypeVar("_E")
 
 
-class _Connection(Generic[_E]):
+class _Connection(ABC, Generic[_E]):
     """Framing, outgoing buffer and the end of a conversation, shared by both roles;
     ``_E`` is what the role's own :meth:`_handle` turns messages into."""
 
@@ -269,8 +270,9 @@ class _Connection(Generic[_E]):
                 events.append(self._handle(msg))
         return events
 
+    @abstractmethod
     def _handle(self, msg: Message) -> _E | Closed:
-        raise NotImplementedError
+        """One decoded message of the peer, in this role's state machine."""
 
     def _send(self, msg: Message) -> None:
         self._out += encode_message(msg, max_frame=self._max_frame)
