@@ -130,7 +130,9 @@ def run_demo(args: argparse.Namespace) -> int:
           "no LLM key)...", flush=True)
     try:
         first = None
-        for node in nodes:
+        # The asking node starts first and bootstraps from nobody: a node pre-trusts its
+        # bootstrap peers, and in a fresh mesh that trust would outweigh skill relevance.
+        for node in [nodes[-1], *nodes[:-1]]:
             node.start(first)
             status = _wait(f"{node.name} to start", node.status, 120)
             first = first or status["listen_addrs"][0]
