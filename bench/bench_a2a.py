@@ -30,11 +30,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.stats import pct
-from meshnode.agents import AgentSpec
-from meshnode.answering import Answer
+from meshnode.a2a.tasks import AGENT_KEY, TaskService, call_agent
+from meshnode.agents.answering import Answer
+from meshnode.agents.specs import AgentSpec
 from meshnode.config import GossipSettings
-from meshnode.host import MeshHost
-from meshnode.tasks import AGENT_KEY, TaskService, call_agent
+from meshnode.node.host import MeshHost
 from protocols.a2a import Message, StreamEvent, TextPart
 from protocols.peerid import Signer
 
@@ -104,9 +104,9 @@ async def roundtrips(tasks: int, concurrency: list[int]) -> None:
 
 
 def stage_breakdown(asks: int) -> None:
-    from meshnode.agents import data_path, demo_agents
-    from meshnode.client import DaemonClient
-    from meshnode.demo import agent_toml
+    from meshnode.agents.specs import data_path, demo_agents
+    from meshnode.cli.client import DaemonClient
+    from meshnode.cli.demo import agent_toml
     from tests.fakes.openai_server import FakeOpenAI
     from tests.integration.harness import Daemon, cli_json, mesh, wait_for
 

@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.stats import pct
-from meshnode.client import DaemonClient
+from meshnode.cli.client import DaemonClient
 from tests.integration.harness import Daemon, mesh, wait_for
 
 

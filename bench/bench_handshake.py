@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import pct
 from bootstrap import network_psk
 from meshnode.config import GossipSettings
-from meshnode.host import MeshHost
-from meshnode.streams import ByteStream
+from meshnode.node.host import MeshHost
+from meshnode.node.streams import ByteStream
 
 PROTOCOL = "/meshnode/bench-bulk/1.0.0"
 PAYLOAD = 4 * 1024 * 1024

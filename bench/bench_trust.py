@@ -1,7 +1,7 @@
 """Trust routing simulation: does relevance x trust keep questions away from liars?
 
 A simulated mesh (no sockets) whose nodes run the real meshnode.trust.TrustGraph and
-meshnode.routing code. Every node hosts one agent competent in two of eight topics.
+meshnode.ask.policy code. Every node hosts one agent competent in two of eight topics.
 Malicious nodes claim every topic as convincingly as a real expert, answer every question
 wrongly but confidently (their answers look as good as right ones to the asker's quality
 estimate), praise each other in their trust attestations, and take a fresh identity from
@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meshnode.routing import (
+from meshnode.ask.policy import (
     DEFAULT_POLICY,
     Candidate,
     RoutingPolicy,
@@ -44,7 +44,7 @@ from meshnode.routing import (
     score,
     waves,
 )
-from meshnode.trust import Outcome, TrustGraph
+from meshnode.trust.graph import Outcome, TrustGraph
 from protocols.envelope import decode_envelope, encode_envelope, seal
 from protocols.peerid import Signer
 from protocols.trust import TRUST, attestation_from_envelope
@@ -121,7 +121,7 @@ def answer(
 
 
 def feedback(right: bool, rng: random.Random) -> list[Outcome]:
-    """The evidence the asking node records for the answer it took, as meshnode.asking does.
+    """The evidence the asking node records for the answer it took, as meshnode.ask.asker does.
 
     An answer counts as accepted unless the user rates it bad in the rating window; a good
     rating adds to the acceptance. Users catch (rate bad) CAUGHT of the wrong answers, so

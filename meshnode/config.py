@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.network import BootstrapError, parse_bootstrap
-from meshnode.agents import AGENTS_TEMPLATE, AgentSpec, agents_from_config
+from meshnode.agents.llm import LLM_TEMPLATE, LLMSettings
+from meshnode.agents.specs import AGENTS_TEMPLATE, AgentSpec, agents_from_config
 from meshnode.errors import ConfigError
-from meshnode.llm import LLM_TEMPLATE, LLMSettings
 from protocols.envelope import validate_network_id
 from protocols.errors import DecodeError
 from protocols.peerid import validate_peer_id

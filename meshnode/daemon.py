@@ -13,33 +13,32 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from trio_typing import TaskStatus
 
 from bootstrap import network_psk
 from memory.embedders import Embedder, embedder_from_config
 from memory.errors import MemoryStoreError
 from memory.store import MemoryStore
 from meshnode import __version__
-from meshnode.a2a_http import add_a2a_routes
-from meshnode.answering import Answerer
-from meshnode.api import ApiApp, serve_api
-from meshnode.asking import Asker
+from meshnode.a2a.tasks import TaskService
+from meshnode.agents.answering import Answerer
+from meshnode.agents.llm import LLMClient
+from meshnode.api.a2a_http import add_a2a_routes
+from meshnode.api.app import ApiApp, serve_api
+from meshnode.api.mesh_agent import MeshA2A
+from meshnode.api.routes import add_agent_routes, add_memory_routes, add_node_routes
+from meshnode.ask.asker import Asker
+from meshnode.ask.relevance import SkillIndex
 from meshnode.config import MemorySettings, NodeConfig
 from meshnode.errors import ConfigError, MeshnodeError
-from meshnode.home import clear_runtime, load_private_key, load_token, write_runtime
-from meshnode.host import MeshHost
-from meshnode.knowledge import KnowledgeService
-from meshnode.llm import LLMClient
-from meshnode.membership import Membership
-from meshnode.mesh_a2a import MeshA2A
-from meshnode.relevance import SkillIndex
-from meshnode.routes import add_agent_routes, add_memory_routes, add_node_routes
-from meshnode.tasks import TaskService
-from meshnode.trust_service import TrustService
+from meshnode.node.home import clear_runtime, load_private_key, load_token, write_runtime
+from meshnode.node.host import MeshHost
+from meshnode.node.knowledge import KnowledgeService
+from meshnode.node.membership import Membership
+from meshnode.trust.service import TrustService
 from protocols.a2a import card_to_wire
 from protocols.peerid import Signer
 
-log = logging.getLogger("meshnode.daemon")
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -80,7 +79,7 @@ class Node:
         self.api_url = ""
 
     async def run(
-        self, shutdown: trio.Event, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, shutdown: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         config = self.config
         psk = network_psk(config.network_id, config.network_secret)

@@ -11,9 +11,13 @@ what the tests of that folder need on a loaded 2-core machine.
 from __future__ import annotations
 
 import faulthandler
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+
+from meshnode.node.home import init_home
+from protocols.peerid import Signer
 
 DEFAULT_BUDGET_S = 60.0
 BUDGETS_S = {"agents": 120.0, "memory": 120.0, "sync": 300.0, "integration": 600.0}
@@ -37,3 +41,24 @@ def _no_llm_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     start, which inherit this environment) see."""
     for name in LLM_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_user_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test may read or write the real ~/.meshnode or honour a developer's MESHNODE_HOME."""
+    monkeypatch.delenv("MESHNODE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An initialised node home (identity, token, config) for network ``test-net``."""
+    path = tmp_path / "home"
+    init_home(path, network_id="test-net")
+    return path
+
+
+@pytest.fixture
+def new_peer_id() -> Callable[[], str]:
+    """Make a fresh, real Ed25519 libp2p peer ID."""
+    return lambda: Signer.generate().peer_id

@@ -11,8 +11,8 @@ import pytest
 from memory.embedders import HashingEmbedder
 from memory.ingest import IngestManifest, ingest
 from memory.store import MemoryStore
-from meshnode.agents import data_path
-from meshnode.llm import LLMSettings
+from meshnode.agents.llm import LLMSettings
+from meshnode.agents.specs import data_path
 from protocols.peerid import Signer
 from tests.fakes.knowledge import LocalKnowledge
 from tests.fakes.openai_server import FakeOpenAI

@@ -1,4 +1,4 @@
-"""meshnode.agents: the [[agents]] config parser, its template, the demo agents, skill texts."""
+"""meshnode.agents.specs: the [[agents]] parser, its template, the demo agents, skill texts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from meshnode.agents import (
+from meshnode.agents.specs import (
     _AGENT_KEYS,
     _SKILL_KEYS,
     AGENTS_TEMPLATE,

@@ -13,16 +13,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from memory.store import MemoryStore
-from meshnode.agents import AgentSpec, demo_agents
-from meshnode.answering import (
+from meshnode.agents.answering import (
     EXTRACTIVE_PREAMBLE,
     AgentError,
     Answer,
     Answerer,
     Citation,
 )
-from meshnode.llm import LLMClient, LLMError, LLMSettings
-from meshnode.passages import _renumber, _sentences
+from meshnode.agents.llm import LLMClient, LLMError, LLMSettings
+from meshnode.agents.passages import _renumber, _sentences
+from meshnode.agents.specs import AgentSpec, demo_agents
 from protocols.records import verify_record
 from tests.fakes.knowledge import LocalKnowledge
 from tests.fakes.openai_server import FakeOpenAI

@@ -1,4 +1,4 @@
-"""meshnode.llm: settings from config and environment, and the real openai client against a
+"""meshnode.agents.llm: settings from config and environment, and the real openai client against a
 real (fake) OpenAI-compatible HTTP server, failures included."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import trio
 
+from meshnode.agents.llm import LLM_TEMPLATE, LLMClient, LLMError, LLMSettings
 from meshnode.errors import ConfigError
-from meshnode.llm import LLM_TEMPLATE, LLMClient, LLMError, LLMSettings
 from tests.fakes.openai_server import FakeOpenAI
 
 QUESTION = [{"role": "user", "content": "Passages: [1] one [2] two. Question: why?"}]

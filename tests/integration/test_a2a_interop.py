@@ -12,7 +12,7 @@ from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
 from a2a.types import Message, Part, Role, SendMessageRequest, TaskState
 from google.protobuf.json_format import MessageToDict
 
-from meshnode.home import load_token, read_runtime
+from meshnode.node.home import load_token, read_runtime
 from tests.integration.harness import Daemon, cli_json, mesh, wait_for
 from tests.integration.test_agents_mesh import _expert, _seed
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from meshnode.agents import data_path, demo_agents
-from meshnode.demo import agent_toml
+from meshnode.agents.specs import data_path, demo_agents
+from meshnode.cli.demo import agent_toml
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.harness import Daemon, cli, cli_json, mesh, wait_for
 

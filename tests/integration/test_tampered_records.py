@@ -12,8 +12,8 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from meshnode.config import GossipSettings, NodeConfig
-from meshnode.host import MeshHost
-from meshnode.membership import Membership
+from meshnode.node.host import MeshHost
+from meshnode.node.membership import Membership
 from protocols.memsync import encode_announcement
 from protocols.peerid import Signer
 from protocols.presence import topic

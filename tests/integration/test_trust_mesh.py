@@ -98,7 +98,7 @@ def _liar_toml() -> str:
     """The Milvus expert's card, skills and all, under another name."""
     from dataclasses import replace
 
-    from meshnode.demo import agent_toml
+    from meshnode.cli.demo import agent_toml
     from tests.integration.test_agents_mesh import EXPERTS
 
     return agent_toml(replace(EXPERTS["milvus-expert"], name="milvus-guru"))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from meshnode.agents.llm import LLMSettings
 from meshnode.config import (
     _NODE_KEYS,
     _SUB_TABLES,
@@ -19,8 +20,7 @@ from meshnode.config import (
     load_config,
 )
 from meshnode.errors import ConfigError
-from meshnode.home import init_home
-from meshnode.llm import LLMSettings
+from meshnode.node.home import init_home
 
 PEER = "12D3KooWHcUHPSVKsRVM9kvcdBUQb2Pa2H6NnKiXhD4CSboopHFn"
 

@@ -1,4 +1,4 @@
-"""meshnode.home: init_home, the identity key and token, resolve_home, the runtime file."""
+"""meshnode.node.home: init_home, the identity key and token, resolve_home, the runtime file."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from meshnode.config import CONFIG_FILE, load_config
 from meshnode.errors import ConfigError
-from meshnode.home import (
+from meshnode.node.home import (
     IDENTITY_FILE,
     RUNTIME_FILE,
     TOKEN_FILE,

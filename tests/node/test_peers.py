@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshnode.peers import PeerTable
+from meshnode.node.peers import PeerTable
 from protocols.presence import Presence
 
 SELF = "12D3KooWSelf"

@@ -1,4 +1,4 @@
-"""Tests of meshnode.trust: evidence, local trust, attestations and global trust."""
+"""Tests of meshnode.trust.graph: evidence, local trust, attestations and global trust."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshnode.trust import Outcome, TrustGraph, TrustStateError
+from meshnode.trust.graph import Outcome, TrustGraph, TrustStateError
 from protocols.trust import MAX_TRUST_PEERS, TrustAttestation, attestation_from_envelope
 from tests.trust.helpers import NOW, attestation, pid, signer, wire
 

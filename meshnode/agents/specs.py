@@ -1,0 +1,282 @@
+"""The agents a node hosts: their specs (from the config), and the demo data.
+
+An agent is an :class:`AgentSpec`: a name, a description, instructions for the LLM, the
+skills it advertises (which the router embeds to judge relevance, see :func:`skill_text`),
+the memory collections it reads, and whether it writes what it learns back to memory.
+
+How they answer questions is :mod:`meshnode.agents.answering`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from meshnode.errors import ConfigError
+from protocols.records import COLLECTIONS, MAX_AGENT_LEN
+
+# ---- specs ---------------------------------------------------------------------------------
+
+DEFAULT_READS = ("expert_knowledge", "problem_solutions")
+MAX_AGENTS = 32
+MAX_SKILLS = 32
+MAX_TAGS = 32
+MAX_EXAMPLES = 16
+MAX_DESCRIPTION = 1000
+MAX_INSTRUCTIONS = 8000
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class SkillSpec:
+    id: str
+    name: str
+    description: str
+    tags: tuple[str, ...] = ()
+    examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    name: str
+    description: str
+    instructions: str
+    skills: tuple[SkillSpec, ...]
+    reads: tuple[str, ...] = DEFAULT_READS
+    writes: bool = True
+
+
+AGENTS_TEMPLATE = """\
+# Agents hosted by this node: one [[agents]] table each, with its skills as
+# [[agents.skills]] tables below it. Remove the leading "# " of a block to use it.
+# With no agents the node still routes questions to the rest of the mesh.
+#
+# [[agents]]
+# # Unique on this node: letters, digits, '-', '_', '.' (at most 64 characters).
+# name = "python-expert"
+# # What this agent is good at, in one or two sentences (shown in its agent card).
+# description = "Answers questions about Python packaging, typing, testing and concurrency."
+# # Guidance given to the LLM before every question (optional; default from description).
+# instructions = "You are a senior Python engineer. Answer precisely and briefly."
+# # Memory collections the agent answers from: any of expert_knowledge,
+# # problem_solutions, collaboration_history (default: the first two).
+# reads = ["expert_knowledge", "problem_solutions"]
+# # Whether its exchanges and accepted solutions are written back to shared memory.
+# writes = true
+#
+# [[agents.skills]]
+# # Unique within the agent: letters, digits, '-', '_', '.' (default: from name).
+# id = "python-packaging"
+# name = "Python packaging"
+# description = "Virtual environments, pip, pyproject.toml, building and publishing."
+# # Keywords and sample questions; the router compares questions with all of these.
+# tags = ["python", "pip", "venv", "pyproject"]
+# examples = ["Why does pip say externally-managed-environment?"]
+"""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:MAX_AGENT_LEN] or "skill"
+
+
+class _Table:
+    """Typed access to one TOML table; every error names the key by its full path."""
+
+    def __init__(self, data: Any, where: str, known: Iterable[str]) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a table, got {_shown(data)}")
+        self.data = data
+        self.where = where
+        allowed = set(known)
+        for key in data:
+            if key not in allowed:
+                raise ConfigError(
+                    f"{where}.{key}: unknown setting (known: {', '.join(sorted(allowed))})"
+                )
+
+    def text(
+        self, key: str, *, max_len: int, default: str | None = None, pattern: bool = False
+    ) -> str:
+        where = f"{self.where}.{key}"
+        if key not in self.data:
+            if default is None:
+                raise ConfigError(f"{where}: required")
+            return default
+        value = self.data[key]
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {_shown(value)}")
+        value = value.strip()
+        if not 1 <= len(value) <= max_len:
+            raise ConfigError(f"{where}: must be 1 to {max_len} characters, got {len(value)}")
+        if pattern and not _NAME.fullmatch(value):
+            raise ConfigError(
+                f"{where}: {value!r} must start with a letter or digit and contain only "
+                "letters, digits, '-', '_' and '.'"
+            )
+        return value
+
+    def texts(
+        self, key: str, *, max_items: int, max_len: int, default: tuple[str, ...] = ()
+    ) -> tuple[str, ...]:
+        where = f"{self.where}.{key}"
+        if key not in self.data:
+            return default
+        values = self.data[key]
+        if not isinstance(values, list):
+            raise ConfigError(f"{where}: expected a list of strings, got {_shown(values)}")
+        if len(values) > max_items:
+            raise ConfigError(f"{where}: at most {max_items} entries, got {len(values)}")
+        out: list[str] = []
+        for i, value in enumerate(values):
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}[{i}]: expected a string, got {_shown(value)}")
+            if not 1 <= len(value.strip()) <= max_len:
+                raise ConfigError(f"{where}[{i}]: must be 1 to {max_len} characters")
+            out.append(value.strip())
+        return tuple(out)
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.where}.{key}: expected true or false, got {_shown(value)}")
+        return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_AGENT_KEYS = ("name", "description", "instructions", "skills", "reads", "writes")
+_SKILL_KEYS = ("id", "name", "description", "tags", "examples")
+
+
+def _skill(data: Any, where: str) -> SkillSpec:
+    t = _Table(data, where, _SKILL_KEYS)
+    name = t.text("name", max_len=100)
+    return SkillSpec(
+        id=t.text("id", max_len=MAX_AGENT_LEN, default=_slug(name), pattern=True),
+        name=name,
+        description=t.text("description", max_len=MAX_DESCRIPTION),
+        tags=t.texts("tags", max_items=MAX_TAGS, max_len=64),
+        examples=t.texts("examples", max_items=MAX_EXAMPLES, max_len=500),
+    )
+
+
+def _agent(data: Any, where: str) -> AgentSpec:
+    t = _Table(data, where, _AGENT_KEYS)
+    name = t.text("name", max_len=MAX_AGENT_LEN, pattern=True)
+    description = t.text("description", max_len=MAX_DESCRIPTION)
+    instructions = t.text(
+        "instructions", max_len=MAX_INSTRUCTIONS, default=f"You are {name}. {description}"
+    )
+    raw_skills = data.get("skills")
+    if raw_skills is None:
+        raise ConfigError(f"{where}.skills: required (add at least one [[agents.skills]] table)")
+    if not isinstance(raw_skills, list) or not raw_skills:
+        raise ConfigError(f"{where}.skills: expected one or more [[agents.skills]] tables")
+    if len(raw_skills) > MAX_SKILLS:
+        raise ConfigError(f"{where}.skills: at most {MAX_SKILLS} skills, got {len(raw_skills)}")
+    skills = tuple(_skill(s, f"{where}.skills[{j}]") for j, s in enumerate(raw_skills))
+    seen: dict[str, int] = {}
+    for j, skill in enumerate(skills):
+        if skill.id in seen:
+            raise ConfigError(
+                f"{where}.skills[{j}].id: {skill.id!r} is already the id of "
+                f"{where}.skills[{seen[skill.id]}] (give each skill a distinct id)"
+            )
+        seen[skill.id] = j
+    reads = t.texts("reads", max_items=len(COLLECTIONS), max_len=64, default=DEFAULT_READS)
+    if not reads:
+        raise ConfigError(f"{where}.reads: name at least one collection")
+    for i, name_ in enumerate(reads):
+        if name_ not in COLLECTIONS:
+            raise ConfigError(
+                f"{where}.reads[{i}]: unknown collection {name_!r} (use {', '.join(COLLECTIONS)})"
+            )
+    if len(set(reads)) != len(reads):
+        raise ConfigError(f"{where}.reads: a collection is listed twice")
+    return AgentSpec(name, description, instructions, skills, reads, t.flag("writes", True))
+
+
+def agents_from_config(tables: Any, *, where: str) -> tuple[AgentSpec, ...]:
+    """Parse the ``[[agents]]`` array of tables (``tables`` is its TOML value; None means no
+    agents). ``where`` prefixes every error, e.g. ``"/home/n/config.toml: agents"``."""
+    if tables is None:
+        return ()
+    if isinstance(tables, dict):
+        raise ConfigError(f"{where}: write each agent as an [[agents]] table, not [agents]")
+    if not isinstance(tables, list):
+        raise ConfigError(f"{where}: expected [[agents]] tables, got {_shown(tables)}")
+    if len(tables) > MAX_AGENTS:
+        raise ConfigError(f"{where}: at most {MAX_AGENTS} agents per node, got {len(tables)}")
+    agents = tuple(_agent(data, f"{where}[{i}]") for i, data in enumerate(tables))
+    seen: dict[str, int] = {}
+    for i, agent in enumerate(agents):
+        key = agent.name.casefold()
+        if key in seen:
+            raise ConfigError(
+                f"{where}[{i}].name: {agent.name!r} is already the name of {where}[{seen[key]}]"
+                " (agent names are unique per node, ignoring case)"
+            )
+        seen[key] = i
+    return agents
+
+
+def load_agents_file(path: Path) -> tuple[AgentSpec, ...]:
+    """Agents from a TOML file holding only ``[[agents]]`` tables (like the demo's)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    extra = sorted(set(data) - {"agents"})
+    if extra:
+        raise ConfigError(f"{path}: {extra[0]}: unknown setting (only [[agents]] belongs here)")
+    return agents_from_config(data.get("agents", []), where=f"{path}: agents")
+
+
+def data_path(*parts: str) -> Path:
+    """A file or folder shipped in ``meshnode/data`` (the demo agents and knowledge bases)."""
+    return Path(str(resources.files("meshnode").joinpath("data", *parts)))
+
+
+def demo_agents() -> tuple[AgentSpec, ...]:
+    """The demo's expert agents; each one's knowledge base is ``data_path("kb", topic)``
+    where topic is the part of its name before ``-expert`` (python, milvus, devops)."""
+    return load_agents_file(data_path("demo_agents.toml"))
+
+
+def skill_text(spec: AgentSpec) -> list[str]:
+    """One text per skill (name, description, tags, examples) for the router to embed;
+    an agent without skills is described by its own description."""
+    texts = []
+    for skill in spec.skills:
+        parts = [f"{skill.name}: {skill.description}"]
+        if skill.tags:
+            parts.append("Topics: " + ", ".join(skill.tags) + ".")
+        if skill.examples:
+            parts.append("Example questions: " + " ".join(skill.examples))
+        texts.append(" ".join(parts))
+    return texts or [f"{spec.name}: {spec.description}"]
+
+
+def describe_spec(spec: AgentSpec) -> dict[str, Any]:
+    """A JSON-friendly view of an agent for the local API and ``meshnode agents``."""
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "reads": list(spec.reads),
+        "writes": spec.writes,
+        "skills": [
+            {"id": s.id, "name": s.name, "description": s.description,
+             "tags": list(s.tags), "examples": list(s.examples)}
+            for s in spec.skills
+        ],
+    }

@@ -1,0 +1,7 @@
+"""The local HTTP API: the ASGI app (token auth, JSON and streaming responses), the routes
+of the CLI, the A2A JSON-RPC binding, and the bridge that serves the whole mesh as one A2A
+agent.
+
+May import everything below it: meshnode.ask, meshnode.trust, meshnode.a2a, meshnode.node,
+meshnode.agents, meshnode.config, meshnode.errors, and the top-level packages.
+"""

@@ -1,0 +1,233 @@
+"""The local API's routes: node status and peers, gossip diagnostics, and memory."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from memory.errors import MemoryStoreError
+from meshnode import __version__
+from meshnode.a2a.tasks import AGENT_KEY
+from meshnode.api.app import ApiApp, HttpError, Request, StreamingResponse
+from meshnode.api.mesh_agent import TIMEOUT_KEY, MeshA2A
+from meshnode.ask.asker import Asker, AskError
+from meshnode.config import NodeConfig
+from meshnode.node.knowledge import KnowledgeError, KnowledgeService
+from meshnode.node.membership import Membership
+from meshnode.trust.service import TrustService
+from protocols.a2a import (
+    DataPart,
+    Message,
+    TaskArtifactUpdateEvent,
+    TaskState,
+    TaskStatusUpdateEvent,
+    TextPart,
+)
+from protocols.errors import ProtocolError
+from protocols.records import COLLECTIONS, MemoryRecord, record_from_wire, record_to_wire
+
+MAX_IMPORT_BATCH = 1000
+
+
+def add_node_routes(
+    app: ApiApp, config: NodeConfig, membership: Membership, uptime: Callable[[], float],
+    api_url: Callable[[], str],
+) -> None:
+    async def status(_: Request) -> dict[str, Any]:
+        return {
+            "peer_id": membership.signer.peer_id,
+            "network_id": config.network_id,
+            "private": bool(config.network_secret),
+            "version": __version__,
+            "listen_addrs": membership.host.listen_addrs(),
+            "connected_peers": len(membership.verified_connected()),
+            "known_peers": len(membership.table),
+            "uptime_s": round(uptime(), 1),
+            "bootstrap": list(config.bootstrap),
+            "api": api_url(),
+        }
+
+    async def peers(_: Request) -> list[dict[str, Any]]:
+        return membership.peers_json()
+
+    async def gossip(request: Request) -> dict[str, Any]:
+        return membership.gossip_json(_number(request, "since", 0.0))
+
+    app.route("GET", "/v1/status", status)
+    app.route("GET", "/v1/peers", peers)
+    app.route("GET", "/v1/gossip", gossip)
+
+
+def _number(request: Request, name: str, default: float) -> float:
+    try:
+        return float(request.arg(name) or default)
+    except ValueError:
+        raise HttpError(400, f"{name} must be a number") from None
+
+
+def record_json(record: MemoryRecord) -> dict[str, Any]:
+    """A record as JSON: the wire form with the signature in hex."""
+    wire = record_to_wire(record)
+    wire["sig"] = record.signature.hex()
+    return wire
+
+
+def record_from_json(obj: Any) -> MemoryRecord:
+    if not isinstance(obj, dict) or not isinstance(obj.get("sig"), str):
+        raise ProtocolError("a record must be an object with a hex 'sig'")
+    try:
+        signature = bytes.fromhex(obj["sig"])
+    except ValueError:
+        raise ProtocolError("record 'sig' is not hex") from None
+    return record_from_wire({**obj, "sig": signature})
+
+
+def _text_field(body: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = body.get(name, default)
+    if not isinstance(value, str) or (default is None and not value):
+        raise HttpError(400, f"'{name}' must be a non-empty string")
+    return value
+
+
+def add_memory_routes(app: ApiApp, knowledge: KnowledgeService) -> None:
+    async def add(request: Request) -> dict[str, Any]:
+        body = request.json()
+        collection = _text_field(body, "collection", "expert_knowledge")
+        if collection not in COLLECTIONS:
+            raise HttpError(400, f"collection must be one of {', '.join(COLLECTIONS)}")
+        meta = body.get("meta", {})
+        if not isinstance(meta, dict):
+            raise HttpError(400, "'meta' must be an object")
+        try:
+            record = await knowledge.add(
+                _text_field(body, "text"), kind=_text_field(body, "kind", "note"),
+                collection=collection, meta=meta, agent=_text_field(body, "agent", ""),
+            )
+        except (ProtocolError, ValueError) as exc:
+            raise HttpError(400, f"invalid record: {exc}") from None
+        return record_json(record)
+
+    async def search(request: Request) -> list[dict[str, Any]]:
+        query = request.arg("q")
+        if not query:
+            raise HttpError(400, "missing query parameter q")
+        k = int(_number(request, "k", 5))
+        if not 1 <= k <= 200:
+            raise HttpError(400, "k must be between 1 and 200")
+        collection = request.arg("collection")
+        if collection is not None and collection not in COLLECTIONS:
+            raise HttpError(400, f"collection must be one of {', '.join(COLLECTIONS)}")
+        hits = await knowledge.store.search(query, k=k, collection=collection,
+                                            kind=request.arg("kind"))
+        return [{**record_json(h.record), "score": round(h.score, 4)} for h in hits]
+
+    async def delete(request: Request) -> dict[str, Any]:
+        try:
+            return record_json(await knowledge.delete(_text_field(request.json(), "id")))
+        except KnowledgeError as exc:
+            raise HttpError(404, str(exc)) from None
+
+    async def ingest(request: Request) -> dict[str, Any]:
+        body = request.json()
+        paths = body.get("paths")
+        if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+            raise HttpError(400, "'paths' must be a non-empty list of paths")
+        try:
+            report = await knowledge.ingest(paths, prune=bool(body.get("prune", False)))
+        except (OSError, MemoryStoreError) as exc:
+            raise HttpError(400, str(exc)) from None
+        return {k: getattr(report, k) for k in report.__dataclass_fields__}
+
+    async def stats(_: Request) -> dict[str, Any]:
+        return await knowledge.stats()
+
+    async def export(_: Request) -> list[dict[str, Any]]:
+        return [record_json(r) async for r in knowledge.store.export()]
+
+    async def import_(request: Request) -> dict[str, Any]:
+        rows = request.json().get("records")
+        if not isinstance(rows, list) or len(rows) > MAX_IMPORT_BATCH:
+            raise HttpError(400, f"'records' must be a list of at most {MAX_IMPORT_BATCH}")
+        records, errors = [], []
+        for i, row in enumerate(rows):
+            try:
+                records.append(record_from_json(row))
+            except ProtocolError as exc:
+                errors.append(f"record {i}: {exc}")
+        stored = await knowledge.import_records(records)
+        return {"stored": stored, "duplicates": len(records) - stored, "rejected": errors}
+
+    app.route("POST", "/v1/memory/records", add)
+    app.route("GET", "/v1/memory/search", search)
+    app.route("POST", "/v1/memory/delete", delete)
+    app.route("POST", "/v1/memory/ingest", ingest)
+    app.route("GET", "/v1/memory/stats", stats)
+    app.route("GET", "/v1/memory/export", export)
+    app.route("POST", "/v1/memory/import", import_)
+
+
+def add_agent_routes(
+    app: ApiApp, mesh: MeshA2A, asker: Asker, trust: TrustService
+) -> None:
+    async def agents(_: Request) -> list[dict[str, Any]]:
+        return [
+            {
+                "agent": card.name, "peer_id": peer, "local": peer == asker.self_id,
+                "description": card.description, "version": card.version,
+                "skills": [{"id": s.id, "name": s.name, "tags": list(s.tags)}
+                           for s in card.skills],
+            }
+            for peer, card in asker.known_agents()
+        ]
+
+    async def ask(request: Request) -> StreamingResponse:
+        body = request.json()
+        question = _text_field(body, "question")
+        metadata: dict[str, Any] = {}
+        if body.get("agent") is not None:
+            metadata[AGENT_KEY] = _text_field(body, "agent")
+        timeout = body.get("timeout", 60.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise HttpError(400, "'timeout' must be a positive number of seconds")
+        metadata[TIMEOUT_KEY] = float(timeout)
+        message = Message(role="user", parts=(TextPart(question),),
+                          message_id=str(uuid.uuid4()), metadata=metadata)
+        return StreamingResponse("application/x-ndjson", _ask_lines(mesh, message))
+
+    async def rate(request: Request) -> dict[str, str]:
+        body = request.json()
+        rating = _text_field(body, "rating")
+        if rating not in ("good", "bad"):
+            raise HttpError(400, "'rating' must be good or bad")
+        try:
+            return asker.rate(_text_field(body, "task_id"), rating == "good")
+        except AskError as exc:
+            raise HttpError(404, str(exc)) from None
+
+    async def trust_view(_: Request) -> dict[str, Any]:
+        return trust.snapshot()
+
+    app.route("GET", "/v1/agents", agents)
+    app.route("POST", "/v1/ask", ask)
+    app.route("POST", "/v1/rate", rate)
+    app.route("GET", "/v1/trust", trust_view)
+
+
+async def _ask_lines(mesh: MeshA2A, message: Message) -> AsyncIterator[bytes]:
+    """One JSON object a line: progress as it happens, then the result or the error."""
+    async for event in mesh.stream(message):
+        line: dict[str, Any] | None = None
+        if isinstance(event, TaskStatusUpdateEvent):
+            if event.final and event.status.state != TaskState.COMPLETED:
+                reason = event.status.message.text if event.status.message else ""
+                line = {"error": reason, "state": str(event.status.state),
+                        "task_id": event.task_id}
+            elif "meshnode/progress" in event.metadata:
+                line = {"progress": event.metadata["meshnode/progress"]}
+        elif isinstance(event, TaskArtifactUpdateEvent):
+            data = next((p.data for p in event.artifact.parts if isinstance(p, DataPart)), {})
+            line = {"result": data}
+        if line is not None:
+            yield json.dumps(line, default=str).encode() + b"\n"

@@ -1,0 +1,378 @@
+"""Asker: routes a question to the best agents of the mesh and brings back one answer.
+
+Candidates are every agent this node knows (its own and those in presence cards), scored by
+skill relevance x trust x load x latency (meshnode.ask.policy). They are asked in waves, a few
+in parallel, each wave within what is left of the deadline; the answer with the best
+quality x trust wins, and each outcome becomes trust evidence. Every step is kept for
+``meshnode ask --explain``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from meshnode.a2a.tasks import (
+    AGENT_KEY,
+    ASKER_KEY,
+    DEADLINE_KEY,
+    FORWARD_KEY,
+    TaskService,
+    call_agent,
+)
+from meshnode.ask.policy import (
+    DEFAULT_POLICY,
+    Candidate,
+    RoutingPolicy,
+    Scored,
+    choose_answer,
+    forward_targets,
+    rank,
+    score,
+    waves,
+)
+from meshnode.ask.relevance import SkillIndex
+from meshnode.config import RoutingSettings
+from meshnode.errors import MeshnodeError
+from meshnode.node.host import DialError, MeshHost
+from meshnode.node.membership import Membership
+from meshnode.trust.graph import Outcome, TrustGraph
+from protocols.a2a import (
+    AgentCard,
+    DataPart,
+    Message,
+    StreamEvent,
+    Task,
+    TaskArtifactUpdateEvent,
+    TaskState,
+    TaskStatusUpdateEvent,
+    TextPart,
+    card_from_wire,
+)
+from protocols.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+Progress = Callable[[dict[str, Any]], Awaitable[None]]
+KEPT_ANSWERS = 1000
+#: Time kept back from an agent's deadline for the network and the asker's own work.
+MARGIN_S = 1.0
+#: The agent name shown for a neighbour a question was forwarded to.
+FORWARDED = "(forwarded)"
+
+
+class AskError(MeshnodeError):
+    """No agent of the mesh produced an acceptable answer."""
+
+
+@dataclass(slots=True)
+class _Taken:
+    peer: str
+    agent: str
+    at: float
+
+
+@dataclass(slots=True)
+class _Outcome:
+    scored: Scored
+    state: str = "failed"
+    reason: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    task_id: str | None = None
+    quality: float | None = None
+    seconds: float = 0.0
+
+
+async def _ignore(_: dict[str, Any]) -> None:
+    pass
+
+
+class Asker:
+    def __init__(
+        self,
+        host: MeshHost,
+        membership: Membership,
+        tasks: TaskService,
+        skills: SkillIndex,
+        trust: TrustGraph,
+        *,
+        settings: RoutingSettings,
+        policy: RoutingPolicy = DEFAULT_POLICY,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.host = host
+        self.membership = membership
+        self.tasks = tasks
+        self.skills = skills
+        self.trust = trust
+        self.settings = settings
+        self.policy = policy
+        self._rng = rng or random.Random()
+        self.self_id = membership.signer.peer_id
+        #: Answers this node took and that may still be rated, oldest first.
+        self.answered: OrderedDict[str, _Taken] = OrderedDict()
+
+    # ---- who can answer ------------------------------------------------------------
+
+    def known_agents(self) -> list[tuple[str, AgentCard]]:
+        agents = [(self.self_id, card) for card in self.tasks.cards()]
+        for record in self.membership.table:
+            for wire in record.presence.agents if record.presence else ():
+                try:
+                    agents.append((record.peer_id, card_from_wire(wire)))
+                except ProtocolError:
+                    continue  # a peer's bad card only hides that agent
+        return agents
+
+    def _candidate(self, peer: str, card: AgentCard, relevance: float) -> Candidate:
+        record = self.membership.table.get(peer)
+        presence = record.presence if record else None
+        return Candidate(
+            agent=card.name, peer_id=peer, relevance=max(0.0, relevance),
+            trust=self.trust.relative_trust(peer),
+            load=presence.load if presence else 0.0,
+            rtt_ms=0.0 if peer == self.self_id else (record.rtt_ms if record else None),
+            experience=self.trust.experience(peer),
+        )
+
+    # ---- asking --------------------------------------------------------------------
+
+    async def ask(
+        self, question: str, *, agent: str | None = None, timeout: float = 60.0,
+        progress: Progress = _ignore, hops: int = 0, visited: frozenset[str] = frozenset(),
+    ) -> dict[str, Any]:
+        started = time.monotonic()
+        deadline = started + timeout
+        known = self.known_agents()
+        if agent is not None:
+            known = [(peer, card) for peer, card in known if card.name == agent]
+            if not known:
+                raise AskError(f"no agent named {agent!r} is known in the mesh "
+                               "(see `meshnode agents`)")
+        relevance = await self.skills.score(
+            question, [(f"{peer}/{card.name}", _skill_texts(card)) for peer, card in known]
+        )
+        # Raw similarities depend on the embedder (the built-in one gives small numbers):
+        # the threshold applies to them, the ranking to their share of the best one's.
+        floor = 0.0 if agent else self.settings.min_relevance
+        best = max(relevance.values(), default=0.0)
+        candidates = [
+            self._candidate(p, c, relevance[f"{p}/{c.name}"] / best if best > 0 else 0.0)
+            for p, c in known
+            if relevance[f"{p}/{c.name}"] >= floor
+        ]
+        ranked = rank(candidates, min_relevance=0.0, explore=self.settings.explore,
+                      rng=self._rng, policy=self.policy)
+        explain: dict[str, Any] = {
+            "candidates": [s.explain() for s in ranked],
+            "irrelevant": len(known) - len(ranked),
+            "waves": [],
+        }
+        routing_s = time.monotonic() - started
+        await progress({"stage": "routed", "candidates": len(ranked), "routing_s": routing_s})
+        groups = waves(ranked, fanout=self.settings.fanout, max_waves=self.settings.max_waves)
+        forward: dict[str, Any] | None = None
+        if not ranked and agent is None:
+            groups, forward = self._forwarding(hops, visited, explain, len(known))
+        elif not ranked:
+            raise AskError("no known agent is relevant to this question "
+                           f"({len(known)} known; see `meshnode agents`)")
+        for wave in groups:
+            remaining = deadline - time.monotonic()
+            if remaining <= MARGIN_S:
+                break
+            outcomes = await self._ask_wave(wave, question, remaining, progress, forward)
+            choice = choose_answer([(o.scored.candidate, o.quality) for o in outcomes],
+                                   min_quality=self.settings.min_quality, policy=self.policy)
+            explain["waves"].append({
+                "asked": [o.scored.candidate.agent + "@" + o.scored.candidate.peer_id
+                          for o in outcomes],
+                "outcomes": [
+                    {"agent": o.scored.candidate.agent, "peer": o.scored.candidate.peer_id,
+                     "state": o.state, "reason": o.reason, "quality": o.quality,
+                     "seconds": round(o.seconds, 3)}
+                    for o in outcomes
+                ],
+                "choice": choice.explain(),
+            })
+            self._record_evidence(outcomes)
+            if choice.index is not None:
+                won = outcomes[choice.index]
+                return self._result(won, explain, routing_s, time.monotonic() - started)
+        raise AskError("no agent gave an acceptable answer: " + "; ".join(
+            f"{o['agent']}: {o['state']} {o['reason']}".strip()
+            for w in explain["waves"] for o in w["outcomes"]
+        ) if explain["waves"] else "the deadline passed before any agent could be asked")
+
+    def _forwarding(
+        self, hops: int, visited: frozenset[str], explain: dict[str, Any], known: int
+    ) -> tuple[list[list[Scored]], dict[str, Any]]:
+        """Waves of neighbours to forward to when no known agent fits the question."""
+        neighbours = {p: self.trust.relative_trust(p) for p in self.membership.verified_connected()}
+        plan = forward_targets(neighbours, visited | {self.self_id},
+                               self.settings.hop_limit, hops, self.settings.fanout)
+        explain["forwarded"] = plan.explain()
+        if not plan.targets:
+            raise AskError(f"no known agent is relevant to this question ({known} known), "
+                           f"and it cannot be forwarded: {plan.reason}")
+        wave = [score(Candidate(agent=FORWARDED, peer_id=p, relevance=1.0, trust=neighbours[p],
+                                load=0.0, rtt_ms=None, experience=self.trust.experience(p)))
+                for p in plan.targets]
+        return [wave], {"hops": plan.hops, "visited": sorted(plan.visited)}
+
+    async def _ask_wave(
+        self, wave: list[Scored], question: str, remaining: float, progress: Progress,
+        forward: dict[str, Any] | None,
+    ) -> list[_Outcome]:
+        outcomes = [_Outcome(s) for s in wave]
+        async with trio.open_nursery() as nursery:
+            for outcome in outcomes:
+                nursery.start_soon(self._ask_one, outcome, question, remaining, progress,
+                                   forward)
+        return outcomes
+
+    async def _ask_one(
+        self, outcome: _Outcome, question: str, remaining: float, progress: Progress,
+        forward: dict[str, Any] | None,
+    ) -> None:
+        candidate = outcome.scored.candidate
+        await progress({"stage": "asking", "agent": candidate.agent, "peer": candidate.peer_id,
+                        "explore": outcome.scored.explore})
+        metadata: dict[str, Any] = {ASKER_KEY: self.self_id,
+                                    DEADLINE_KEY: max(1.0, remaining - MARGIN_S)}
+        if forward is None:
+            metadata[AGENT_KEY] = candidate.agent
+        else:
+            metadata[FORWARD_KEY] = forward
+        message = Message(role="user", parts=(TextPart(question),),
+                          message_id=str(uuid.uuid4()), metadata=metadata)
+        started = time.monotonic()
+        final: list[Task | None] = [None]
+
+        async def on_event(event: StreamEvent) -> None:
+            if isinstance(event, Task):
+                outcome.task_id = event.id
+            elif isinstance(event, TaskArtifactUpdateEvent):
+                for part in event.artifact.parts:
+                    if isinstance(part, DataPart):
+                        outcome.data = dict(part.data)
+            elif isinstance(event, TaskStatusUpdateEvent):
+                outcome.task_id = event.task_id
+                outcome.state = str(event.status.state)
+                if event.status.message is not None:
+                    outcome.reason = event.status.message.text
+                await progress({"stage": "status", "agent": candidate.agent,
+                                "peer": candidate.peer_id, "state": outcome.state})
+
+        try:
+            with trio.fail_after(remaining):
+                if candidate.peer_id == self.self_id:
+                    final[0] = await self.tasks.run_task(message, on_event)
+                else:
+                    await call_agent(self.host, candidate.peer_id, message, on_event,
+                                     timeout=remaining)
+        except trio.TooSlowError:
+            outcome.state, outcome.reason = "timeout", f"no answer within {remaining:.0f} s"
+        except (DialError, trio.BrokenResourceError) as exc:
+            outcome.state, outcome.reason = "failed", f"unreachable: {exc}"
+        except ProtocolError as exc:
+            outcome.state, outcome.reason = "malformed", str(exc)
+        outcome.seconds = time.monotonic() - started
+        if outcome.state == TaskState.COMPLETED and outcome.data.get("text"):
+            outcome.quality = await self._quality(question, outcome.data)
+        elif outcome.state == TaskState.COMPLETED:
+            outcome.state, outcome.reason = "malformed", "completed without an answer"
+
+    async def _quality(self, question: str, data: dict[str, Any]) -> float:
+        """The asker's own estimate in [0, 1]: grounded in cited memory, and on topic."""
+        grounded = 0.5 if data.get("citations") else 0.0
+        text = str(data.get("body") or data.get("text") or "")
+        similarity = await self.skills.similarity(question, text)
+        return grounded + 0.5 * max(0.0, min(1.0, similarity))
+
+    def _record_evidence(self, outcomes: list[_Outcome]) -> None:
+        now = time.time()
+        for o in outcomes:
+            peer = o.scored.candidate.peer_id
+            outcome = {"timeout": Outcome.TIMEOUT, "malformed": Outcome.MALFORMED}.get(
+                o.state, Outcome.FAILED)
+            if o.state == TaskState.COMPLETED:
+                # An answer not chosen is neither good nor bad evidence; the chosen one counts
+                # as accepted only once its rating window passes without a bad rating.
+                continue
+            self.trust.record(peer, outcome, skill=o.scored.candidate.agent, now=now)
+
+    def _result(
+        self, won: _Outcome, explain: dict[str, Any], routing_s: float, total_s: float
+    ) -> dict[str, Any]:
+        candidate = won.scored.candidate
+        # A forwarded question was answered further away: report who really answered.
+        agent = str(won.data.get("agent") or candidate.agent)
+        peer = str(won.data.get("peer") or candidate.peer_id)
+        if won.task_id:
+            self.answered[won.task_id] = _Taken(candidate.peer_id, candidate.agent, time.time())
+            self.settle(time.time())
+        retrieval_s = float(won.data.get("retrieval_s") or 0.0)
+        llm_s = float(won.data.get("llm_s") or 0.0)
+        explain["chosen"] = {"agent": agent, "peer": peer, "via": candidate.peer_id,
+                             "why": f"best quality x trust ({won.quality:.2f} quality)"}
+        return {
+            "task_id": won.task_id,
+            "agent": agent,
+            "peer": peer,
+            "answer": won.data,
+            "timings": {
+                "routing_s": round(routing_s, 4),
+                "retrieval_s": round(retrieval_s, 4),
+                "llm_s": round(llm_s, 4),
+                "network_s": round(max(0.0, won.seconds - retrieval_s - llm_s), 4),
+                "total_s": round(total_s, 4),
+            },
+            "explain": explain,
+        }
+
+    async def answer_forwarded(
+        self, question: str, hops: int, visited: frozenset[str], deadline_s: float
+    ) -> dict[str, Any]:
+        """TaskService's forwarder: route a neighbour's question from here, one hop on."""
+        result = await self.ask(question, timeout=deadline_s, hops=hops, visited=visited)
+        return dict(result["answer"])
+
+    def settle(self, now: float) -> None:
+        """Count as accepted the answers whose rating window passed without a rating."""
+        window = self.settings.rating_window_s
+        while self.answered:
+            task_id, taken = next(iter(self.answered.items()))
+            if now - taken.at < window and len(self.answered) <= KEPT_ANSWERS:
+                break
+            del self.answered[task_id]
+            self.trust.record(taken.peer, Outcome.ACCEPTED, skill=taken.agent, now=now)
+
+    def rate(self, task_id: str, good: bool) -> dict[str, str]:
+        """A person's verdict on an answer this node took: it replaces the automatic
+        acceptance (a bad answer that was also counted as accepted would be half-forgiven)."""
+        self.settle(time.time())
+        taken = self.answered.pop(task_id, None)
+        if taken is None:
+            raise AskError(f"no answer with task id {task_id} is waiting for a rating here "
+                           f"(answers can be rated for {self.settings.rating_window_s:.0f} s)")
+        now = time.time()
+        if good:
+            self.trust.record(taken.peer, Outcome.ACCEPTED, skill=taken.agent, now=now)
+        self.trust.record(taken.peer, Outcome.RATED_GOOD if good else Outcome.RATED_BAD,
+                          skill=taken.agent, now=now)
+        return {"task_id": task_id, "peer": taken.peer, "agent": taken.agent,
+                "rating": "good" if good else "bad"}
+
+
+def _skill_texts(card: AgentCard) -> list[str]:
+    texts = [f"{s.name}. {s.description} {' '.join(s.tags)} {' '.join(s.examples)}"
+             for s in card.skills]
+    return texts or [f"{card.name}. {card.description}"]

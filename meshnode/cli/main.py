@@ -1,0 +1,147 @@
+"""The `meshnode` command: init a home, run the daemon, and inspect it through its API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from meshnode import __version__
+from meshnode.cli.agents import add_agent_commands
+from meshnode.cli.client import DaemonClient
+from meshnode.cli.demo import add_demo_command
+from meshnode.cli.memory import add_memory_commands
+from meshnode.cli.output import ago, emit, render_table
+from meshnode.config import load_config
+from meshnode.errors import MeshnodeError
+from meshnode.node.home import init_home, resolve_home
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    home = resolve_home(args.home)
+    peer_id, created = init_home(home, network_id=args.network_id, force=args.force)
+    if created:
+        print(f"initialised {home}\npeer ID: {peer_id}")
+    else:
+        print(f"{home} already has an identity (kept; --force replaces it)\npeer ID: {peer_id}")
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from meshnode.daemon import run_daemon  # the daemon's imports are heavy; the CLI's are not
+    from meshnode.node.logs import configure_logging
+
+    home = resolve_home(args.home)
+    config = load_config(home).with_overrides(
+        network_id=args.network_id,
+        listen=args.listen,
+        bootstrap=args.bootstrap,
+        api_listen=args.api,
+        network_secret=os.environ.get("MESHNODE_NETWORK_SECRET"),
+        log_level=args.log_level,
+    )
+    configure_logging(config.log_level, config.log_format)
+    run_daemon(config)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = DaemonClient(resolve_home(args.home)).get("/v1/status")
+
+    def human(s: dict[str, Any]) -> str:
+        rows = [
+            ("peer ID", s["peer_id"]),
+            ("network", s["network_id"] + (" (private)" if s.get("private") else "")),
+            ("version", s.get("version")),
+            ("uptime", f"{s['uptime_s']:.0f} s"),
+            ("peers", f"{s['connected_peers']} connected, {s['known_peers']} known"),
+            ("API", s.get("api")),
+        ] + [("listening", a) for a in s["listen_addrs"]]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+    return emit(args, status, human)
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    peers = DaemonClient(resolve_home(args.home)).get("/v1/peers")
+
+    def human(ps: list[dict[str, Any]]) -> str:
+        if not ps:
+            return "no peers known yet"
+        rows = [
+            (
+                p["peer_id"],
+                "yes" if p["connected"] else "no",
+                "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f}",
+                ago(p["last_seen"]),
+                len(p.get("agents", [])),
+                p["addrs"][0] if p["addrs"] else "-",
+            )
+            for p in ps
+        ]
+        return render_table(["PEER", "CONNECTED", "RTT ms", "LAST SEEN", "AGENTS", "ADDRESS"], rows)
+
+    return emit(args, peers, human)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--home", help="node home (default: $MESHNODE_HOME, else ~/.meshnode)", default=None
+    )
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    parser = argparse.ArgumentParser(
+        prog="meshnode", description="A peer-to-peer mesh of AI agents with no coordinator."
+    )
+    parser.add_argument("--version", action="version", version=f"meshnode {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", parents=[common], help="create the node home and identity")
+    p.add_argument("--network-id", default="default", help="mesh to join (default: default)")
+    p.add_argument("--force", action="store_true", help="replace an existing identity")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser(
+        "start",
+        parents=[common],
+        help="run the node daemon in the foreground",
+        description="Run the daemon until SIGINT/SIGTERM. Flags override the config file; "
+        "MESHNODE_NETWORK_SECRET overrides node.network_secret.",
+    )
+    p.add_argument("--network-id", help="mesh to join")
+    p.add_argument("--listen", nargs="+", action="extend", metavar="MULTIADDR",
+                   help="libp2p listen address(es), e.g. /ip4/0.0.0.0/tcp/4001")
+    p.add_argument("--bootstrap", nargs="+", action="extend", metavar="MULTIADDR",
+                   help="peer(s) to join through: /ip4/<ip>/tcp/<port>/p2p/<peer-id>")
+    p.add_argument("--api", metavar="HOST:PORT", help="local API address (default 127.0.0.1:7700)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_start)
+
+    p = sub.add_parser("status", parents=[common, output], help="this node at a glance")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("peers", parents=[common, output], help="the peers this node knows")
+    p.set_defaults(func=cmd_peers)
+    add_memory_commands(sub, common, output)
+    add_agent_commands(sub, common, output)
+    add_demo_command(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except MeshnodeError as exc:
+        print(f"meshnode: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+

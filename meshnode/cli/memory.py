@@ -1,0 +1,226 @@
+"""`meshnode memory …`: add, search, ingest, delete, stats, export and import."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from memory.ingest import iter_source_files
+from meshnode.cli.client import DaemonClient
+from meshnode.cli.output import emit, render_table
+from meshnode.errors import MeshnodeError
+from meshnode.node.home import resolve_home
+from protocols.records import COLLECTIONS
+
+IMPORT_BATCH = 500
+
+
+def _client(args: argparse.Namespace) -> DaemonClient:
+    return DaemonClient(resolve_home(args.home), timeout=600.0)
+
+
+def _meta_value(text: str) -> str | int | float | bool:
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_meta(pairs: Sequence[str]) -> dict[str, str | int | float | bool]:
+    meta: dict[str, str | int | float | bool] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise MeshnodeError(f"--meta takes key=value, got {pair!r}")
+        meta[key] = _meta_value(value)
+    return meta
+
+
+def _short(text: str, width: int = 70) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    record = _client(args).post("/v1/memory/records", {
+        "text": args.text, "kind": args.kind, "collection": args.collection,
+        "meta": parse_meta(args.meta),
+    })
+    return emit(args, record, lambda r: f"added {r['id']} (seq {r['seq']}, {r['collection']})")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    hits = _client(args).get("/v1/memory/search", q=args.query, k=args.k, kind=args.kind,
+                             collection=args.collection)
+
+    def human(rows: list[dict[str, Any]]) -> str:
+        if not rows:
+            return "no matching records"
+        return render_table(
+            ["SCORE", "ID", "AUTHOR", "KIND", "TEXT"],
+            [(f"{h['score']:.3f}", h["id"][:12], h["author"][-8:], h["kind"], _short(h["text"]))
+             for h in rows],
+        )
+
+    return emit(args, hits, human)
+
+
+def _progress(done: int, total: int, label: str) -> None:
+    if not sys.stderr.isatty():
+        print(f"[{done}/{total}] {label}", file=sys.stderr)
+        return
+    width = 30
+    filled = width * done // max(total, 1)
+    bar = "#" * filled + "." * (width - filled)
+    print(f"\r[{bar}] {done}/{total} {_short(label, 40):40}", end="", file=sys.stderr, flush=True)
+    if done == total:
+        print(file=sys.stderr)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    client = _client(args)
+    files = iter_source_files(args.paths)
+    if not files:
+        raise MeshnodeError(f"no Markdown or text files under {', '.join(args.paths)}")
+    totals = {"changed": 0, "unchanged": 0, "removed": 0, "records": 0, "tombstones": 0}
+    for i, path in enumerate(files, 1):
+        report = client.post("/v1/memory/ingest", {"paths": [str(path.resolve())]})
+        for key in totals:
+            totals[key] += report.get(key, 0)
+        _progress(i, len(files), str(path))
+    if args.prune:
+        roots = [str(Path(p).resolve()) for p in args.paths]
+        report = client.post("/v1/memory/ingest", {"paths": roots, "prune": True})
+        totals["removed"] += report.get("removed", 0)
+        totals["tombstones"] += report.get("tombstones", 0)
+    return emit(args, totals, lambda t: (
+        f"{t['changed']} file(s) ingested into {t['records']} record(s), "
+        f"{t['unchanged']} unchanged, {t['removed']} removed, {t['tombstones']} superseded"))
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    tombstone = _client(args).post("/v1/memory/delete", {"id": args.id})
+    return emit(args, tombstone, lambda t: f"deleted {args.id} (tombstone {t['id'][:12]})")
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    def human(s: dict[str, Any]) -> str:
+        lines = [f"uri       {s.get('uri')}",
+                 f"embedder  {s['embedder']['name']} ({s['embedder']['dim']} dims)",
+                 f"tenant    {s.get('tenant')}",
+                 f"mode      {s['replication']['mode']}", ""]
+        lines.append(render_table(["COLLECTION", "RECORDS"],
+                                  sorted(s.get("collections", {}).items())))
+        authors = s.get("authors", {})
+        if authors:
+            lines += ["", render_table(["AUTHOR", "RECORDS"], sorted(authors.items()))]
+        peers = s["replication"]["peers"]
+        if peers:
+            lines += ["", render_table(
+                ["PEER", "LAST SYNC", "PULLED", "AUTHORS BEHIND", "ERROR"],
+                [(p, v["last_sync"] and f"{v['last_sync']:.0f}", v["pulled"],
+                  v["authors_behind"], v["last_error"] or "") for p, v in sorted(peers.items())])]
+        return "\n".join(lines)
+
+    return emit(args, _client(args).get("/v1/memory/stats"), human)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    records = _client(args).get("/v1/memory/export")
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for record in records:
+            out.write(json.dumps(record) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if args.output:
+        print(f"exported {len(records)} record(s) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    client = _client(args)
+    stored = duplicates = 0
+    rejected: list[str] = []
+    batch: list[Any] = []
+
+    def send() -> None:
+        nonlocal stored, duplicates
+        result = client.post("/v1/memory/import", {"records": batch})
+        stored += result["stored"]
+        duplicates += result["duplicates"]
+        rejected.extend(result["rejected"])
+        batch.clear()
+
+    with source:
+        for number, line in enumerate(source, 1):
+            if not line.strip():
+                continue
+            try:
+                batch.append(json.loads(line))
+            except ValueError:
+                rejected.append(f"line {number}: not JSON")
+                continue
+            if len(batch) >= IMPORT_BATCH:
+                send()
+        if batch:
+            send()
+    for reason in rejected[:20]:
+        print(f"rejected: {reason}", file=sys.stderr)
+    print(f"imported {stored} record(s), {duplicates} already present, {len(rejected)} rejected")
+    return 1 if rejected else 0
+
+
+def add_memory_commands(
+    sub: Any, common: argparse.ArgumentParser, output: argparse.ArgumentParser
+) -> None:
+    memory = sub.add_parser("memory", help="the shared memory of the mesh")
+    msub = memory.add_subparsers(dest="memory_command", required=True, metavar="COMMAND")
+
+    p = msub.add_parser("add", parents=[common, output], help="remember a piece of text")
+    p.add_argument("text")
+    p.add_argument("--kind", default="note", help="a short label (default: note)")
+    p.add_argument("--collection", default="expert_knowledge", choices=COLLECTIONS)
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata; repeat for more")
+    p.set_defaults(func=cmd_add)
+
+    p = msub.add_parser("search", parents=[common, output], help="semantic search")
+    p.add_argument("query")
+    p.add_argument("--k", type=int, default=5, help="how many results (default 5)")
+    p.add_argument("--kind")
+    p.add_argument("--collection", choices=COLLECTIONS)
+    p.set_defaults(func=cmd_search)
+
+    p = msub.add_parser("ingest", parents=[common, output],
+                        help="chunk and store Markdown/text files or folders")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--prune", action="store_true",
+                   help="also delete the records of files that disappeared under PATH")
+    p.set_defaults(func=cmd_ingest)
+
+    p = msub.add_parser("delete", parents=[common, output], help="delete one of your records")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_delete)
+
+    p = msub.add_parser("stats", parents=[common, output],
+                        help="counts per collection and author, embedder, replication lag")
+    p.set_defaults(func=cmd_stats)
+
+    p = msub.add_parser("export", parents=[common], help="all records as JSON lines (backup)")
+    p.add_argument("--output", "-o", help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_export)
+
+    p = msub.add_parser("import", parents=[common], help="load records from JSON lines")
+    p.add_argument("file", help="a JSON lines file from `memory export`, or - for stdin")
+    p.set_defaults(func=cmd_import)

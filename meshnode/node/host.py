@@ -1,0 +1,237 @@
+"""MeshHost: the libp2p host, GossipSub and ping of one node, as one trio service.
+
+Security is Noise only (py-libp2p also offers plaintext, TLS and SECIO unless told
+otherwise), the muxer is yamux, and an optional pre-shared key makes the network private.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from types import TracebackType
+from typing import Any
+
+import ifaddr
+import multiaddr
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from libp2p import new_host
+from libp2p.abc import INotifee
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.host.ping import ID as PING_PROTOCOL
+from libp2p.host.ping import PingService
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.tools.anyio_service import background_trio_service
+
+from meshnode.config import GossipSettings
+from meshnode.errors import MeshnodeError
+from meshnode.node.streams import Libp2pStream
+
+log = logging.getLogger(__name__)
+GOSSIPSUB_PROTOCOLS = ["/meshsub/1.1.0", "/meshsub/1.0.0"]
+
+StreamHandler = Callable[[Libp2pStream], Awaitable[None]]
+
+
+class DialError(MeshnodeError):
+    """A peer could not be reached at any of its addresses."""
+
+
+class _ConnectionEvents(INotifee):  # type: ignore[misc]
+    """Forwards connect/disconnect notifications; never blocks the swarm."""
+
+    def __init__(self, send: trio.MemorySendChannel[tuple[str, str]]) -> None:
+        self._send = send
+
+    def _push(self, kind: str, conn: Any) -> None:
+        # When the queue is full the event is dropped: the dialer reconciles with the swarm's
+        # connection table every second anyway.
+        with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            self._send.send_nowait((kind, str(conn.muxed_conn.peer_id)))
+
+    async def connected(self, network: Any, conn: Any) -> None:
+        self._push("connected", conn)
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        self._push("disconnected", conn)
+
+    async def opened_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def closed_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def listen(self, network: Any, multiaddr: Any) -> None:
+        pass
+
+    async def listen_close(self, network: Any, multiaddr: Any) -> None:
+        pass
+
+
+def _expand_unspecified(addr: str) -> list[str]:
+    """Replace 0.0.0.0 in a listen address by this machine's IPv4 addresses."""
+    if "/ip4/0.0.0.0/" not in addr:
+        return [addr]
+    ips = sorted(
+        {
+            ip.ip
+            for adapter in ifaddr.get_adapters()
+            for ip in adapter.ips
+            if isinstance(ip.ip, str) and ipaddress.ip_address(ip.ip).version == 4
+        }
+        | {"127.0.0.1"}
+    )
+    return [addr.replace("/ip4/0.0.0.0/", f"/ip4/{ip}/") for ip in ips]
+
+
+class MeshHost:
+    def __init__(
+        self,
+        private_key: Ed25519PrivateKey,
+        *,
+        listen: list[str],
+        gossip: GossipSettings,
+        psk: str | None = None,
+    ) -> None:
+        seed = private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        key_pair = create_new_key_pair(seed)
+        noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+        try:
+            listen_addrs = [multiaddr.Multiaddr(a) for a in listen]
+        except Exception as exc:  # multiaddr raises several unrelated types
+            raise MeshnodeError(f"bad listen address in {listen}: {exc}") from None
+        self._listen = listen_addrs
+        self._host = new_host(
+            key_pair=key_pair,
+            sec_opt={NOISE_PROTOCOL_ID: noise},
+            psk=psk,
+            listen_addrs=listen_addrs,
+        )
+        self._router = GossipSub(
+            protocols=GOSSIPSUB_PROTOCOLS,
+            degree=gossip.mesh_degree,
+            degree_low=gossip.mesh_degree_low,
+            degree_high=gossip.mesh_degree_high,
+            heartbeat_interval=gossip.heartbeat_s,
+            heartbeat_initial_delay=0.1,
+            # Adaptive gossip stretches the heartbeat to 30-60 s when the mesh looks
+            # unhealthy, which is exactly when it must heal fast.
+            adaptive_gossip_enabled=False,
+            max_messages_per_topic_per_second=gossip.max_messages_per_s,
+            do_px=True,
+        )
+        self._pubsub = Pubsub(self._host, self._router, strict_signing=True)
+        self._ping = PingService(self._host)
+        self._host.set_stream_handler(PING_PROTOCOL, self._ping.handle_ping)
+        send, self.connection_events = trio.open_memory_channel[tuple[str, str]](1024)
+        self._host.get_network().register_notifee(_ConnectionEvents(send))
+        self._stack = AsyncExitStack()
+
+    @property
+    def peer_id(self) -> str:
+        return str(self._host.get_id())
+
+    async def __aenter__(self) -> MeshHost:
+        await self._stack.__aenter__()
+        try:
+            await self._stack.enter_async_context(self._host.run(self._listen))
+            await self._stack.enter_async_context(background_trio_service(self._pubsub))
+            await self._stack.enter_async_context(background_trio_service(self._router))
+            await self._pubsub.wait_until_ready()
+        except BaseException:
+            await self._stack.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.__aexit__(exc_type, exc, tb)
+
+    def listen_addrs(self) -> list[str]:
+        """Addresses other nodes can dial, each ending in /p2p/<peer-id>."""
+        out: list[str] = []
+        for addr in self._host.get_addrs():
+            out += _expand_unspecified(str(addr))
+        return out
+
+    def connected_peers(self) -> set[str]:
+        return {str(p) for p in self._host.get_network().connections}
+
+    async def connect(self, peer_id: str, addrs: list[str], *, timeout: float) -> None:
+        try:
+            info = PeerInfo(ID.from_base58(peer_id), [multiaddr.Multiaddr(a) for a in addrs])
+        except Exception as exc:
+            raise DialError(f"unusable address for {peer_id}: {exc}") from None
+        try:
+            with trio.fail_after(timeout):
+                await self._host.connect(info)
+        except trio.TooSlowError:
+            raise DialError(f"dialing {peer_id} timed out after {timeout:.0f} s") from None
+        except Exception as exc:  # py-libp2p raises many unrelated types on a failed dial
+            raise DialError(f"dialing {peer_id} failed: {exc or type(exc).__name__}") from None
+
+    async def disconnect(self, peer_id: str) -> None:
+        with trio.move_on_after(5):
+            try:
+                await self._host.disconnect(ID.from_base58(peer_id))
+            except Exception as exc:
+                log.debug("disconnect failed", extra={"peer": peer_id, "error": str(exc)})
+
+    async def ping(self, peer_id: str, *, timeout: float) -> float:
+        """Round-trip time in milliseconds (measured here: py-libp2p rounds to whole ms)."""
+        with trio.fail_after(timeout):
+            start = trio.current_time()
+            await self._ping.ping(ID.from_base58(peer_id), 1)
+            return (trio.current_time() - start) * 1000
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+        async def adapter(stream: Any) -> None:
+            wrapped = Libp2pStream(stream)
+            try:
+                await handler(wrapped)
+            finally:
+                await wrapped.close()
+
+        self._host.set_stream_handler(protocol, adapter)
+
+    @asynccontextmanager
+    async def open_stream(
+        self, peer_id: str, protocol: str, *, timeout: float
+    ) -> AsyncIterator[Libp2pStream]:
+        try:
+            with trio.fail_after(timeout):
+                raw = await self._host.new_stream(ID.from_base58(peer_id), [protocol])
+        except trio.TooSlowError:
+            raise DialError(f"opening {protocol} to {peer_id} timed out") from None
+        except Exception as exc:
+            raise DialError(f"opening {protocol} to {peer_id} failed: {exc}") from None
+        stream = Libp2pStream(raw)
+        try:
+            yield stream
+        finally:
+            await stream.close()
+
+    async def subscribe(self, topic: str) -> Any:
+        return await self._pubsub.subscribe(topic)
+
+    def set_topic_validator(self, topic: str, validator: Callable[[Any, Any], bool]) -> None:
+        self._pubsub.set_topic_validator(topic, validator, False)
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        await self._pubsub.publish(topic, data)
+
+    def topic_peers(self, topic: str) -> int:
+        return len(self._pubsub.peer_topics.get(topic, ()))

@@ -1,0 +1,310 @@
+"""Membership: who is in this node's mesh, found by gossip with no coordinator.
+
+One service owns the peer table and the tasks that keep it true: the hello handshake on
+every new connection (drops nodes of other networks), the periodic signed presence
+announcement, the presence listener, the dialer that keeps ``target_connections`` open,
+the pinger that measures RTT, and the expiry of silent peers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from bootstrap import DialPolicy, parse_bootstrap
+from meshnode.config import NodeConfig
+from meshnode.node.host import DialError, MeshHost
+from meshnode.node.peers import PeerTable
+from meshnode.node.streams import ByteStream, read_frame, write_frame
+from protocols.codec import FrameDecoder
+from protocols.envelope import Envelope, EnvelopeGuard, decode_envelope, encode_envelope, seal
+from protocols.errors import ProtocolError
+from protocols.peerid import Signer
+from protocols.presence import (
+    HELLO,
+    MAX_PRESENCE_SIZE,
+    PRESENCE,
+    Hello,
+    Presence,
+    hello_from_envelope,
+    presence_from_envelope,
+    topic,
+)
+
+log = logging.getLogger(__name__)
+HELLO_PROTOCOL = "/meshnode/hello/1.0.0"
+HELLO_TIMEOUT_S = 10.0
+PING_TIMEOUT_S = 5.0
+
+
+class NetworkMismatch(ProtocolError):
+    pass
+
+
+class Membership:
+    def __init__(
+        self,
+        config: NodeConfig,
+        host: MeshHost,
+        signer: Signer,
+        *,
+        version: str,
+        agent_cards: Callable[[], list[dict[str, Any]]] = list,
+        load: Callable[[], float] = lambda: 0.0,
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.signer = signer
+        self.version = version
+        self._agent_cards = agent_cards
+        self._load = load
+        self.table = PeerTable(signer.peer_id, ttl_s=config.gossip.peer_ttl_s)
+        self.guard = EnvelopeGuard(config.network_id)
+        self.dialer = DialPolicy(config.target_connections)
+        self._bootstrap = {p.peer_id: p.addr for p in map(parse_bootstrap, config.bootstrap)}
+        self._topic = topic(config.network_id, "presence")
+        self._announce_now = trio.Event()
+        self._seq = time.time_ns() // 1000  # keeps increasing across restarts
+        self.presence_received = 0
+        self.presence_rejected = 0
+        # (received at, publish-to-receipt ms, sender): what operators and bench/ look at.
+        # Called with a peer ID after every successful handshake (e.g. to start a memory sync).
+        self.handshake_listeners: list[Callable[[str], None]] = []
+        # Called with the peer that delivered a message that failed its checks (evidence for
+        # the trust graph, which decides which failures count against the peer).
+        self.bad_message_listeners: list[Callable[[str, ProtocolError], None]] = []
+        self.latency_samples: deque[tuple[float, float, str]] = deque(maxlen=4096)
+
+    # ---- lifecycle ---------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.host.set_stream_handler(HELLO_PROTOCOL, self._answer_hello)
+        self.host.set_topic_validator(self._topic, self._validate_gossip)
+        subscription = await self.host.subscribe(self._topic)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._connection_events, nursery)
+            nursery.start_soon(self._listen_presence, subscription)
+            nursery.start_soon(self._announce_loop)
+            nursery.start_soon(self._dial_loop, nursery)
+            nursery.start_soon(self._ping_loop)
+            nursery.start_soon(self._expiry_loop)
+            task_status.started()
+
+    # ---- handshake ---------------------------------------------------------------
+
+    def _hello_envelope(self) -> bytes:
+        hello = Hello(addrs=tuple(self.host.listen_addrs()), version=self.version)
+        env = seal(self.signer, self.config.network_id, HELLO, hello.to_body(), now=time.time())
+        return encode_envelope(env)
+
+    def _accept_hello(self, peer_id: str, frame: bytes | None) -> None:
+        if frame is None:
+            raise trio.BrokenResourceError("peer closed the handshake")
+        env = decode_envelope(frame, max_size=16 * 1024)
+        if env.sender != peer_id:
+            raise ProtocolError("hello signed by another peer than the connection's")
+        if env.network_id != self.config.network_id:
+            raise NetworkMismatch(
+                f"peer is on network {env.network_id!r}, this node on {self.config.network_id!r}"
+            )
+        self.guard.admit(env, time.time())
+        hello = hello_from_envelope(env)
+        known = peer_id in self.table
+        self.table.saw_hello(peer_id, hello.addrs, hello.version, time.time())
+        for listener in self.handshake_listeners:
+            listener(peer_id)
+        if not known:
+            log.info("peer joined", extra={"peer": peer_id, "addrs": list(hello.addrs)})
+            self._announce_now.set()
+
+    async def _answer_hello(self, stream: ByteStream) -> None:
+        peer_id = getattr(stream, "peer_id", "?")
+        try:
+            frame = await read_frame(stream, FrameDecoder(16 * 1024), timeout=HELLO_TIMEOUT_S)
+            await write_frame(stream, self._hello_envelope(), timeout=HELLO_TIMEOUT_S)
+            self._accept_hello(peer_id, frame)
+        except (ProtocolError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+            await self._refuse(peer_id, exc)
+
+    async def _greet(self, peer_id: str) -> None:
+        try:
+            async with self.host.open_stream(
+                peer_id, HELLO_PROTOCOL, timeout=HELLO_TIMEOUT_S
+            ) as stream:
+                await write_frame(stream, self._hello_envelope(), timeout=HELLO_TIMEOUT_S)
+                frame = await read_frame(stream, FrameDecoder(16 * 1024), timeout=HELLO_TIMEOUT_S)
+                self._accept_hello(peer_id, frame)
+        except (ProtocolError, trio.BrokenResourceError, DialError, trio.TooSlowError) as exc:
+            await self._refuse(peer_id, exc)
+
+    async def _refuse(self, peer_id: str, exc: BaseException) -> None:
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, NetworkMismatch):
+            level = logging.ERROR if peer_id in self._bootstrap else logging.WARNING
+            log.log(level, "refusing peer of another network", extra={"peer": peer_id,
+                                                                       "reason": reason})
+        else:
+            log.warning("handshake failed", extra={"peer": peer_id, "reason": reason})
+        if isinstance(exc, ProtocolError):
+            # Another network, or a peer that cannot sign or keep time: not worth a retry.
+            self.dialer.ban(peer_id, time.time())
+            self.report_bad_message(peer_id, exc)
+        else:
+            self.dialer.failed(peer_id, time.time())  # slow or gone: back off and retry
+        await self.host.disconnect(peer_id)
+
+    def report_bad_message(self, peer_id: str, exc: ProtocolError) -> None:
+        for listener in self.bad_message_listeners:
+            listener(peer_id, exc)
+
+    async def _connection_events(self, nursery: trio.Nursery) -> None:
+        async for kind, peer_id in self.host.connection_events:
+            if kind == "connected":
+                nursery.start_soon(self._greet, peer_id)
+            elif peer_id in self.table:
+                log.info("peer disconnected", extra={"peer": peer_id})
+
+    # ---- presence ----------------------------------------------------------------
+
+    def _decode_presence(self, data: bytes) -> tuple[Envelope, Presence]:
+        env = decode_envelope(data, max_size=MAX_PRESENCE_SIZE + 1024)
+        self.guard.check(env, time.time())
+        if env.type != PRESENCE:
+            raise ProtocolError(f"unexpected {env.type!r} on the presence topic")
+        return env, presence_from_envelope(env)
+
+    def _validate_gossip(self, forwarder: Any, message: Any) -> bool:
+        # Runs before GossipSub forwards a message: invalid ones go no further.
+        try:
+            self._decode_presence(message.data)
+        except ProtocolError as exc:
+            self.report_bad_message(str(forwarder), exc)
+            return False
+        return True
+
+    async def _listen_presence(self, subscription: Any) -> None:
+        while True:
+            message = await subscription.get()
+            try:
+                env, presence = self._decode_presence(message.data)
+                if env.sender == self.signer.peer_id:
+                    continue
+                self.guard.admit(env, time.time())
+            except ProtocolError as exc:
+                self.presence_rejected += 1
+                log.debug("presence rejected", extra={"reason": str(exc)})
+                continue
+            now = time.time()
+            self.presence_received += 1
+            self.latency_samples.append((now, (now - env.ts) * 1000, env.sender))
+            known = presence.peer_id in self.table
+            if self.table.saw_presence(presence, now) and not known:
+                log.info("peer discovered", extra={"peer": presence.peer_id})
+                # Answer a newcomer at once, so it learns the mesh in one round trip instead
+                # of one presence interval.
+                self._announce_now.set()
+
+    def presence(self) -> Presence:
+        self._seq += 1
+        return Presence(
+            peer_id=self.signer.peer_id,
+            addrs=tuple(self.host.listen_addrs()),
+            version=self.version,
+            seq=self._seq,
+            ttl_s=self.config.gossip.peer_ttl_s,
+            load=self._load(),
+            agents=tuple(self._agent_cards()),
+        )
+
+    async def _announce_loop(self) -> None:
+        interval = self.config.gossip.presence_interval_s
+        while True:
+            body = self.presence().to_body()
+            env = seal(self.signer, self.config.network_id, PRESENCE, body, now=time.time())
+            try:
+                await self.host.publish(self._topic, encode_envelope(env))
+            except Exception as exc:  # py-libp2p's publish raises assorted errors
+                log.warning("presence publish failed", extra={"error": str(exc)})
+            self._announce_now = trio.Event()
+            with trio.move_on_after(interval):
+                await self._announce_now.wait()
+                await trio.sleep(0.2)  # let the new peer's GossipSub subscriptions settle
+
+    # ---- dialing, pinging, expiry ------------------------------------------------
+
+    async def _dial(self, peer_id: str, addrs: list[str]) -> None:
+        try:
+            await self.host.connect(peer_id, addrs, timeout=self.config.dial_timeout_s)
+        except DialError as exc:
+            delay = self.dialer.failed(peer_id, time.time())
+            log.info("dial failed", extra={"peer": peer_id, "error": str(exc),
+                                           "retry_in_s": round(delay, 1)})
+        else:
+            self.dialer.succeeded(peer_id)
+
+    async def _dial_loop(self, nursery: trio.Nursery) -> None:
+        while True:
+            picks = self.dialer.choose(
+                known=self.table.known_addrs(),
+                connected=self.verified_connected(),
+                bootstrap=self._bootstrap,
+                self_id=self.signer.peer_id,
+                now=time.time(),
+            )
+            for peer_id, addrs in picks:
+                nursery.start_soon(self._dial, peer_id, addrs)
+            await trio.sleep(1.0)
+
+    async def _ping_one(self, peer_id: str) -> None:
+        try:
+            rtt = await self.host.ping(peer_id, timeout=PING_TIMEOUT_S)
+        except Exception as exc:  # a failed ping is only a missing measurement
+            log.debug("ping failed", extra={"peer": peer_id, "error": str(exc)})
+        else:
+            self.table.saw_ping(peer_id, rtt, time.time())
+
+    async def _ping_loop(self) -> None:
+        await trio.sleep(1.0)
+        while True:
+            async with trio.open_nursery() as nursery:
+                for peer_id in self.verified_connected():
+                    nursery.start_soon(self._ping_one, peer_id)
+            await trio.sleep(self.config.gossip.ping_interval_s)
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await trio.sleep(1.0)
+            now = time.time()
+            gone = self.table.expire(now, self.host.connected_peers())
+            self.dialer.forget(gone, now)
+            for peer_id in gone:
+                log.info("peer expired", extra={"peer": peer_id})
+
+    # ---- views -------------------------------------------------------------------
+
+    def verified_connected(self) -> set[str]:
+        return {p for p in self.host.connected_peers() if p in self.table}
+
+    def peers_json(self) -> list[dict[str, Any]]:
+        return self.table.snapshot(self.host.connected_peers())
+
+    def gossip_json(self, since: float = 0.0) -> dict[str, Any]:
+        samples = [s for s in self.latency_samples if s[0] >= since]
+        latencies = sorted(ms for _, ms, _ in samples)
+
+        def pct(q: float) -> float | None:
+            return round(latencies[int(q * (len(latencies) - 1))], 3) if latencies else None
+
+        return {
+            "topic": self._topic,
+            "topic_peers": self.host.topic_peers(self._topic),
+            "presence_received": self.presence_received,
+            "presence_rejected": self.presence_rejected,
+            "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "samples": len(latencies)},
+            "samples": [[t, round(ms, 3), sender] for t, ms, sender in samples],
+        }

@@ -1,0 +1,285 @@
+"""Tests of meshnode.ask.policy: scores, ranking with exploration, answer choice, forwarding."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from meshnode.ask.policy import (
+    DEFAULT_POLICY,
+    Candidate,
+    RoutingPolicy,
+    choose_answer,
+    forward_targets,
+    rank,
+    score,
+    waves,
+)
+
+PROPS = settings(
+    deadline=timedelta(seconds=2),
+    max_examples=200,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+FLOOR = DEFAULT_POLICY.trust_floor
+
+
+def cand(
+    peer: str,
+    relevance: float = 0.8,
+    trust: float = 0.5,
+    load: float = 0.0,
+    rtt_ms: float | None = 20.0,
+    experience: float = 1.0,
+) -> Candidate:
+    return Candidate(f"agent-{peer}", peer, relevance, trust, load, rtt_ms, experience)
+
+
+any_float = st.floats(allow_nan=True, allow_infinity=True)
+unit = st.floats(0.0, 1.0)
+candidates = st.builds(
+    Candidate,
+    agent=st.text(max_size=4),
+    peer_id=st.text(alphabet="abcdef", min_size=1, max_size=3),
+    relevance=unit,
+    trust=unit,
+    load=st.floats(0.0, 10.0),
+    rtt_ms=st.none() | st.floats(0.0, 5000.0),
+    experience=st.floats(0.0, 2.0),
+)
+
+
+# -- the score -----------------------------------------------------------------------------
+
+
+def test_score_is_the_documented_product() -> None:
+    s = score(cand("a", relevance=0.9, trust=0.5, load=1.0, rtt_ms=1000.0, experience=1.5))
+    assert s.factors == pytest.approx(
+        {"relevance": 0.81, "experience": 1.5, "trust": 0.5, "load": 0.5, "latency": 0.5}
+    )
+    assert s.score == pytest.approx(0.81 * 1.5 * 0.5 * 0.5 * 0.5)
+
+
+@PROPS
+@given(any_float, any_float, any_float, st.none() | any_float, any_float)
+def test_score_is_finite_and_non_negative_for_any_input(
+    relevance: float, trust: float, load: float, rtt: float | None, experience: float
+) -> None:
+    s = score(Candidate("x", "p", relevance, trust, load, rtt, experience))
+    assert math.isfinite(s.score) and s.score >= 0.0
+    json.dumps(s.explain())
+
+
+@PROPS
+@given(candidates, unit, unit)
+def test_score_is_monotone(c: Candidate, a: float, b: float) -> None:
+    lo, hi = sorted([a, b])
+
+    def with_(**change: float) -> float:
+        fields = {
+            "agent": c.agent, "peer_id": c.peer_id, "relevance": c.relevance, "trust": c.trust,
+            "load": c.load, "rtt_ms": c.rtt_ms, "experience": c.experience,
+        }  # fmt: skip
+        return score(Candidate(**(fields | change))).score  # type: ignore[arg-type]
+
+    assert with_(relevance=lo) <= with_(relevance=hi)
+    assert with_(trust=lo) <= with_(trust=hi)
+    assert with_(experience=2 * lo) <= with_(experience=2 * hi)
+    assert with_(load=lo) >= with_(load=hi)
+    assert with_(rtt_ms=1000 * lo) >= with_(rtt_ms=1000 * hi)
+
+
+def test_trust_below_the_floor_counts_as_a_stranger() -> None:
+    # A clique's dust must not lift its identities above an honest stranger.
+    assert score(cand("dust", trust=FLOOR / 2)).score == score(cand("new", trust=0.0)).score
+    assert score(cand("known", trust=0.5)).score > 20 * score(cand("new", trust=0.0)).score
+
+
+def test_a_known_liar_ranks_below_a_stranger() -> None:
+    liar, stranger = cand("liar", trust=0.0, experience=0.3), cand("new", trust=0.0)
+    ranked = rank([liar, stranger], min_relevance=0.5, explore=0.0, rng=random.Random(0))
+    assert [s.candidate.peer_id for s in ranked] == ["new", "liar"]
+
+
+# -- ranking and exploration ----------------------------------------------------------------
+
+
+@PROPS
+@given(st.lists(candidates, max_size=12), unit, st.integers(0, 2**32))
+def test_rank_orders_the_relevant_candidates(
+    cs: list[Candidate], min_relevance: float, seed: int
+) -> None:
+    ranked = rank(cs, min_relevance=min_relevance, explore=0.0, rng=random.Random(seed))
+    relevant = [c for c in cs if c.relevance >= min_relevance]
+    assert sorted(map(id, (s.candidate for s in ranked))) == sorted(map(id, relevant))
+    scores = [s.score for s in ranked]
+    assert scores == sorted(scores, reverse=True) and not any(s.explore for s in ranked)
+
+
+@PROPS
+@given(st.lists(candidates, max_size=12), st.integers(0, 2**32))
+def test_exploration_moves_one_newcomer_to_the_front(cs: list[Candidate], seed: int) -> None:
+    plain = rank(cs, min_relevance=0.3, explore=0.0, rng=random.Random(seed))
+    ranked = rank(cs, min_relevance=0.3, explore=1.0, rng=random.Random(seed))
+    newcomers = [
+        s for s in plain if s.candidate.trust < DEFAULT_POLICY.newcomer_trust
+        and s.candidate.experience >= 1.0
+    ]  # fmt: skip
+    assert [s.explore for s in ranked].count(True) == (1 if newcomers else 0)
+    if newcomers:
+        assert ranked[0].explore and ranked[0].candidate in [s.candidate for s in newcomers]
+        rest = [s.candidate for s in plain if s.candidate is not ranked[0].candidate]
+        assert [s.candidate for s in ranked[1:]] == rest  # the others keep their order
+    else:
+        assert [s.candidate for s in ranked] == [s.candidate for s in plain]
+
+
+def test_exploration_happens_at_the_configured_rate() -> None:
+    cs = [
+        cand("trusted", trust=1.0),
+        cand("new", trust=0.0),
+        cand("liar", trust=0.0, experience=0.5),
+    ]
+    rng = random.Random(42)
+    picks = [rank(cs, min_relevance=0.5, explore=0.1, rng=rng)[0] for _ in range(5000)]
+    explored = [s for s in picks if s.explore]
+    assert 0.08 < len(explored) / len(picks) < 0.12
+    assert {s.candidate.peer_id for s in explored} == {"new"}  # never the known liar
+    assert all(s.candidate.peer_id == "trusted" for s in picks if not s.explore)
+
+
+def test_nothing_relevant_gives_an_empty_ranking() -> None:
+    cs = [cand("a", relevance=0.2), cand("b", relevance=0.1, trust=0.0)]
+    assert rank(cs, min_relevance=0.5, explore=1.0, rng=random.Random(0)) == []
+
+
+def test_ties_break_on_peer_id_not_input_order() -> None:
+    cs = [cand("b", trust=0.0), cand("a", trust=0.0), cand("c", trust=0.0)]
+    for order in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
+        ranked = rank([cs[i] for i in order], min_relevance=0.0, explore=0.0, rng=random.Random())
+        assert [s.candidate.peer_id for s in ranked] == ["a", "b", "c"]
+
+
+# -- waves ------------------------------------------------------------------------------
+
+
+@PROPS
+@given(st.lists(candidates, max_size=15), st.integers(1, 4), st.integers(1, 5), st.booleans())
+def test_waves_partition_the_ranking(
+    cs: list[Candidate], fanout: int, max_waves: int, explore: bool
+) -> None:
+    ranked = rank(cs, min_relevance=0.0, explore=float(explore), rng=random.Random(1))
+    groups = waves(ranked, fanout=fanout, max_waves=max_waves)
+    flat = [s for g in groups for s in g]
+    assert flat == ranked[: len(flat)] and len(groups) <= max_waves
+    assert all(0 < len(g) <= fanout for g in groups)
+    if ranked and ranked[0].explore:
+        assert groups[0] == [ranked[0]]  # asked alone, so that it can win
+    if len(flat) < len(ranked):
+        assert len(groups) == max_waves
+
+
+def test_waves_refuse_nonsense() -> None:
+    with pytest.raises(ValueError):
+        waves([], fanout=0, max_waves=1)
+    with pytest.raises(ValueError):
+        waves([], fanout=1, max_waves=0)
+
+
+# -- choosing the answer --------------------------------------------------------------------
+
+
+def test_choose_by_quality_times_trust() -> None:
+    trusted, stranger = cand("t", trust=1.0), cand("s", trust=0.0)
+    choice = choose_answer([(stranger, 0.95), (trusted, 0.7)])
+    assert choice.index == 1  # a confident stranger does not beat a trusted expert
+    assert choice.scores[0] == pytest.approx(0.95 * FLOOR) and choice.scores[1] == 0.7
+    alone = choose_answer([(stranger, 0.9)], min_quality=0.5)
+    assert alone.index == 0  # an explored newcomer asked alone wins when good enough
+    json.dumps(choice.explain())
+
+
+def test_failed_and_poor_answers_fail_over() -> None:
+    choice = choose_answer(
+        [(cand("a"), None), (cand("b"), 0.3), (cand("c"), math.nan)], min_quality=0.5
+    )
+    assert choice.index is None and choice.scores == [None, None, None]
+    assert "no answer" in choice.reasons[0] and "below" in choice.reasons[1]
+    assert choose_answer([]).index is None
+
+
+def test_ties_go_to_the_better_ranked_answer() -> None:
+    assert choose_answer([(cand("a"), 0.8), (cand("b"), 0.8)]).index == 0
+
+
+@PROPS
+@given(st.lists(st.tuples(candidates, st.none() | unit), max_size=8), unit)
+def test_the_choice_has_the_best_acceptable_score(
+    answers: list[tuple[Candidate, float | None]], min_quality: float
+) -> None:
+    choice = choose_answer(answers, min_quality=min_quality)
+    acceptable = [i for i, (_, q) in enumerate(answers) if q is not None and q >= min_quality]
+    if not acceptable:
+        assert choice.index is None
+        return
+    assert choice.index in acceptable
+    best = choice.scores[choice.index]
+    assert best is not None and all((choice.scores[i] or 0.0) <= best for i in acceptable)
+
+
+# -- forwarding -----------------------------------------------------------------------------
+
+
+def test_forward_to_the_most_trusted_unvisited_neighbours() -> None:
+    plan = forward_targets(
+        {"a": 0.9, "b": 0.1, "c": 0.5, "d": 0.7}, {"me", "a"}, hop_limit=3, hops=0, fanout=2
+    )
+    assert plan.targets == ["d", "c"] and plan.hops == 1
+    assert plan.visited == {"me", "a", "d", "c"}  # siblings will not ask them again
+    json.dumps(plan.explain())
+
+
+def test_forwarding_stops_at_the_hop_limit_and_when_all_were_visited() -> None:
+    at_limit = forward_targets({"a": 1.0}, {"me"}, hop_limit=2, hops=2, fanout=3)
+    assert at_limit.targets == [] and "hop limit" in at_limit.reason
+    seen = forward_targets({"a": 1.0}, {"me", "a"}, hop_limit=2, hops=0, fanout=3)
+    assert seen.targets == [] and "seen" in seen.reason
+    assert forward_targets({"a": 1.0}, set(), hop_limit=0, hops=0, fanout=1).targets == []
+
+
+@PROPS
+@given(
+    st.dictionaries(st.text(max_size=3), unit, max_size=10),
+    st.sets(st.text(max_size=3), max_size=5),
+    st.integers(0, 4),
+    st.integers(0, 4),
+    st.integers(0, 4),
+)
+def test_forward_targets_properties(
+    trust: dict[str, float], visited: set[str], hop_limit: int, hops: int, fanout: int
+) -> None:
+    plan = forward_targets(trust, visited, hop_limit, hops, fanout)
+    assert len(plan.targets) <= fanout and len(set(plan.targets)) == len(plan.targets)
+    assert not set(plan.targets) & visited and set(plan.targets) <= set(trust)
+    assert plan.visited == frozenset(visited) | set(plan.targets)
+    if hops >= hop_limit:
+        assert plan.targets == []
+    if plan.targets:
+        assert plan.hops == hops + 1
+        left = [trust[p] for p in trust if p not in plan.visited]
+        assert min(trust[p] for p in plan.targets) >= max(left, default=0.0)
+
+
+def test_a_custom_policy_can_ignore_trust() -> None:
+    relevance_only = RoutingPolicy(trust_exp=0.0)
+    ranked = rank(
+        [cand("t", relevance=0.7, trust=1.0), cand("s", relevance=0.9, trust=0.0)],
+        min_relevance=0.0, explore=0.0, rng=random.Random(0), policy=relevance_only,
+    )  # fmt: skip
+    assert [s.candidate.peer_id for s in ranked] == ["s", "t"]
