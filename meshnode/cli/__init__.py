@@ -4,6 +4,6 @@ daemon, output formatting and the demo mesh.
 May import everything; only ``meshnode start`` loads the daemon (lazily, it is heavy).
 """
 
-from meshnode.cli.main import build_parser, main
+from meshnode.cli.commands import build_parser, main
 
 __all__ = ["build_parser", "main"]

@@ -2,6 +2,6 @@
 
 import sys
 
-from meshnode.cli.main import main
+from meshnode.cli.commands import main
 
 sys.exit(main())

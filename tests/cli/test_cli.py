@@ -1,4 +1,4 @@
-"""meshnode.cli.main, run in-process: init, status/peers without a daemon, --help, tables."""
+"""meshnode.cli.commands, run in-process: init, status/peers without a daemon, --help, tables."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from meshnode import cli
-from meshnode.cli.main import main
+from meshnode.cli import commands as cli
 from meshnode.cli.output import render_table
 from meshnode.node.home import load_signer, write_runtime
 
@@ -38,14 +37,14 @@ def closed_port() -> int:
 
 def test_init_prints_the_peer_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "h"
-    assert main(["init", "--home", str(home), "--network-id", "dev-support"]) == 0
+    assert cli.main(["init", "--home", str(home), "--network-id", "dev-support"]) == 0
     out, err = capsys.readouterr()
     peer_id = load_signer(home).peer_id
     assert f"peer ID: {peer_id}" in out.splitlines()
     assert str(home) in out
     assert err == ""
 
-    assert main(["init", "--home", str(home)]) == 0
+    assert cli.main(["init", "--home", str(home)]) == 0
     out, _ = capsys.readouterr()
     assert "already has an identity" in out
     assert f"peer ID: {peer_id}" in out.splitlines()
@@ -55,10 +54,10 @@ def test_init_force_prints_a_new_peer_id(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     home = tmp_path / "h"
-    main(["init", "--home", str(home)])
+    cli.main(["init", "--home", str(home)])
     old = load_signer(home).peer_id
     capsys.readouterr()
-    assert main(["init", "--home", str(home), "--force"]) == 0
+    assert cli.main(["init", "--home", str(home), "--force"]) == 0
     out, _ = capsys.readouterr()
     new = load_signer(home).peer_id
     assert new != old
@@ -69,7 +68,7 @@ def test_init_uses_meshnode_home(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("MESHNODE_HOME", str(tmp_path / "env-home"))
-    assert main(["init"]) == 0
+    assert cli.main(["init"]) == 0
     out, _ = capsys.readouterr()
     assert f"peer ID: {load_signer(tmp_path / 'env-home').peer_id}" in out
 
@@ -77,7 +76,7 @@ def test_init_uses_meshnode_home(
 def test_init_bad_network_id_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["init", "--home", str(tmp_path / "h"), "--network-id", "a b"]) != 0
+    assert cli.main(["init", "--home", str(tmp_path / "h"), "--network-id", "a b"]) != 0
     out, err = capsys.readouterr()
     assert "network ID" in one_error_line(err)
     assert out == ""
@@ -91,7 +90,7 @@ def test_init_bad_network_id_is_one_line(
 def test_no_daemon_is_one_line_on_stderr(
     home: Path, capsys: pytest.CaptureFixture[str], command: str, json_flag: list[str]
 ) -> None:
-    assert main([command, "--home", str(home), *json_flag]) == 1
+    assert cli.main([command, "--home", str(home), *json_flag]) == 1
     out, err = capsys.readouterr()
     line = one_error_line(err)
     assert "not running" in line and str(home) in line
@@ -104,7 +103,7 @@ def test_stale_runtime_file_is_one_line_on_stderr(
 ) -> None:
     # The daemon died without removing its runtime file: the port is closed now.
     write_runtime(home, {"pid": 1, "api": f"http://127.0.0.1:{closed_port()}"})
-    assert main([command, "--home", str(home)]) == 1
+    assert cli.main([command, "--home", str(home)]) == 1
     out, err = capsys.readouterr()
     assert "not running" in one_error_line(err)
     assert out == ""
@@ -114,14 +113,14 @@ def test_stale_runtime_file_is_one_line_on_stderr(
 def test_uninitialised_home_is_one_line_on_stderr(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
-    assert main([command, "--home", str(tmp_path / "nothing")]) == 1
+    assert cli.main([command, "--home", str(tmp_path / "nothing")]) == 1
     assert one_error_line(capsys.readouterr().err)
 
 
 def test_start_without_config_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["start", "--home", str(tmp_path / "nothing")]) == 1
+    assert cli.main(["start", "--home", str(tmp_path / "nothing")]) == 1
     assert "meshnode init" in one_error_line(capsys.readouterr().err)
 
 
@@ -136,7 +135,7 @@ def test_start_with_bad_flags_is_one_line(
     home: Path, capsys: pytest.CaptureFixture[str], flags: list[str], key: str
 ) -> None:
     # Validation happens before the daemon runs: no traceback, no network.
-    assert main(["start", "--home", str(home), *flags]) == 1
+    assert cli.main(["start", "--home", str(home), *flags]) == 1
     assert key in one_error_line(capsys.readouterr().err)
 
 
@@ -146,7 +145,7 @@ def test_start_with_bad_flags_is_one_line(
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_subcommand_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main([command, "--help"])
+        cli.main([command, "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: meshnode {command}")
@@ -155,7 +154,7 @@ def test_subcommand_help(command: str, capsys: pytest.CaptureFixture[str]) -> No
 
 def test_top_level_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["--help"])
+        cli.main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
     for command in SUBCOMMANDS:
@@ -164,14 +163,14 @@ def test_top_level_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["--version"])
+        cli.main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.startswith("meshnode ")
 
 
 def test_no_subcommand_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main([])
+        cli.main([])
     assert info.value.code == 2
     assert "usage:" in capsys.readouterr().err
 
@@ -213,7 +212,7 @@ def test_status_human(
     fake_daemon: type[FakeClient], home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake_daemon.responses["/v1/status"] = STATUS
-    assert main(["status", "--home", str(home)]) == 0
+    assert cli.main(["status", "--home", str(home)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["peer", "ID", "12D3KooWSelf"]
     assert "dev-support (private)" in lines[1]
@@ -231,7 +230,7 @@ def test_status_json(
     fake_daemon: type[FakeClient], home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake_daemon.responses["/v1/status"] = STATUS
-    assert main(["status", "--home", str(home), "--json"]) == 0
+    assert cli.main(["status", "--home", str(home), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == STATUS
 
 
@@ -244,7 +243,7 @@ def test_peers_human(
         {"peer_id": "12D3KooWBbbbbbbb", "connected": False, "rtt_ms": None,
          "last_seen": time.time() - 600, "addrs": []},
     ]
-    assert main(["peers", "--home", str(home)]) == 0
+    assert cli.main(["peers", "--home", str(home)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["PEER", "CONNECTED", "RTT", "ms", "LAST", "SEEN", "AGENTS",
                                 "ADDRESS"]
@@ -257,7 +256,7 @@ def test_peers_human_empty(
     fake_daemon: type[FakeClient], home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake_daemon.responses["/v1/peers"] = []
-    assert main(["peers", "--home", str(home)]) == 0
+    assert cli.main(["peers", "--home", str(home)]) == 0
     assert capsys.readouterr().out.strip() == "no peers known yet"
 
 
