@@ -7,8 +7,9 @@ MeshHost does, so the real services run on it in fast, in-process tests:
   ``listen_addrs``) and ended by ``disconnect``; both ends get a connection event.
 - **Streams** are a pair of in-memory byte pipes; the peer's handler for the protocol runs
   in the peer host's nursery. A link that goes away resets its streams
-  (trio.BrokenResourceError), as a lost connection does. A stream can only be opened to a
-  connected peer.
+  (trio.BrokenResourceError), as a lost connection does. Opening a stream to a peer that
+  is not connected redials it if this host was connected to it before (py-libp2p dials
+  the addresses in its peerstore), and fails otherwise.
 - **Gossip** floods, like GossipSub in a mesh this small: a message goes to every connected
   peer subscribed to its topic, each host delivers and forwards it once (dedup by origin and
   sequence number), and the topic validator of every receiving host runs first, with the
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from meshnode.node.pipes import InMemoryStream, Pipe
 from meshnode.node.transport import DialError, GossipMessage, StreamHandler, Validator
 
 if TYPE_CHECKING:
@@ -50,81 +52,6 @@ EVENTS_SIZE = 1024
 SEEN_KEPT = 65536
 #: A plausible Unix time for trio's time zero, so that signed timestamps look real.
 EPOCH = 1_800_000_000.0
-
-
-class _Pipe:
-    """One direction of a stream: what one side writes, the other reads."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._eof = False  # the writer closed its side
-        self._broken = False  # reset, or the reader went away
-        self._lot = trio.lowlevel.ParkingLot()
-
-    async def read(self, n: int) -> bytes:
-        await trio.lowlevel.checkpoint()
-        while not self._buffer and not self._eof and not self._broken:
-            await self._lot.park()
-        if self._broken:
-            raise trio.BrokenResourceError("stream reset")
-        data = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return data
-
-    async def write(self, data: bytes) -> None:
-        await trio.lowlevel.checkpoint()
-        if self._broken:
-            raise trio.BrokenResourceError("stream reset")
-        if self._eof:
-            raise trio.ClosedResourceError("stream closed for writing")
-        self._buffer += data
-        self._lot.unpark_all()
-
-    def end(self) -> None:
-        self._eof = True
-        self._lot.unpark_all()
-
-    def reset(self) -> None:
-        self._broken = True
-        self._buffer.clear()
-        self._lot.unpark_all()
-
-
-class InMemoryStream:
-    def __init__(self, peer_id: str, inbound: _Pipe, outbound: _Pipe,
-                 on_close: Callable[[InMemoryStream], None]) -> None:
-        self._peer_id = peer_id
-        self._inbound = inbound
-        self._outbound = outbound
-        self._on_close = on_close
-        self._closed = False
-
-    @property
-    def peer_id(self) -> str:
-        return self._peer_id
-
-    async def read(self, n: int) -> bytes:
-        if self._closed:
-            raise trio.ClosedResourceError("stream closed")
-        return await self._inbound.read(n)
-
-    async def write(self, data: bytes) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("stream closed")
-        await self._outbound.write(data)
-
-    async def close(self) -> None:
-        """The peer reads the end of the stream; what it still writes is refused."""
-        if not self._closed:
-            self._closed = True
-            self._outbound.end()
-            self._inbound.reset()
-            self._on_close(self)
-        await trio.lowlevel.checkpoint()
-
-    def reset(self) -> None:
-        self._inbound.reset()
-        self._outbound.reset()
 
 
 @dataclass(eq=False)
@@ -213,6 +140,9 @@ class InMemoryMesh:
                       if p != peer_id)
 
     def _dial(self, source: InMemoryHost, peer_id: str, addrs: list[str]) -> None:
+        pair = frozenset((source.peer_id, peer_id))
+        if pair in self._links:
+            return  # as py-libp2p: already connected, whatever addresses were given
         target = self.hosts.get(peer_id)
         if peer_id == source.peer_id:
             raise DialError("a host cannot dial itself")
@@ -221,13 +151,13 @@ class InMemoryMesh:
         if not any(a in target.listen_addrs() or f"{a}/p2p/{peer_id}" in target.listen_addrs()
                    for a in addrs):
             raise DialError(f"dialing {peer_id} failed: none of {addrs} is its address")
-        pair = frozenset((source.peer_id, peer_id))
         if pair in self._cut:
             raise DialError(f"dialing {peer_id} timed out (the link is cut)")
-        if pair not in self._links:
-            self._links[pair] = _Link()
-            source._event("connected", peer_id)
-            target._event("connected", source.peer_id)
+        self._links[pair] = _Link()
+        source._known.add(peer_id)
+        target._known.add(source.peer_id)
+        source._event("connected", peer_id)
+        target._event("connected", source.peer_id)
 
     def _unlink(self, a: str, b: str) -> None:
         link = self._links.pop(frozenset((a, b)), None)
@@ -239,14 +169,18 @@ class InMemoryMesh:
         self.hosts[b]._event("disconnected", a)
 
     def _open(self, source: InMemoryHost, peer_id: str, protocol: str) -> InMemoryStream:
-        link = self._links.get(frozenset((source.peer_id, peer_id)))
+        pair = frozenset((source.peer_id, peer_id))
+        if pair not in self._links and peer_id in source._known:
+            # py-libp2p redials a peer whose addresses it has seen; so does this mesh.
+            self._dial(source, peer_id, self.hosts[peer_id].listen_addrs())
+        link = self._links.get(pair)
         if link is None:
             raise DialError(f"opening {protocol} to {peer_id} failed: not connected")
         target = self.hosts[peer_id]
         handler = target._handlers.get(protocol)
         if handler is None or target._nursery is None:
             raise DialError(f"opening {protocol} to {peer_id} failed: protocol not supported")
-        there, back = _Pipe(), _Pipe()
+        there, back = Pipe(), Pipe()
         ours = InMemoryStream(peer_id, back, there, link.streams.discard)
         theirs = InMemoryStream(source.peer_id, there, back, link.streams.discard)
         link.streams |= {ours, theirs}
@@ -265,6 +199,8 @@ class InMemoryHost:
         self._receivers: dict[str, trio.MemoryReceiveChannel[GossipMessage]] = {}
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._seqno = 0
+        #: Peers this host was ever connected to: it can dial them again by itself.
+        self._known: set[str] = set()
         self._events, self.connection_events = trio.open_memory_channel[tuple[str, str]](
             EVENTS_SIZE)
         self._inbox_send, self._inbox = trio.open_memory_channel[_Delivery](INBOX_SIZE)
