@@ -7,7 +7,7 @@ streams, for fast in-process tests). Both raise the errors defined here.
 
 - **Streams**: ``open_stream`` (an async context manager yielding a :class:`Stream`) and
   ``set_stream_handler``; one handler per protocol name.
-- **Gossip**: ``subscribe`` yields :class:`GossipMessage`\\ s; a topic's validator runs on
+- **Gossip**: ``subscribe`` yields each :class:`GossipMessage`; a topic's validator runs on
   every message this node receives, before delivery and before forwarding, and a message it
   rejects goes no further; ``publish`` floods a message to the topic's subscribers.
 - **Peers**: ``connect``/``disconnect``, ``connected_peers``, ``connection_events`` (one
@@ -105,7 +105,8 @@ class Host(Protocol):
     def open_stream(
         self, peer_id: str, protocol: str, *, timeout: float
     ) -> AbstractAsyncContextManager[Stream]:
-        """A stream to a connected peer, closed on exit; DialError if it cannot be opened."""
+        """A stream to ``peer_id`` speaking ``protocol``, closed on exit. A peer not connected
+        is dialed at the addresses known for it; DialError if the stream cannot be opened."""
         ...
 
     async def subscribe(self, topic: str) -> AsyncIterator[GossipMessage]: ...
