@@ -213,6 +213,11 @@ class Replicator:
         except ProtocolError as exc:
             log.warning("dropped announcement from %s: %s", peer, exc)
             return Announcement(AnnouncementStatus.REJECTED, None, str(exc))
+        return await self.apply_announced(peer, record)
+
+    async def apply_announced(self, peer: str, record: MemoryRecord) -> Announcement:
+        """:meth:`on_announcement` for a record already decoded, verified and found to be of
+        this tenant."""
         async with self._apply_lock:
             expected = await self._store.next_seq(record.author)
             if record.seq < expected:

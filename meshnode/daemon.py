@@ -7,8 +7,9 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from meshnode.node.home import clear_runtime, load_private_key, load_token, writ
 from meshnode.node.host import MeshHost
 from meshnode.node.knowledge import KnowledgeService
 from meshnode.node.membership import Membership
+from meshnode.node.transport import Host
 from meshnode.trust.service import TrustService
 from protocols.a2a import card_to_wire
 from protocols.peerid import Signer
@@ -69,6 +71,63 @@ def make_embedder(settings: MemorySettings) -> Embedder:
         raise ConfigError(f"memory.embedder: {exc}") from None
 
 
+@dataclass
+class NodeServices:
+    """The services of one node, wired to each other, over any :class:`Host`.
+
+    The daemon builds them over a MeshHost; in-process tests build them the same way over an
+    InMemoryHost. ``clock`` is the wall clock of signatures, ages and expiry (tests drive it
+    from trio's clock).
+    """
+
+    membership: Membership
+    knowledge: KnowledgeService
+    tasks: TaskService
+    trust: TrustService
+    asker: Asker
+    mesh: MeshA2A
+
+    @classmethod
+    def build(
+        cls,
+        config: NodeConfig,
+        host: Host,
+        signer: Signer,
+        store: MemoryStore,
+        embedder: Embedder,
+        llm: LLMClient | None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> NodeServices:
+        tasks: TaskService | None = None
+        membership = Membership(
+            config, host, signer, version=__version__,
+            agent_cards=lambda: [card_to_wire(c) for c in tasks.cards()] if tasks else [],
+            load=lambda: float(len(tasks.running)) if tasks else 0.0,
+            clock=clock,
+        )
+        knowledge = KnowledgeService(config, host, membership, signer, store)
+        tasks = TaskService(host, config.agents, Answerer(store, llm), knowledge,
+                            version=__version__)
+        trust = TrustService(config, host, signer, clock=clock)
+        membership.bad_message_listeners.append(trust.bad_message)
+        asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
+                      trust.graph, settings=config.routing)
+        tasks.forwarder = asker.answer_forwarded
+        mesh = MeshA2A(asker, tasks, network_id=config.network_id, version=__version__)
+        return cls(membership, knowledge, tasks, trust, asker, mesh)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the mesh until cancelled."""
+        self.tasks.serve()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.membership.run)
+            await nursery.start(self.knowledge.run)
+            await nursery.start(self.trust.run)
+            await nursery.start(self.mesh.run)
+            task_status.started()
+
+
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -93,33 +152,15 @@ class Node:
             store,
             MeshHost(self._key, listen=list(config.listen), gossip=config.gossip, psk=psk) as host,
         ):
-            tasks: TaskService | None = None
-            membership = Membership(
-                config, host, self.signer, version=__version__,
-                agent_cards=lambda: [card_to_wire(c) for c in tasks.cards()] if tasks else [],
-                load=lambda: float(len(tasks.running)) if tasks else 0.0,
-            )
-            knowledge = KnowledgeService(config, host, membership, self.signer, store)
-            tasks = TaskService(host, config.agents, Answerer(store, llm), knowledge,
-                                version=__version__)
-            trust = TrustService(config, host, self.signer)
-            membership.bad_message_listeners.append(trust.bad_message)
-            asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
-                          trust.graph, settings=config.routing)
-            tasks.forwarder = asker.answer_forwarded
-            mesh = MeshA2A(asker, tasks, network_id=config.network_id, version=__version__)
+            services = NodeServices.build(config, host, self.signer, store, embedder, llm)
             app = ApiApp(self._token)
-            add_node_routes(app, config, membership, lambda: time.monotonic() - self._started,
-                            lambda: self.api_url)
-            add_memory_routes(app, knowledge)
-            add_agent_routes(app, mesh, asker, trust)
-            add_a2a_routes(app, mesh, require_token=not config.public_a2a)
-            tasks.serve()
+            add_node_routes(app, config, services.membership,
+                            lambda: time.monotonic() - self._started, lambda: self.api_url)
+            add_memory_routes(app, services.knowledge)
+            add_agent_routes(app, services.mesh, services.asker, services.trust)
+            add_a2a_routes(app, services.mesh, require_token=not config.public_a2a)
             async with trio.open_nursery() as nursery:
-                await nursery.start(membership.run)
-                await nursery.start(knowledge.run)
-                await nursery.start(trust.run)
-                await nursery.start(mesh.run)
+                await nursery.start(services.run)
                 self.api_url = await nursery.start(serve_api, app, config.api_listen, shutdown)
                 write_runtime(
                     config.home,
@@ -135,7 +176,7 @@ class Node:
                         "api": self.api_url,
                         "memory": config.memory.uri,
                         "embedder": embedder.name,
-                        "agents": sorted(tasks.specs),
+                        "agents": sorted(services.tasks.specs),
                         "llm": config.llm.describe(),
                     },
                 )

@@ -21,9 +21,9 @@ from meshnode.agents.answering import AgentError, Answer, Answerer
 from meshnode.agents.llm import LLMError
 from meshnode.agents.specs import AgentSpec
 from meshnode.errors import MeshnodeError
-from meshnode.node.host import MeshHost
 from meshnode.node.knowledge import KnowledgeService
 from meshnode.node.streams import ByteStream, read_frame, write_frame
+from meshnode.node.transport import Host
 from protocols.a2a import (
     A2A_PROTOCOL,
     INVALID_PARAMS,
@@ -134,7 +134,7 @@ def _deadline(message: Message) -> float:
 class TaskService:
     def __init__(
         self,
-        host: MeshHost,
+        host: Host,
         specs: tuple[AgentSpec, ...],
         answerer: Answerer,
         knowledge: KnowledgeService,
@@ -343,7 +343,7 @@ class TaskService:
 
 
 async def call_agent(
-    host: MeshHost,
+    host: Host,
     peer: str,
     message: Message,
     on_event: Emit,

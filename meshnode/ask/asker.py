@@ -42,8 +42,8 @@ from meshnode.ask.policy import (
 from meshnode.ask.relevance import SkillIndex
 from meshnode.config import RoutingSettings
 from meshnode.errors import MeshnodeError
-from meshnode.node.host import DialError, MeshHost
 from meshnode.node.membership import Membership
+from meshnode.node.transport import DialError, Host
 from meshnode.trust.graph import Outcome, TrustGraph
 from protocols.a2a import (
     AgentCard,
@@ -97,7 +97,7 @@ async def _ignore(_: dict[str, Any]) -> None:
 class Asker:
     def __init__(
         self,
-        host: MeshHost,
+        host: Host,
         membership: Membership,
         tasks: TaskService,
         skills: SkillIndex,

@@ -1,6 +1,8 @@
-"""One node on the network: the libp2p host and its streams, membership (hello handshake,
-presence gossip, peer table, dialing, pinging), the knowledge service (memory writes and
-replication), the node home and logging.
+"""One node on the network: the Host interface services depend on (``transport``) with its
+two implementations, the libp2p host (``host``, ``streams``) and the in-memory mesh of the
+in-process tests (``inmemory``, ``pipes``); signed gossip topics (``topics``); membership
+(hello handshake, presence gossip, peer table, dialing, pinging), the knowledge service
+(memory writes and replication), the node home and logging.
 
 May import: meshnode.config, meshnode.errors, and the top-level packages ``protocols``,
 ``memory`` and ``bootstrap``. Nothing above it (a2a, trust, ask, api, cli, daemon).

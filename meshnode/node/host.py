@@ -1,5 +1,7 @@
 """MeshHost: the libp2p host, GossipSub and ping of one node, as one trio service.
 
+It implements :class:`meshnode.node.transport.Host`: py-libp2p's streams, messages and
+validators are adapted to meshnode's own types here, so no service sees a py-libp2p object.
 Security is Noise only (py-libp2p also offers plaintext, TLS and SECIO unless told
 otherwise), the muxer is yamux, and an optional pre-shared key makes the network private.
 """
@@ -8,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from types import TracebackType
 from typing import Any
@@ -35,15 +38,20 @@ from libp2p.tools.anyio_service import background_trio_service
 from meshnode.config import GossipSettings
 from meshnode.errors import MeshnodeError
 from meshnode.node.streams import Libp2pStream
+from meshnode.node.transport import (
+    DialError,
+    GossipMessage,
+    PublishError,
+    StreamHandler,
+    Validator,
+)
 
 log = logging.getLogger(__name__)
 GOSSIPSUB_PROTOCOLS = ["/meshsub/1.1.0", "/meshsub/1.0.0"]
+#: Forwarders remembered between validation and delivery (see MeshHost._validate).
+_FORWARDERS_KEPT = 4096
 
-StreamHandler = Callable[[Libp2pStream], Awaitable[None]]
-
-
-class DialError(MeshnodeError):
-    """A peer could not be reached at any of its addresses."""
+__all__ = ["DialError", "MeshHost"]
 
 
 class _ConnectionEvents(INotifee):  # type: ignore[misc]
@@ -75,6 +83,21 @@ class _ConnectionEvents(INotifee):  # type: ignore[misc]
 
     async def listen_close(self, network: Any, multiaddr: Any) -> None:
         pass
+
+
+class _Subscription:
+    """A py-libp2p subscription seen as an async iterator of GossipMessage."""
+
+    def __init__(self, host: MeshHost, topic: str, subscription: Any) -> None:
+        self._host = host
+        self._topic = topic
+        self._subscription = subscription
+
+    def __aiter__(self) -> _Subscription:
+        return self
+
+    async def __anext__(self) -> GossipMessage:
+        return self._host._delivered(self._topic, await self._subscription.get())
 
 
 def _expand_unspecified(addr: str) -> list[str]:
@@ -134,6 +157,8 @@ class MeshHost:
         self._host.set_stream_handler(PING_PROTOCOL, self._ping.handle_ping)
         send, self.connection_events = trio.open_memory_channel[tuple[str, str]](1024)
         self._host.get_network().register_notifee(_ConnectionEvents(send))
+        self._validators: dict[str, Validator] = {}
+        self._forwarders: OrderedDict[tuple[bytes, bytes], str] = OrderedDict()
         self._stack = AsyncExitStack()
 
     @property
@@ -192,10 +217,15 @@ class MeshHost:
 
     async def ping(self, peer_id: str, *, timeout: float) -> float:
         """Round-trip time in milliseconds (measured here: py-libp2p rounds to whole ms)."""
-        with trio.fail_after(timeout):
-            start = trio.current_time()
-            await self._ping.ping(ID.from_base58(peer_id), 1)
-            return (trio.current_time() - start) * 1000
+        try:
+            with trio.fail_after(timeout):
+                start = trio.current_time()
+                await self._ping.ping(ID.from_base58(peer_id), 1)
+                return (trio.current_time() - start) * 1000
+        except trio.TooSlowError:
+            raise DialError(f"no ping answer from {peer_id} within {timeout:.0f} s") from None
+        except Exception as exc:  # py-libp2p raises many unrelated types on a failed ping
+            raise DialError(f"ping to {peer_id} failed: {exc or type(exc).__name__}") from None
 
     def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
         async def adapter(stream: Any) -> None:
@@ -224,14 +254,55 @@ class MeshHost:
         finally:
             await stream.close()
 
-    async def subscribe(self, topic: str) -> Any:
-        return await self._pubsub.subscribe(topic)
+    # ---- gossip ------------------------------------------------------------------
 
-    def set_topic_validator(self, topic: str, validator: Callable[[Any, Any], bool]) -> None:
-        self._pubsub.set_topic_validator(topic, validator, False)
+    def _message(self, topic: str, msg: Any, forwarder: str) -> GossipMessage:
+        return GossipMessage(topic=topic, data=bytes(msg.data),
+                             origin=ID(msg.from_id).to_base58(), forwarder=forwarder)
+
+    def _install_validator(self, topic: str) -> None:
+        def validate(forwarder: Any, msg: Any) -> bool:
+            return self._validate(topic, forwarder, msg)
+
+        # Sync, not async: py-libp2p then validates, marks the message seen and delivers it
+        # without a checkpoint in between, so the forwarder noted here is the deliverer's.
+        self._pubsub.set_topic_validator(topic, validate, False)
+
+    def _validate(self, topic: str, forwarder: Any, msg: Any) -> bool:
+        message = self._message(topic, msg, str(forwarder))
+        self._forwarders[(bytes(msg.from_id), bytes(msg.seqno))] = message.forwarder
+        while len(self._forwarders) > _FORWARDERS_KEPT:
+            self._forwarders.popitem(last=False)
+        validator = self._validators.get(topic)
+        if validator is None:
+            return True
+        try:
+            return validator(message)
+        except Exception:  # an exception here would end py-libp2p's reader for this peer
+            log.exception("gossip validator failed", extra={"topic": topic})
+            return False
+
+    async def subscribe(self, topic: str) -> AsyncIterator[GossipMessage]:
+        self._install_validator(topic)
+        return _Subscription(self, topic, await self._pubsub.subscribe(topic))
+
+    def _delivered(self, topic: str, msg: Any) -> GossipMessage:
+        key = (bytes(msg.from_id), bytes(msg.seqno))
+        # Unknown only if py-libp2p delivered without validating (its validation cache):
+        # then the origin is the best guess; blame is only ever laid in validators anyway.
+        forwarder = self._forwarders.pop(key, None) or ID(msg.from_id).to_base58()
+        return self._message(topic, msg, forwarder)
+
+    def set_topic_validator(self, topic: str, validator: Validator) -> None:
+        self._validators[topic] = validator
+        self._install_validator(topic)
 
     async def publish(self, topic: str, data: bytes) -> None:
-        await self._pubsub.publish(topic, data)
+        try:
+            await self._pubsub.publish(topic, data)
+        except Exception as exc:  # py-libp2p's publish raises assorted errors
+            raise PublishError(f"publishing on {topic} failed: {exc or type(exc).__name__}") \
+                from None
 
     def topic_peers(self, topic: str) -> int:
         return len(self._pubsub.peer_topics.get(topic, ()))

@@ -18,19 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from libp2p.peer.id import ID
 
 from memory.ingest import IngestManifest, IngestReport, ingest
 from memory.replication import AnnouncementStatus, ReplicationError, Replicator
 from memory.store import MemoryStore
 from meshnode.config import NodeConfig
 from meshnode.errors import MeshnodeError
-from meshnode.node.host import DialError, MeshHost
 from meshnode.node.membership import Membership
-from meshnode.node.streams import ByteStream
-from protocols.errors import ProtocolError
+from meshnode.node.topics import SignedTopic
+from meshnode.node.transport import DialError, GossipMessage, Host, Stream
+from protocols.errors import Rejected
 from protocols.memsync import PROTOCOL_ID as MEMSYNC_PROTOCOL
-from protocols.memsync import decode_announcement, encode_announcement
+from protocols.memsync import WrongTenant, decode_announcement, encode_announcement
 from protocols.peerid import Signer
 from protocols.presence import topic
 from protocols.records import TOMBSTONE, MemoryRecord, new_record, new_tombstone
@@ -45,11 +44,27 @@ class KnowledgeError(MeshnodeError):
     """A memory operation the user asked for cannot be done (not found, not yours, ...)."""
 
 
+class AnnouncementCodec:
+    """Knowledge announcements: a record signed by its author, of this node's tenant."""
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+
+    def decode(self, data: bytes) -> tuple[str, MemoryRecord]:
+        record = decode_announcement(data)
+        if record.tenant != self.tenant:
+            raise WrongTenant(f"record of tenant {record.tenant!r}, not {self.tenant!r}")
+        return record.author, record
+
+    def admit(self, record: MemoryRecord) -> None:
+        pass  # applying a record twice is a no-op: replays cost nothing
+
+
 class KnowledgeService:
     def __init__(
         self,
         config: NodeConfig,
-        host: MeshHost,
+        host: Host,
         membership: Membership,
         signer: Signer,
         store: MemoryStore,
@@ -61,11 +76,13 @@ class KnowledgeService:
         self.store = store
         self.replicating = not config.memory.is_server
         self.replicator = Replicator(store, tenant=config.tenant)
-        self._topic = topic(config.network_id, "knowledge")
+        # A forged or altered record is stopped by the validator, before it is forwarded.
+        self.topic = SignedTopic(host, topic(config.network_id, "knowledge"),
+                                 AnnouncementCodec(config.tenant), self_id=signer.peer_id,
+                                 on_bad=membership.report_bad_message)
         self._write_lock = trio.Lock()
         self._wanted: set[str] = set()
         self._sync_send, self._sync_receive = trio.open_memory_channel[str](1024)
-        self.announcements_rejected = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if not self.replicating:
@@ -74,11 +91,9 @@ class KnowledgeService:
             task_status.started()
             return
         self.host.set_stream_handler(MEMSYNC_PROTOCOL, self._serve)
-        self.host.set_topic_validator(self._topic, self._valid_announcement)
-        subscription = await self.host.subscribe(self._topic)
         self.membership.handshake_listeners.append(self.request_sync)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._listen, subscription)
+            await nursery.start(self.topic.run, self._on_announcement)
             nursery.start_soon(self._periodic_sync)
             for _ in range(SYNC_WORKERS):
                 nursery.start_soon(self._sync_worker)
@@ -94,8 +109,8 @@ class KnowledgeService:
             self._sync_send.send_nowait(peer_id)
             self._wanted.add(peer_id)
 
-    async def _serve(self, stream: ByteStream) -> None:
-        await self.replicator.serve(getattr(stream, "peer_id", "?"), stream)
+    async def _serve(self, stream: Stream) -> None:
+        await self.replicator.serve(stream.peer_id, stream)
 
     async def _sync_worker(self) -> None:
         async for peer_id in self._sync_receive:
@@ -119,44 +134,30 @@ class KnowledgeService:
             for peer_id in self.membership.verified_connected():
                 self.request_sync(peer_id)
 
-    def _valid_announcement(self, forwarder: Any, message: Any) -> bool:
-        # Runs before GossipSub forwards a message: a forged or altered record goes no further.
-        try:
-            record = decode_announcement(message.data)
-        except ProtocolError as exc:
-            self.announcements_rejected += 1
-            log.info("announcement rejected", extra={"peer": str(forwarder), "reason": str(exc)})
-            self.membership.report_bad_message(str(forwarder), exc)
-            return False
-        return record.tenant == self.config.tenant
+    @property
+    def announcements_rejected(self) -> int:
+        return self.topic.rejected_total
 
-    async def _listen(self, subscription: Any) -> None:
-        while True:
-            message = await subscription.get()
-            sender = ID(message.from_id).to_base58()
-            if sender == self.signer.peer_id:
-                continue
-            outcome = await self.replicator.on_announcement(sender, message.data)
-            if outcome.status is AnnouncementStatus.GAP:
-                # Only authors announce, so the sender holds everything we miss; if it is not
-                # a direct neighbour, any neighbour that kept up will do.
-                connected = self.membership.verified_connected()
-                source = sender if sender in connected else None
-                if source is None and connected:
-                    source = random.choice(sorted(connected))
-                if source is not None:
-                    self.request_sync(source)
-            elif outcome.status is AnnouncementStatus.REJECTED:
-                self.announcements_rejected += 1
+    async def _on_announcement(self, message: GossipMessage, record: MemoryRecord) -> None:
+        outcome = await self.replicator.apply_announced(message.origin, record)
+        if outcome.status is AnnouncementStatus.GAP:
+            # Only authors announce, so the origin holds everything we miss; if it is not
+            # a direct neighbour, any neighbour that kept up will do.
+            connected = self.membership.verified_connected()
+            source = message.origin if message.origin in connected else None
+            if source is None and connected:
+                source = random.choice(sorted(connected))
+            if source is not None:
+                self.request_sync(source)
+        elif outcome.status is AnnouncementStatus.REJECTED:
+            raise Rejected(outcome.reason)
 
     async def _announce(self, records: Sequence[MemoryRecord]) -> None:
         if not self.replicating:
             return
         for record in records:
-            try:
-                await self.host.publish(self._topic, encode_announcement(record))
-            except Exception as exc:  # peers still get it by anti-entropy
-                log.warning("announcement failed", extra={"id": record.id, "error": str(exc)})
+            # A failed announcement is not retried: peers still get it by anti-entropy.
+            await self.topic.publish(encode_announcement(record))
 
     # ---- writes --------------------------------------------------------------------
 
@@ -222,6 +223,7 @@ class KnowledgeService:
             "mode": "replicated (Milvus Lite per node)" if self.replicating
             else "shared server (no replication)",
             "announcements_rejected": self.announcements_rejected,
+            "announcements": self.topic.stats(),
             "peers": self.replicator.lag() if self.replicating else {},
         }
         return stats

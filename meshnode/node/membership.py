@@ -18,11 +18,12 @@ import trio
 
 from bootstrap import DialPolicy, parse_bootstrap
 from meshnode.config import NodeConfig
-from meshnode.node.host import DialError, MeshHost
 from meshnode.node.peers import PeerTable
-from meshnode.node.streams import ByteStream, read_frame, write_frame
+from meshnode.node.streams import read_frame, write_frame
+from meshnode.node.topics import EnvelopeCodec, Signed, SignedTopic
+from meshnode.node.transport import DialError, GossipMessage, Host, Stream
 from protocols.codec import FrameDecoder
-from protocols.envelope import Envelope, EnvelopeGuard, decode_envelope, encode_envelope, seal
+from protocols.envelope import EnvelopeGuard, decode_envelope, encode_envelope, seal
 from protocols.errors import ProtocolError
 from protocols.peerid import Signer
 from protocols.presence import (
@@ -50,12 +51,13 @@ class Membership:
     def __init__(
         self,
         config: NodeConfig,
-        host: MeshHost,
+        host: Host,
         signer: Signer,
         *,
         version: str,
         agent_cards: Callable[[], list[dict[str, Any]]] = list,
         load: Callable[[], float] = lambda: 0.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.host = host
@@ -63,15 +65,18 @@ class Membership:
         self.version = version
         self._agent_cards = agent_cards
         self._load = load
+        self._clock = clock
         self.table = PeerTable(signer.peer_id, ttl_s=config.gossip.peer_ttl_s)
         self.guard = EnvelopeGuard(config.network_id)
         self.dialer = DialPolicy(config.target_connections)
         self._bootstrap = {p.peer_id: p.addr for p in map(parse_bootstrap, config.bootstrap)}
-        self._topic = topic(config.network_id, "presence")
+        self._presence = EnvelopeCodec(self.guard, PRESENCE, presence_from_envelope,
+                                       max_size=MAX_PRESENCE_SIZE + 1024, clock=clock)
+        self.presence_topic = SignedTopic(host, topic(config.network_id, "presence"),
+                                          self._presence, self_id=signer.peer_id,
+                                          on_bad=self.report_bad_message)
         self._announce_now = trio.Event()
         self._seq = time.time_ns() // 1000  # keeps increasing across restarts
-        self.presence_received = 0
-        self.presence_rejected = 0
         # (received at, publish-to-receipt ms, sender): what operators and bench/ look at.
         # Called with a peer ID after every successful handshake (e.g. to start a memory sync).
         self.handshake_listeners: list[Callable[[str], None]] = []
@@ -84,11 +89,9 @@ class Membership:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.host.set_stream_handler(HELLO_PROTOCOL, self._answer_hello)
-        self.host.set_topic_validator(self._topic, self._validate_gossip)
-        subscription = await self.host.subscribe(self._topic)
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.presence_topic.run, self._on_presence)
             nursery.start_soon(self._connection_events, nursery)
-            nursery.start_soon(self._listen_presence, subscription)
             nursery.start_soon(self._announce_loop)
             nursery.start_soon(self._dial_loop, nursery)
             nursery.start_soon(self._ping_loop)
@@ -99,7 +102,7 @@ class Membership:
 
     def _hello_envelope(self) -> bytes:
         hello = Hello(addrs=tuple(self.host.listen_addrs()), version=self.version)
-        env = seal(self.signer, self.config.network_id, HELLO, hello.to_body(), now=time.time())
+        env = seal(self.signer, self.config.network_id, HELLO, hello.to_body(), now=self._clock())
         return encode_envelope(env)
 
     def _accept_hello(self, peer_id: str, frame: bytes | None) -> None:
@@ -112,18 +115,18 @@ class Membership:
             raise NetworkMismatch(
                 f"peer is on network {env.network_id!r}, this node on {self.config.network_id!r}"
             )
-        self.guard.admit(env, time.time())
+        self.guard.admit(env, self._clock())
         hello = hello_from_envelope(env)
         known = peer_id in self.table
-        self.table.saw_hello(peer_id, hello.addrs, hello.version, time.time())
+        self.table.saw_hello(peer_id, hello.addrs, hello.version, self._clock())
         for listener in self.handshake_listeners:
             listener(peer_id)
         if not known:
             log.info("peer joined", extra={"peer": peer_id, "addrs": list(hello.addrs)})
             self._announce_now.set()
 
-    async def _answer_hello(self, stream: ByteStream) -> None:
-        peer_id = getattr(stream, "peer_id", "?")
+    async def _answer_hello(self, stream: Stream) -> None:
+        peer_id = stream.peer_id
         try:
             frame = await read_frame(stream, FrameDecoder(16 * 1024), timeout=HELLO_TIMEOUT_S)
             await write_frame(stream, self._hello_envelope(), timeout=HELLO_TIMEOUT_S)
@@ -152,10 +155,10 @@ class Membership:
             log.warning("handshake failed", extra={"peer": peer_id, "reason": reason})
         if isinstance(exc, ProtocolError):
             # Another network, or a peer that cannot sign or keep time: not worth a retry.
-            self.dialer.ban(peer_id, time.time())
+            self.dialer.ban(peer_id, self._clock())
             self.report_bad_message(peer_id, exc)
         else:
-            self.dialer.failed(peer_id, time.time())  # slow or gone: back off and retry
+            self.dialer.failed(peer_id, self._clock())  # slow or gone: back off and retry
         await self.host.disconnect(peer_id)
 
     def report_bad_message(self, peer_id: str, exc: ProtocolError) -> None:
@@ -171,43 +174,24 @@ class Membership:
 
     # ---- presence ----------------------------------------------------------------
 
-    def _decode_presence(self, data: bytes) -> tuple[Envelope, Presence]:
-        env = decode_envelope(data, max_size=MAX_PRESENCE_SIZE + 1024)
-        self.guard.check(env, time.time())
-        if env.type != PRESENCE:
-            raise ProtocolError(f"unexpected {env.type!r} on the presence topic")
-        return env, presence_from_envelope(env)
+    @property
+    def presence_received(self) -> int:
+        return self.presence_topic.accepted
 
-    def _validate_gossip(self, forwarder: Any, message: Any) -> bool:
-        # Runs before GossipSub forwards a message: invalid ones go no further.
-        try:
-            self._decode_presence(message.data)
-        except ProtocolError as exc:
-            self.report_bad_message(str(forwarder), exc)
-            return False
-        return True
+    @property
+    def presence_rejected(self) -> int:
+        return self.presence_topic.rejected_total
 
-    async def _listen_presence(self, subscription: Any) -> None:
-        while True:
-            message = await subscription.get()
-            try:
-                env, presence = self._decode_presence(message.data)
-                if env.sender == self.signer.peer_id:
-                    continue
-                self.guard.admit(env, time.time())
-            except ProtocolError as exc:
-                self.presence_rejected += 1
-                log.debug("presence rejected", extra={"reason": str(exc)})
-                continue
-            now = time.time()
-            self.presence_received += 1
-            self.latency_samples.append((now, (now - env.ts) * 1000, env.sender))
-            known = presence.peer_id in self.table
-            if self.table.saw_presence(presence, now) and not known:
-                log.info("peer discovered", extra={"peer": presence.peer_id})
-                # Answer a newcomer at once, so it learns the mesh in one round trip instead
-                # of one presence interval.
-                self._announce_now.set()
+    async def _on_presence(self, message: GossipMessage, signed: Signed[Presence]) -> None:
+        env, presence = signed.envelope, signed.value
+        now = self._clock()
+        self.latency_samples.append((now, (now - env.ts) * 1000, env.sender))
+        known = presence.peer_id in self.table
+        if self.table.saw_presence(presence, now) and not known:
+            log.info("peer discovered", extra={"peer": presence.peer_id})
+            # Answer a newcomer at once, so it learns the mesh in one round trip instead
+            # of one presence interval.
+            self._announce_now.set()
 
     def presence(self) -> Presence:
         self._seq += 1
@@ -224,12 +208,8 @@ class Membership:
     async def _announce_loop(self) -> None:
         interval = self.config.gossip.presence_interval_s
         while True:
-            body = self.presence().to_body()
-            env = seal(self.signer, self.config.network_id, PRESENCE, body, now=time.time())
-            try:
-                await self.host.publish(self._topic, encode_envelope(env))
-            except Exception as exc:  # py-libp2p's publish raises assorted errors
-                log.warning("presence publish failed", extra={"error": str(exc)})
+            await self.presence_topic.publish(
+                self._presence.seal(self.signer, self.presence().to_body()))
             self._announce_now = trio.Event()
             with trio.move_on_after(interval):
                 await self._announce_now.wait()
@@ -241,7 +221,7 @@ class Membership:
         try:
             await self.host.connect(peer_id, addrs, timeout=self.config.dial_timeout_s)
         except DialError as exc:
-            delay = self.dialer.failed(peer_id, time.time())
+            delay = self.dialer.failed(peer_id, self._clock())
             log.info("dial failed", extra={"peer": peer_id, "error": str(exc),
                                            "retry_in_s": round(delay, 1)})
         else:
@@ -254,7 +234,7 @@ class Membership:
                 connected=self.verified_connected(),
                 bootstrap=self._bootstrap,
                 self_id=self.signer.peer_id,
-                now=time.time(),
+                now=self._clock(),
             )
             for peer_id, addrs in picks:
                 nursery.start_soon(self._dial, peer_id, addrs)
@@ -263,10 +243,10 @@ class Membership:
     async def _ping_one(self, peer_id: str) -> None:
         try:
             rtt = await self.host.ping(peer_id, timeout=PING_TIMEOUT_S)
-        except Exception as exc:  # a failed ping is only a missing measurement
+        except DialError as exc:  # a failed ping is only a missing measurement
             log.debug("ping failed", extra={"peer": peer_id, "error": str(exc)})
         else:
-            self.table.saw_ping(peer_id, rtt, time.time())
+            self.table.saw_ping(peer_id, rtt, self._clock())
 
     async def _ping_loop(self) -> None:
         await trio.sleep(1.0)
@@ -279,7 +259,7 @@ class Membership:
     async def _expiry_loop(self) -> None:
         while True:
             await trio.sleep(1.0)
-            now = time.time()
+            now = self._clock()
             gone = self.table.expire(now, self.host.connected_peers())
             self.dialer.forget(gone, now)
             for peer_id in gone:
@@ -301,10 +281,11 @@ class Membership:
             return round(latencies[int(q * (len(latencies) - 1))], 3) if latencies else None
 
         return {
-            "topic": self._topic,
-            "topic_peers": self.host.topic_peers(self._topic),
+            "topic": self.presence_topic.topic,
+            "topic_peers": self.host.topic_peers(self.presence_topic.topic),
             "presence_received": self.presence_received,
             "presence_rejected": self.presence_rejected,
+            "presence": self.presence_topic.stats(),
             "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "samples": len(latencies)},
             "samples": [[t, round(ms, 3), sender] for t, ms, sender in samples],
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ import trio
 
 from bootstrap import parse_bootstrap
 from meshnode.config import NodeConfig
-from meshnode.node.host import MeshHost
+from meshnode.node.topics import EnvelopeCodec, Signed, SignedTopic
+from meshnode.node.transport import GossipMessage, Host
 from meshnode.trust.graph import Outcome, TrustGraph
-from protocols.envelope import Envelope, EnvelopeGuard, decode_envelope, encode_envelope, seal
+from protocols.envelope import EnvelopeGuard
 from protocols.errors import BadSignature, DecodeError, ProtocolError
 from protocols.peerid import Signer
 from protocols.presence import topic
@@ -37,24 +39,32 @@ def pre_trusted_peers(config: NodeConfig, self_id: str) -> set[str]:
 
 
 class TrustService:
-    def __init__(self, config: NodeConfig, host: MeshHost, signer: Signer) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        host: Host,
+        signer: Signer,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.host = host
         self.signer = signer
+        self._clock = clock
         self._path = Path(config.home) / TRUST_FILE
         self.graph = TrustGraph.load(self._path, self_id=signer.peer_id,
                                      pre_trusted=pre_trusted_peers(config, signer.peer_id))
         self.graph.compute_global()
-        self._guard = EnvelopeGuard(config.network_id, max_age_s=600.0)
-        self._topic = topic(config.network_id, "trust")
-        self.rejected = 0
+        self._codec = EnvelopeCodec(EnvelopeGuard(config.network_id, max_age_s=600.0), TRUST,
+                                    attestation_from_envelope, max_size=MAX_TRUST_SIZE + 1024,
+                                    clock=clock)
+        self.topic = SignedTopic(host, topic(config.network_id, "trust"), self._codec,
+                                 self_id=signer.peer_id, on_bad=self.bad_message)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.host.set_topic_validator(self._topic, self._validate)
-        subscription = await self.host.subscribe(self._topic)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._listen, subscription)
+                await nursery.start(self.topic.run, self._on_attestation)
                 nursery.start_soon(self._publish_loop)
                 nursery.start_soon(self._recompute_loop)
                 task_status.started()
@@ -62,51 +72,26 @@ class TrustService:
             with trio.CancelScope(shield=True):
                 await self._save()
 
-    def _decode(self, data: bytes) -> tuple[Envelope, TrustAttestation]:
-        env = decode_envelope(data, max_size=MAX_TRUST_SIZE + 1024)
-        self._guard.check(env, time.time())
-        if env.type != TRUST:
-            raise ProtocolError(f"unexpected {env.type!r} on the trust topic")
-        return env, attestation_from_envelope(env)
-
-    def _validate(self, forwarder: Any, message: Any) -> bool:
-        try:
-            self._decode(message.data)
-        except ProtocolError as exc:
-            self.bad_message(str(forwarder), exc)
-            return False
-        return True
-
     def bad_message(self, peer_id: str, exc: ProtocolError) -> None:
         """Evidence against the peer that delivered a malformed or badly signed message; a
         stale or replayed one may have been relayed in good faith and does not count."""
         if isinstance(exc, BadSignature):
-            self.graph.record(peer_id, Outcome.BAD_SIGNATURE, now=time.time())
+            self.graph.record(peer_id, Outcome.BAD_SIGNATURE, now=self._clock())
         elif isinstance(exc, DecodeError):
-            self.graph.record(peer_id, Outcome.MALFORMED, now=time.time())
+            self.graph.record(peer_id, Outcome.MALFORMED, now=self._clock())
 
-    async def _listen(self, subscription: Any) -> None:
-        while True:
-            message = await subscription.get()
-            try:
-                env, attestation = self._decode(message.data)
-                if env.sender == self.signer.peer_id:
-                    continue
-                self._guard.admit(env, time.time())
-            except ProtocolError as exc:
-                self.rejected += 1
-                log.debug("attestation rejected", extra={"reason": str(exc)})
-                continue
-            self.graph.accept_attestation(attestation, time.time())
+    @property
+    def rejected(self) -> int:
+        return self.topic.rejected_total
+
+    async def _on_attestation(
+        self, message: GossipMessage, signed: Signed[TrustAttestation]
+    ) -> None:
+        self.graph.accept_attestation(signed.value, self._clock())
 
     async def publish(self) -> None:
-        now = time.time()
-        body = self.graph.attestation(now).to_body()
-        env = seal(self.signer, self.config.network_id, TRUST, body, now=now)
-        try:
-            await self.host.publish(self._topic, encode_envelope(env))
-        except Exception as exc:  # py-libp2p's publish raises assorted errors
-            log.warning("trust publish failed", extra={"error": str(exc)})
+        body = self.graph.attestation(self._clock()).to_body()
+        await self.topic.publish(self._codec.seal(self.signer, body))
 
     async def _publish_loop(self) -> None:
         while True:
@@ -127,4 +112,5 @@ class TrustService:
                                                        "error": str(exc)})
 
     def snapshot(self) -> dict[str, Any]:
-        return {**self.graph.snapshot(), "attestations_rejected": self.rejected}
+        return {**self.graph.snapshot(), "attestations_rejected": self.rejected,
+                "attestations": self.topic.stats()}
