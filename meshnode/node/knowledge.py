@@ -20,11 +20,13 @@ from typing import Any
 import trio
 from libp2p.peer.id import ID
 
+from memory.errors import MemoryStoreError
 from memory.ingest import IngestManifest, IngestReport, ingest
 from memory.replication import AnnouncementStatus, ReplicationError, Replicator
 from memory.store import MemoryStore
 from meshnode.config import NodeConfig
 from meshnode.errors import MeshnodeError
+from meshnode.node.faults import Faults
 from meshnode.node.host import DialError, MeshHost
 from meshnode.node.membership import Membership
 from meshnode.node.streams import ByteStream
@@ -53,6 +55,8 @@ class KnowledgeService:
         membership: Membership,
         signer: Signer,
         store: MemoryStore,
+        *,
+        faults: Faults | None = None,
     ) -> None:
         self.config = config
         self.host = host
@@ -66,6 +70,7 @@ class KnowledgeService:
         self._wanted: set[str] = set()
         self._sync_send, self._sync_receive = trio.open_memory_channel[str](1024)
         self.announcements_rejected = 0
+        self.faults = faults if faults is not None else Faults()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if not self.replicating:
@@ -100,18 +105,23 @@ class KnowledgeService:
     async def _sync_worker(self) -> None:
         async for peer_id in self._sync_receive:
             self._wanted.discard(peer_id)
-            try:
-                async with self.host.open_stream(
-                    peer_id, MEMSYNC_PROTOCOL, timeout=STREAM_TIMEOUT_S
-                ) as stream:
-                    result = await self.replicator.sync_with(peer_id, stream)
-            except (DialError, ReplicationError) as exc:
-                log.info("memory sync failed", extra={"peer": peer_id, "error": str(exc)})
-                continue
-            if result.pulled or result.rejected:
-                log.info("memory synced", extra={"peer": peer_id, "pulled": result.pulled,
-                                                 "rejected": result.rejected,
-                                                 "duration_s": round(result.duration_s, 3)})
+            # One sync failing in a way nobody listed must not stop the worker (or the node).
+            with self.faults.contained("memory sync", peer=peer_id):
+                await self._sync(peer_id)
+
+    async def _sync(self, peer_id: str) -> None:
+        try:
+            async with self.host.open_stream(
+                peer_id, MEMSYNC_PROTOCOL, timeout=STREAM_TIMEOUT_S
+            ) as stream:
+                result = await self.replicator.sync_with(peer_id, stream)
+        except (DialError, ReplicationError) as exc:
+            log.info("memory sync failed", extra={"peer": peer_id, "error": str(exc)})
+            return
+        if result.pulled or result.rejected:
+            log.info("memory synced", extra={"peer": peer_id, "pulled": result.pulled,
+                                             "rejected": result.rejected,
+                                             "duration_s": round(result.duration_s, 3)})
 
     async def _periodic_sync(self) -> None:
         while True:
@@ -136,7 +146,12 @@ class KnowledgeService:
             sender = ID(message.from_id).to_base58()
             if sender == self.signer.peer_id:
                 continue
-            outcome = await self.replicator.on_announcement(sender, message.data)
+            try:
+                outcome = await self.replicator.on_announcement(sender, message.data)
+            except MemoryStoreError as exc:  # the store or its embedder failing: a later
+                # sync brings the record, so only this message is lost
+                self.faults.record("memory announcement", exc, expected=True, peer=sender)
+                continue
             if outcome.status is AnnouncementStatus.GAP:
                 # Only authors announce, so the sender holds everything we miss; if it is not
                 # a direct neighbour, any neighbour that kept up will do.
