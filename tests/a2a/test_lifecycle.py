@@ -156,7 +156,7 @@ async def test_a_late_progress_report_does_not_undo_a_cancel() -> None:
         store.cancel(run.task.id)
         with trio.CancelScope(shield=True):  # the report races the cancel
             await run.working("asking python-expert")
-        await trio.sleep(0)  # the cancel lands here
+        await trio.lowlevel.checkpoint()  # the cancel lands here
     assert store.get(run.task.id).status.state == TaskState.CANCELED
     assert listener.states() == ["submitted", "working", "canceled final"]
 

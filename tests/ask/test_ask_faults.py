@@ -136,7 +136,7 @@ async def test_the_deadline_covers_relevance_scoring_and_abandons_the_embedder()
     embedder.hang_from_call = 1
     asker, _, _ = _node(embedder)
     try:
-        with pytest.raises(AskError, match="deadline of 0.5 s passed while scoring relevance"):
+        with pytest.raises(AskError, match=r"deadline of 0\.5 s passed while scoring relevance"):
             await asker.ask(QUESTION, timeout=0.5)
         # The ask did not wait for the embedder: its thread is still in the call.
         assert embedder.hung_calls_finished == 0
@@ -147,7 +147,7 @@ async def test_the_deadline_covers_relevance_scoring_and_abandons_the_embedder()
 async def test_the_deadline_covers_the_quality_check() -> None:
     embedder = Embedder()
     embedder.hang_from_call = 2  # relevance is scored; the answer's quality check hangs
-    asker, mesh, _ = _node(embedder)
+    asker, _, _ = _node(embedder)
     try:
         with pytest.raises(AskError, match="passed while asking agents and checking"):
             await asker.ask(QUESTION, timeout=2.0)
