@@ -15,8 +15,9 @@ import trio
 from memory.embedders import HashingEmbedder
 from memory.errors import EmbedderError
 from meshnode.a2a.lifecycle import TaskStore
-from meshnode.a2a.tasks import TaskService
+from meshnode.a2a.tasks import AGENT_KEY, TaskService
 from meshnode.agents.answering import Answer
+from meshnode.agents.llm import LLMError
 from meshnode.agents.specs import AgentSpec, SkillSpec
 from meshnode.api.mesh_agent import TIMEOUT_KEY, MeshA2A
 from meshnode.ask.asker import Asker, AskError
@@ -25,7 +26,16 @@ from meshnode.config import RoutingSettings
 from meshnode.node.faults import Faults
 from meshnode.node.peers import PeerTable
 from meshnode.trust.graph import TrustGraph
-from protocols.a2a import Message, StreamEvent, TaskState, TaskStatusUpdateEvent, TextPart
+from protocols.a2a import (
+    CancelTask,
+    GetTask,
+    ListTasks,
+    Message,
+    StreamEvent,
+    TaskState,
+    TaskStatusUpdateEvent,
+    TextPart,
+)
 from protocols.peerid import Signer
 
 SPEC = AgentSpec(
@@ -175,3 +185,58 @@ async def test_a_failing_quality_check_leaves_the_answer_unrated() -> None:
     # that answered), unrated, so not taken.
     assert "milvus-expert: completed quality check failed" in str(failed.value)
     assert faults.counts() == {"embedder": 1}
+
+
+class BrokenAnswerer(EchoAnswerer):
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def answer(self, spec: AgentSpec, question: str, *, deadline_s: float) -> Answer:
+        raise self.error
+
+
+async def test_an_agent_that_raises_fails_its_task_and_is_counted() -> None:
+    asker, _, faults = _node(Embedder())
+    for error, where in ((RuntimeError("a bug in answering"), "a2a task"),
+                         (LLMError("rate_limited", "the LLM is rate limiting us"), "llm")):
+        asker.tasks.answerer = BrokenAnswerer(error)
+        message = Message(role="user", parts=(TextPart(QUESTION),), message_id="q",
+                          metadata={AGENT_KEY: SPEC.name})
+        task = await asker.tasks.run_task(message)
+        assert task.status.state == TaskState.FAILED
+        assert task.status.message is not None and str(error) in task.status.message.text
+        assert faults.counts()[where] == 1
+
+
+async def test_a_mesh_ask_can_be_canceled_while_agents_work() -> None:
+    embedder = Embedder()
+    asker, mesh, _ = _node(embedder)
+    asked = trio.Event()
+
+    class SlowAnswerer(EchoAnswerer):
+        async def answer(self, spec: AgentSpec, question: str, *, deadline_s: float) -> Answer:
+            asked.set()
+            await trio.sleep_forever()
+            raise AssertionError("unreachable")
+
+    asker.tasks.answerer = SlowAnswerer()
+    events: list[StreamEvent] = []
+    streamed = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(mesh.run)
+
+        async def ask() -> None:
+            events.extend(await _stream(mesh, _question()))
+            streamed.set()
+
+        nursery.start_soon(ask)
+        await asked.wait()
+        ask_id = next(t.id for t in await mesh.list_tasks(ListTasks())
+                      if t.history[0].message_id == "q")
+        canceled = await mesh.cancel_task(CancelTask(ask_id))
+        assert canceled.status.state == TaskState.CANCELED
+        with trio.fail_after(10):
+            await streamed.wait()
+        nursery.cancel_scope.cancel()
+    assert _final(events).status.state == TaskState.CANCELED
+    assert (await mesh.get_task(GetTask(ask_id))).status.state == TaskState.CANCELED
