@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import socket
@@ -11,10 +12,12 @@ from typing import Any
 
 import pytest
 
-from meshnode import cli
 from meshnode.cli.main import main
 from meshnode.cli.output import render_table
 from meshnode.node.home import load_signer, write_runtime
+
+#: The module (meshnode.cli re-exports its main function under the same name).
+cli = importlib.import_module("meshnode.cli.main")
 
 SUBCOMMANDS = ["init", "start", "status", "peers"]
 
@@ -225,6 +228,18 @@ def test_status_human(
     # Values start in one column, two spaces after the longest label ("listening").
     labels = [re.match(r"\S+(?: \S+)*? {2,}", line) for line in lines]
     assert {m.end() if m else None for m in labels} == {len("listening") + 2}
+
+
+def test_status_human_shows_contained_faults(
+    fake_daemon: type[FakeClient], home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_daemon.responses["/v1/status"] = {**STATUS, "faults": {}}
+    assert main(["status", "--home", str(home)]) == 0
+    assert "faults" not in capsys.readouterr().out
+    fake_daemon.responses["/v1/status"] = {**STATUS, "faults": {"embedder": 2, "hello": 1}}
+    assert main(["status", "--home", str(home)]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("faults")]
+    assert line.split(None, 1)[1] == "embedder: 2, hello: 1"
 
 
 def test_status_json(
