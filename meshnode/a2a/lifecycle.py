@@ -139,7 +139,9 @@ class TaskStore:
                     raise RuntimeError("the task's work ended without a final state")
             except Exception as exc:
                 self.faults.record(where, exc, task=task.id)
-                await run.fail(f"internal error: {exc or type(exc).__name__}")
+                # The reason may go to a peer: the details stay in this node's log.
+                await run.fail(f"internal error ({type(exc).__name__}); the details are in "
+                               "the log of the node that ran the task")
             except BaseException:
                 run.stopped()
                 raise

@@ -4,7 +4,8 @@ Candidates are every agent this node knows (its own and those in presence cards)
 skill relevance x trust x load x latency (meshnode.ask.policy). They are asked in waves, a few
 in parallel, each wave within what is left of the deadline; the answer with the best
 quality x trust wins, and each outcome becomes trust evidence. Every step is kept for
-``meshnode ask --explain``.
+``meshnode ask --explain``. One deadline covers the whole ask: relevance scoring, the waves
+and the quality checks of their answers.
 """
 
 from __future__ import annotations

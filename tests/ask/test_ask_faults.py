@@ -197,14 +197,17 @@ class BrokenAnswerer(EchoAnswerer):
 
 async def test_an_agent_that_raises_fails_its_task_and_is_counted() -> None:
     asker, _, faults = _node(Embedder())
-    for error, where in ((RuntimeError("a bug in answering"), "a2a task"),
-                         (LLMError("rate_limited", "the LLM is rate limiting us"), "llm")):
+    for error, where, reason in (
+        # An unexpected error: its type only (the reason may go to a peer; details are logged).
+        (RuntimeError("a bug in answering"), "a2a task", "internal error (RuntimeError)"),
+        (LLMError("rate_limited", "the LLM is rate limiting us"), "llm", "rate limiting us"),
+    ):
         asker.tasks.answerer = BrokenAnswerer(error)
         message = Message(role="user", parts=(TextPart(QUESTION),), message_id="q",
                           metadata={AGENT_KEY: SPEC.name})
         task = await asker.tasks.run_task(message)
         assert task.status.state == TaskState.FAILED
-        assert task.status.message is not None and str(error) in task.status.message.text
+        assert task.status.message is not None and reason in task.status.message.text
         assert faults.counts()[where] == 1
 
 
