@@ -267,7 +267,10 @@ class MemoryStore:
             raise MemoryStoreError(f"invalid kind filter {kind!r}")
         if len(query) > MAX_TEXT_BYTES:
             raise MemoryStoreError(f"a query is limited to {MAX_TEXT_BYTES} characters")
-        (vector,) = await self._run(self._embed, [query])
+        # Unlike a Milvus call, an embedding touches nothing the store closes: a caller's
+        # deadline may abandon it (the thread keeps its limiter token until it ends).
+        (vector,) = await trio.to_thread.run_sync(self._embed, [query], limiter=self._limiter,
+                                                  abandon_on_cancel=True)
 
         def search_all() -> list[SearchHit]:
             return [

@@ -20,6 +20,7 @@ from memory.embedders import Embedder, embedder_from_config
 from memory.errors import MemoryStoreError
 from memory.store import MemoryStore
 from meshnode import __version__
+from meshnode.a2a.lifecycle import TaskStore
 from meshnode.a2a.tasks import TaskService
 from meshnode.agents.answering import Answerer
 from meshnode.agents.llm import LLMClient
@@ -31,6 +32,7 @@ from meshnode.ask.asker import Asker
 from meshnode.ask.relevance import SkillIndex
 from meshnode.config import MemorySettings, NodeConfig
 from meshnode.errors import ConfigError, MeshnodeError
+from meshnode.node.faults import Faults
 from meshnode.node.home import clear_runtime, load_private_key, load_token, write_runtime
 from meshnode.node.host import MeshHost
 from meshnode.node.knowledge import KnowledgeService
@@ -98,21 +100,24 @@ class NodeServices:
         llm: LLMClient | None,
         *,
         clock: Callable[[], float] = time.time,
+        faults: Faults | None = None,
     ) -> NodeServices:
+        faults = faults if faults is not None else Faults()
+        task_store = TaskStore(faults=faults)
         tasks: TaskService | None = None
         membership = Membership(
             config, host, signer, version=__version__,
             agent_cards=lambda: [card_to_wire(c) for c in tasks.cards()] if tasks else [],
-            load=lambda: float(len(tasks.running)) if tasks else 0.0,
-            clock=clock,
+            load=lambda: float(task_store.running()),
+            clock=clock, faults=faults,
         )
-        knowledge = KnowledgeService(config, host, membership, signer, store)
+        knowledge = KnowledgeService(config, host, membership, signer, store, faults=faults)
         tasks = TaskService(host, config.agents, Answerer(store, llm), knowledge,
-                            version=__version__)
+                            version=__version__, store=task_store)
         trust = TrustService(config, host, signer, clock=clock)
         membership.bad_message_listeners.append(trust.bad_message)
         asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
-                      trust.graph, settings=config.routing)
+                      trust.graph, settings=config.routing, faults=faults)
         tasks.forwarder = asker.answer_forwarded
         mesh = MeshA2A(asker, tasks, network_id=config.network_id, version=__version__)
         return cls(membership, knowledge, tasks, trust, asker, mesh)
@@ -136,6 +141,8 @@ class Node:
         self._token = load_token(config.home)
         self._started = time.monotonic()
         self.api_url = ""
+        #: The faults contained in this node's services, by where (shown by /v1/status).
+        self.faults = Faults()
 
     async def run(
         self, shutdown: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -148,14 +155,17 @@ class Node:
             token=config.memory.token or None,
         )
         llm = LLMClient(config.llm) if config.llm.configured else None
+        faults = self.faults
         async with (
             store,
-            MeshHost(self._key, listen=list(config.listen), gossip=config.gossip, psk=psk) as host,
+            MeshHost(self._key, listen=list(config.listen), gossip=config.gossip, psk=psk,
+                     faults=faults) as host,
         ):
-            services = NodeServices.build(config, host, self.signer, store, embedder, llm)
+            services = NodeServices.build(config, host, self.signer, store, embedder, llm,
+                                          faults=faults)
             app = ApiApp(self._token)
             add_node_routes(app, config, services.membership,
-                            lambda: time.monotonic() - self._started, lambda: self.api_url)
+                            lambda: time.monotonic() - self._started, lambda: self.api_url, faults)
             add_memory_routes(app, services.knowledge)
             add_agent_routes(app, services.mesh, services.asker, services.trust)
             add_a2a_routes(app, services.mesh, require_token=not config.public_a2a)

@@ -8,15 +8,14 @@ a task runs inside the stream handler, so an asker that goes away cancels it.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
 import trio
 
+from meshnode.a2a.lifecycle import Emit, TaskRun, TaskStore, no_emit
 from meshnode.agents.answering import AgentError, Answer, Answerer
 from meshnode.agents.llm import LLMError
 from meshnode.agents.specs import AgentSpec
@@ -28,9 +27,6 @@ from protocols.a2a import (
     A2A_PROTOCOL,
     INVALID_PARAMS,
     INVALID_REQUEST,
-    TASK_NOT_CANCELABLE,
-    TASK_NOT_FOUND,
-    TERMINAL_STATES,
     A2AError,
     AgentCapabilities,
     AgentCard,
@@ -48,9 +44,6 @@ from protocols.a2a import (
     SendStreamingMessage,
     StreamEvent,
     Task,
-    TaskArtifactUpdateEvent,
-    TaskState,
-    TaskStatus,
     TaskStatusUpdateEvent,
     TextPart,
     apply_history_length,
@@ -61,8 +54,6 @@ from protocols.a2a import (
     encode_event,
     encode_request,
     encode_result,
-    transition,
-    with_artifact,
 )
 from protocols.codec import FrameDecoder
 from protocols.errors import ProtocolError
@@ -72,7 +63,6 @@ REQUEST_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 10.0
 MAX_TASK_S = 300.0
 DEFAULT_TASK_S = 60.0
-KEPT_TASKS = 1000
 #: Message metadata keys of meshnode's own A2A extension.
 AGENT_KEY = "meshnode/agent"
 DEADLINE_KEY = "meshnode/deadline_s"
@@ -81,7 +71,6 @@ ASKER_KEY = "meshnode/asker"
 FORWARD_KEY = "meshnode/forward"
 MAX_VISITED = 64
 
-Emit = Callable[[StreamEvent], Awaitable[None]]
 #: Answers a forwarded question through this node's own routing: (question, hops,
 #: visited, deadline) -> the answer data of whichever agent answered.
 Forwarder = Callable[[str, int, frozenset[str], float], Awaitable[dict[str, Any]]]
@@ -120,10 +109,6 @@ def answer_data(answer: Answer, *, agent: str, peer: str) -> dict[str, Any]:
     return {"agent": agent, "peer": peer, **answer.to_dict()}
 
 
-async def _no_emit(_: StreamEvent) -> None:
-    pass
-
-
 def _deadline(message: Message) -> float:
     deadline = message.metadata.get(DEADLINE_KEY, DEFAULT_TASK_S)
     if isinstance(deadline, bool) or not isinstance(deadline, int | float):
@@ -140,6 +125,7 @@ class TaskService:
         knowledge: KnowledgeService,
         *,
         version: str,
+        store: TaskStore | None = None,
     ) -> None:
         self.host = host
         self.specs = {spec.name: spec for spec in specs}
@@ -148,9 +134,8 @@ class TaskService:
         self.version = version
         self.peer_id = knowledge.signer.peer_id
         self.forwarder: Forwarder | None = None
-        self._tasks: OrderedDict[str, Task] = OrderedDict()
-        #: Cancel scopes of the tasks still running here (local agents and mesh asks).
-        self.running: dict[str, trio.CancelScope] = {}
+        #: This node's tasks: its agents' and (through MeshA2A) the mesh asks made here.
+        self.store = store if store is not None else TaskStore()
 
     def cards(self) -> list[AgentCard]:
         return [agent_card(spec, version=self.version) for spec in self.specs.values()]
@@ -167,41 +152,6 @@ class TaskService:
     def serve(self) -> None:
         self.host.set_stream_handler(A2A_PROTOCOL, self._serve)
 
-    # ---- the task store ------------------------------------------------------------
-
-    def keep(self, task: Task) -> Task:
-        self._tasks[task.id] = task
-        self._tasks.move_to_end(task.id)
-        while len(self._tasks) > KEPT_TASKS:
-            oldest = next(iter(self._tasks))
-            if oldest in self.running:  # never forget a running task
-                break
-            del self._tasks[oldest]
-        return task
-
-    def get(self, task_id: str) -> Task:
-        task = self._tasks.get(task_id)
-        if task is None:
-            raise A2AError(TASK_NOT_FOUND, f"no task {task_id} on this node")
-        return task
-
-    def list(self, op: ListTasks) -> tuple[Task, ...]:
-        tasks = [
-            apply_history_length(t, op.history_length)
-            for t in reversed(self._tasks.values())
-            if (op.context_id is None or t.context_id == op.context_id)
-            and (op.state is None or t.status.state == op.state)
-        ]
-        return tuple(tasks[: op.page_size])
-
-    def cancel(self, task_id: str) -> Task:
-        task = self.get(task_id)
-        scope = self.running.get(task_id)
-        if scope is None or task.status.state in TERMINAL_STATES:
-            raise A2AError(TASK_NOT_CANCELABLE, f"task {task_id} is {task.status.state}")
-        scope.cancel()
-        return self.keep(transition(task, TaskState.CANCELED, now=time.time()))
-
     # ---- running a task ------------------------------------------------------------
 
     def _agent_for(self, message: Message) -> AgentSpec | None:
@@ -210,64 +160,62 @@ class TaskService:
             return self.specs.get(name)
         return next(iter(self.specs.values())) if len(self.specs) == 1 else None
 
-    async def run_task(self, message: Message, emit: Emit = _no_emit) -> Task:
-        """Answer ``message`` as the agent it names; every state change goes to ``emit``."""
-        now = time.time()
-        task = self.keep(Task(
-            id=str(uuid.uuid4()), context_id=message.context_id or str(uuid.uuid4()),
-            status=TaskStatus(TaskState.SUBMITTED, timestamp=now), history=(message,),
-        ))
-        await emit(task)
+    async def run_task(self, message: Message, emit: Emit = no_emit) -> Task:
+        """Answer ``message`` as the agent it names; every state change goes to ``emit``.
+
+        Never raises for a failure of the work (the task fails instead); A2AError for a
+        malformed forward marker, before any task exists.
+        """
         forward = forward_params(message)
-        if forward is not None and AGENT_KEY not in message.metadata:
-            return await self._forwarded(task, message, forward, emit)
+        async with self.store.run(message, emit, where="a2a task") as run:
+            if forward is not None and AGENT_KEY not in message.metadata:
+                await self._forwarded(run, message, forward)
+            else:
+                await self._answer(run, message)
+        return run.task
+
+    async def _answer(self, run: TaskRun, message: Message) -> None:
         spec = self._agent_for(message)
         if spec is None or not message.text.strip():
-            reason = ("the message has no text" if spec is not None else
-                      f"this node hosts no agent {message.metadata.get(AGENT_KEY)!r}")
-            return await self._finish(task, TaskState.REJECTED, reason, emit)
-        deadline = _deadline(message)
-        task = self.keep(transition(task, TaskState.WORKING, now=time.time()))
-        await emit(TaskStatusUpdateEvent(task.id, task.context_id, task.status))
-        with trio.CancelScope() as scope:
-            self.running[task.id] = scope
-            try:
-                answer = await self.answerer.answer(spec, message.text, deadline_s=deadline)
-            except (LLMError, AgentError) as exc:
-                return await self._finish(task, TaskState.FAILED, f"{spec.name}: {exc}", emit)
-            finally:
-                del self.running[task.id]
-        if scope.cancelled_caught:
-            return self.get(task.id)  # cancel() already recorded it
-        artifact = Artifact(
+            await run.reject("the message has no text" if spec is not None else
+                             f"this node hosts no agent {message.metadata.get(AGENT_KEY)!r}")
+            return
+        await run.working()
+        try:
+            answer = await self.answerer.answer(spec, message.text,
+                                                deadline_s=_deadline(message))
+        except LLMError as exc:
+            if exc.kind != "timeout":
+                self.store.faults.record("llm", exc, expected=True, agent=spec.name)
+            await run.fail(f"{spec.name}: {exc}")
+            return
+        except AgentError as exc:
+            if exc.kind == "memory":
+                self.store.faults.record("memory", exc, expected=True, agent=spec.name)
+            await run.fail(f"{spec.name}: {exc}")
+            return
+        await run.complete(Artifact(
             artifact_id=str(uuid.uuid4()), name="answer",
             parts=(TextPart(answer.text),
                    DataPart(answer_data(answer, agent=spec.name, peer=self.peer_id))),
-        )
-        task = self.keep(with_artifact(task, artifact))
-        await emit(TaskArtifactUpdateEvent(task.id, task.context_id, artifact, last_chunk=True))
-        task = await self._finish(task, TaskState.COMPLETED, None, emit)
-        await self._record(spec, message, answer, task.id)  # after the asker has its answer
-        return task
+        ))
+        await self._record(spec, message, answer, run.task.id)  # after the asker has it
 
     async def _forwarded(
-        self, task: Task, message: Message, forward: tuple[int, frozenset[str]], emit: Emit
-    ) -> Task:
+        self, run: TaskRun, message: Message, forward: tuple[int, frozenset[str]]
+    ) -> None:
         if self.forwarder is None or not message.text.strip():
-            return await self._finish(task, TaskState.REJECTED, "this node does not forward",
-                                      emit)
-        task = self.keep(transition(task, TaskState.WORKING, now=time.time()))
-        await emit(TaskStatusUpdateEvent(task.id, task.context_id, task.status))
+            await run.reject("this node does not forward")
+            return
+        await run.working()
         hops, visited = forward
         try:
             data = await self.forwarder(message.text, hops, visited, _deadline(message))
         except MeshnodeError as exc:
-            return await self._finish(task, TaskState.FAILED, str(exc), emit)
-        artifact = Artifact(artifact_id=str(uuid.uuid4()), name="answer",
-                            parts=(TextPart(str(data.get("text", ""))), DataPart(data)))
-        task = self.keep(with_artifact(task, artifact))
-        await emit(TaskArtifactUpdateEvent(task.id, task.context_id, artifact, last_chunk=True))
-        return await self._finish(task, TaskState.COMPLETED, None, emit)
+            await run.fail(str(exc))
+            return
+        await run.complete(Artifact(artifact_id=str(uuid.uuid4()), name="answer",
+                                    parts=(TextPart(str(data.get("text", ""))), DataPart(data))))
 
     async def _record(
         self, spec: AgentSpec, message: Message, answer: Answer, task_id: str
@@ -282,18 +230,6 @@ class TaskService:
         except Exception as exc:  # the answer stands even if history cannot be written
             log.warning("could not record the exchange", extra={"task": task_id,
                                                                "error": str(exc)})
-
-    async def _finish(self, task: Task, state: TaskState, reason: str | None, emit: Emit) -> Task:
-        message = None
-        if reason is not None:
-            message = Message(role="agent", parts=(TextPart(reason),),
-                              message_id=str(uuid.uuid4()), context_id=task.context_id,
-                              task_id=task.id)
-        task = self.keep(transition(task, state, message=message, now=time.time()))
-        await emit(TaskStatusUpdateEvent(task.id, task.context_id, task.status, final=True))
-        if reason is not None:
-            log.info("task ended", extra={"task": task.id, "state": str(state), "reason": reason})
-        return task
 
     # ---- the stream protocol --------------------------------------------------------
 
@@ -330,11 +266,11 @@ class TaskService:
             task = await self.run_task(op.message)
             result: Any = apply_history_length(task, op.history_length)
         elif isinstance(op, GetTask):
-            result = apply_history_length(self.get(op.task_id), op.history_length)
+            result = apply_history_length(self.store.get(op.task_id), op.history_length)
         elif isinstance(op, ListTasks):
-            result = self.list(op)
+            result = self.store.list(op)
         elif isinstance(op, CancelTask):
-            result = self.cancel(op.task_id)
+            result = self.store.cancel(op.task_id)
         elif isinstance(op, GetAgentCard):
             result = self.node_card()
         else:

@@ -9,14 +9,14 @@ this service's nursery, so no cancel scope crosses a ``yield``.
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
 
 import trio
 
+from meshnode.a2a.lifecycle import Emit, TaskRun, no_emit
 from meshnode.a2a.tasks import AGENT_KEY, TaskService
 from meshnode.ask.asker import Asker, AskError
 from protocols.a2a import (
@@ -33,25 +33,11 @@ from protocols.a2a import (
     SendStreamingMessage,
     StreamEvent,
     Task,
-    TaskArtifactUpdateEvent,
-    TaskState,
-    TaskStatusUpdateEvent,
     TextPart,
-    transition,
-    with_artifact,
-)
-from protocols.a2a import (
-    TaskStatus as A2ATaskStatus,
 )
 
 DEFAULT_TIMEOUT_S = 60.0
 TIMEOUT_KEY = "meshnode/timeout_s"
-Emit = Callable[[StreamEvent], Awaitable[None]]
-
-
-def _agent_message(task: Task, text: str) -> Message:
-    return Message(role="agent", parts=(TextPart(text),), message_id=str(uuid.uuid4()),
-                   context_id=task.context_id, task_id=task.id)
 
 
 def _describe(progress: dict[str, Any]) -> str:
@@ -69,6 +55,8 @@ class MeshA2A:
     def __init__(self, asker: Asker, tasks: TaskService, *, network_id: str, version: str) -> None:
         self.asker = asker
         self.tasks = tasks
+        #: Mesh asks are tasks of this node like its agents' ones: one store, one lifecycle.
+        self.store = tasks.store
         self.network_id = network_id
         self.version = version
         self._nursery: trio.Nursery | None = None
@@ -101,13 +89,13 @@ class MeshA2A:
         return self.stream(op.message)
 
     async def get_task(self, op: GetTask) -> Task:
-        return self.tasks.get(op.task_id)
+        return self.store.get(op.task_id)
 
     async def list_tasks(self, op: ListTasks) -> tuple[Task, ...]:
-        return self.tasks.list(op)
+        return self.store.list(op)
 
     async def cancel_task(self, op: CancelTask) -> Task:
-        return self.tasks.cancel(op.task_id)
+        return self.store.cancel(op.task_id)
 
     # ---- running a question --------------------------------------------------------
 
@@ -128,56 +116,34 @@ class MeshA2A:
 
             await self.run_question(message, emit)
 
-    async def run_question(self, message: Message, emit: Emit | None = None) -> Task:
-        async def ignore(_: StreamEvent) -> None:
-            pass
+    async def run_question(self, message: Message, emit: Emit = no_emit) -> Task:
+        async with self.store.run(message, emit, where="mesh ask") as run:
+            if not message.text.strip():
+                await run.reject("the message has no text")
+            else:
+                await self._route(run, message)
+        return run.task
 
-        emit = emit or ignore
-        task = self.tasks.keep(Task(
-            id=str(uuid.uuid4()), context_id=message.context_id or str(uuid.uuid4()),
-            status=A2ATaskStatus(TaskState.SUBMITTED, timestamp=time.time()), history=(message,),
-        ))
-        await emit(task)
-        if not message.text.strip():
-            return await self._end(task, TaskState.REJECTED, "the message has no text", emit)
-        task = self.tasks.keep(transition(task, TaskState.WORKING, now=time.time()))
-        await emit(TaskStatusUpdateEvent(task.id, task.context_id, task.status))
+    async def _route(self, run: TaskRun, message: Message) -> None:
+        await run.working()
 
         async def progress(update: dict[str, Any]) -> None:
-            status = A2ATaskStatus(TaskState.WORKING, _agent_message(task, _describe(update)),
-                                   time.time())
-            await emit(TaskStatusUpdateEvent(task.id, task.context_id, status,
-                                             metadata={"meshnode/progress": update}))
+            await run.working(_describe(update), {"meshnode/progress": update})
 
         agent = message.metadata.get(AGENT_KEY)
         timeout = message.metadata.get(TIMEOUT_KEY, DEFAULT_TIMEOUT_S)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             timeout = DEFAULT_TIMEOUT_S
-        result: dict[str, Any] | None = None
-        with trio.CancelScope() as scope:
-            self.tasks.running[task.id] = scope
-            try:
-                result = await self.asker.ask(
-                    message.text, agent=agent if isinstance(agent, str) else None,
-                    timeout=float(timeout), progress=progress,
-                )
-            except AskError as exc:
-                return await self._end(task, TaskState.FAILED, str(exc), emit)
-            finally:
-                del self.tasks.running[task.id]
-        if result is None:  # cancelled through CancelTask, which recorded it
-            return self.tasks.get(task.id)
+        try:
+            result = await self.asker.ask(
+                message.text, agent=agent if isinstance(agent, str) else None,
+                timeout=float(timeout), progress=progress,
+            )
+        except AskError as exc:
+            await run.fail(str(exc))
+            return
         answer = result["answer"]
-        artifact = Artifact(
+        await run.complete(Artifact(
             artifact_id=str(uuid.uuid4()), name="answer",
             parts=(TextPart(str(answer.get("text", ""))), DataPart(result)),
-        )
-        task = self.tasks.keep(with_artifact(task, artifact))
-        await emit(TaskArtifactUpdateEvent(task.id, task.context_id, artifact, last_chunk=True))
-        return await self._end(task, TaskState.COMPLETED, None, emit)
-
-    async def _end(self, task: Task, state: TaskState, reason: str | None, emit: Emit) -> Task:
-        message = _agent_message(task, reason) if reason else None
-        task = self.tasks.keep(transition(task, state, message=message, now=time.time()))
-        await emit(TaskStatusUpdateEvent(task.id, task.context_id, task.status, final=True))
-        return task
+        ))

@@ -14,6 +14,7 @@ from meshnode.api.app import ApiApp, HttpError, Request, StreamingResponse
 from meshnode.api.mesh_agent import TIMEOUT_KEY, MeshA2A
 from meshnode.ask.asker import Asker, AskError
 from meshnode.config import NodeConfig
+from meshnode.node.faults import Faults
 from meshnode.node.knowledge import KnowledgeError, KnowledgeService
 from meshnode.node.membership import Membership
 from meshnode.trust.service import TrustService
@@ -33,7 +34,7 @@ MAX_IMPORT_BATCH = 1000
 
 def add_node_routes(
     app: ApiApp, config: NodeConfig, membership: Membership, uptime: Callable[[], float],
-    api_url: Callable[[], str],
+    api_url: Callable[[], str], faults: Faults,
 ) -> None:
     async def status(_: Request) -> dict[str, Any]:
         return {
@@ -47,6 +48,9 @@ def add_node_routes(
             "uptime_s": round(uptime(), 1),
             "bootstrap": list(config.bootstrap),
             "api": api_url(),
+            "handshakes": dict(membership.handshakes),
+            "dials": dict(membership.dials),
+            "faults": faults.counts(),
         }
 
     async def peers(_: Request) -> list[dict[str, Any]]:

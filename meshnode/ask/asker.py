@@ -4,7 +4,8 @@ Candidates are every agent this node knows (its own and those in presence cards)
 skill relevance x trust x load x latency (meshnode.ask.policy). They are asked in waves, a few
 in parallel, each wave within what is left of the deadline; the answer with the best
 quality x trust wins, and each outcome becomes trust evidence. Every step is kept for
-``meshnode ask --explain``.
+``meshnode ask --explain``. One deadline covers the whole ask: relevance scoring, the waves
+and the quality checks of their answers.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import trio
 
+from memory.errors import MemoryStoreError
 from meshnode.a2a.tasks import (
     AGENT_KEY,
     ASKER_KEY,
@@ -42,6 +44,7 @@ from meshnode.ask.policy import (
 from meshnode.ask.relevance import SkillIndex
 from meshnode.config import RoutingSettings
 from meshnode.errors import MeshnodeError
+from meshnode.node.faults import Faults
 from meshnode.node.membership import Membership
 from meshnode.node.transport import DialError, Host
 from meshnode.trust.graph import Outcome, TrustGraph
@@ -64,6 +67,9 @@ Progress = Callable[[dict[str, Any]], Awaitable[None]]
 KEPT_ANSWERS = 1000
 #: Time kept back from an agent's deadline for the network and the asker's own work.
 MARGIN_S = 1.0
+#: Of that, what the asker keeps for itself after the answers' deadline: the quality check
+#: runs within the ask's deadline too.
+QUALITY_S = 0.5
 #: The agent name shown for a neighbour a question was forwarded to.
 FORWARDED = "(forwarded)"
 
@@ -106,6 +112,7 @@ class Asker:
         settings: RoutingSettings,
         policy: RoutingPolicy = DEFAULT_POLICY,
         rng: random.Random | None = None,
+        faults: Faults | None = None,
     ) -> None:
         self.host = host
         self.membership = membership
@@ -115,6 +122,7 @@ class Asker:
         self.settings = settings
         self.policy = policy
         self._rng = rng or random.Random()
+        self.faults = faults if faults is not None else Faults()
         self.self_id = membership.signer.peer_id
         #: Answers this node took and that may still be rated, oldest first.
         self.answered: OrderedDict[str, _Taken] = OrderedDict()
@@ -148,6 +156,23 @@ class Asker:
         self, question: str, *, agent: str | None = None, timeout: float = 60.0,
         progress: Progress = _ignore, hops: int = 0, visited: frozenset[str] = frozenset(),
     ) -> dict[str, Any]:
+        """Route ``question`` and return the chosen answer with how it was chosen.
+
+        Everything (relevance scoring, every wave, every quality check) happens within
+        ``timeout`` seconds. Raises AskError when no acceptable answer came in time, or the
+        embedder this node ranks with failed.
+        """
+        stage = ["scoring relevance"]
+        try:
+            with trio.fail_after(timeout):
+                return await self._ask(question, agent, timeout, progress, hops, visited, stage)
+        except trio.TooSlowError:
+            raise AskError(f"the ask's deadline of {timeout:g} s passed while {stage[0]}") from None
+
+    async def _ask(
+        self, question: str, agent: str | None, timeout: float, progress: Progress, hops: int,
+        visited: frozenset[str], stage: list[str],
+    ) -> dict[str, Any]:
         started = time.monotonic()
         deadline = started + timeout
         known = self.known_agents()
@@ -156,9 +181,14 @@ class Asker:
             if not known:
                 raise AskError(f"no agent named {agent!r} is known in the mesh "
                                "(see `meshnode agents`)")
-        relevance = await self.skills.score(
-            question, [(f"{peer}/{card.name}", _skill_texts(card)) for peer, card in known]
-        )
+        try:
+            relevance = await self.skills.score(
+                question, [(f"{peer}/{card.name}", _skill_texts(card)) for peer, card in known]
+            )
+        except MemoryStoreError as exc:  # an embeddings endpoint down, say
+            self.faults.record("embedder", exc, expected=True)
+            raise AskError(f"cannot rank the agents: this node's embedder failed: {exc}") from None
+        stage[0] = "asking agents and checking their answers"
         # Raw similarities depend on the embedder (the built-in one gives small numbers):
         # the threshold applies to them, the ranking to their share of the best one's.
         floor = 0.0 if agent else self.settings.min_relevance
@@ -271,22 +301,31 @@ class Asker:
                 await progress({"stage": "status", "agent": candidate.agent,
                                 "peer": candidate.peer_id, "state": outcome.state})
 
+        wait = max(remaining - QUALITY_S, 0.0)
         try:
-            with trio.fail_after(remaining):
+            with trio.fail_after(wait):
                 if candidate.peer_id == self.self_id:
                     final[0] = await self.tasks.run_task(message, on_event)
                 else:
                     await call_agent(self.host, candidate.peer_id, message, on_event,
-                                     timeout=remaining)
+                                     timeout=wait)
         except trio.TooSlowError:
-            outcome.state, outcome.reason = "timeout", f"no answer within {remaining:.0f} s"
+            outcome.state, outcome.reason = "timeout", f"no answer within {wait:.0f} s"
         except (DialError, trio.BrokenResourceError) as exc:
             outcome.state, outcome.reason = "failed", f"unreachable: {exc}"
         except ProtocolError as exc:
             outcome.state, outcome.reason = "malformed", str(exc)
+        except Exception as exc:  # a bug met by this peer's answer fails this answer only
+            self.faults.record("ask", exc, peer=candidate.peer_id)
+            outcome.state, outcome.reason = "failed", f"internal error: {exc}"
         outcome.seconds = time.monotonic() - started
         if outcome.state == TaskState.COMPLETED and outcome.data.get("text"):
-            outcome.quality = await self._quality(question, outcome.data)
+            try:
+                outcome.quality = await self._quality(question, outcome.data)
+            except MemoryStoreError as exc:
+                # Not the agent's fault: the answer is left unrated, and no evidence recorded.
+                self.faults.record("embedder", exc, expected=True)
+                outcome.reason = f"quality check failed: this node's embedder failed: {exc}"
         elif outcome.state == TaskState.COMPLETED:
             outcome.state, outcome.reason = "malformed", "completed without an answer"
 

@@ -31,8 +31,11 @@ class SkillIndex:
         self._cache: OrderedDict[tuple[str, ...], list[list[float]]] = OrderedDict()
 
     async def _embed(self, texts: Sequence[str]) -> list[list[float]]:
+        # An embedder holds nothing a late thread could misuse, so the ask's deadline need
+        # not wait for a slow one: the thread is abandoned (it keeps its limiter token until
+        # it ends, so abandoned calls cannot pile up).
         return await trio.to_thread.run_sync(self._embedder.embed, list(texts),
-                                             limiter=self._limiter)
+                                             limiter=self._limiter, abandon_on_cancel=True)
 
     async def score(
         self, question: str, agents: Sequence[tuple[str, Sequence[str]]]

@@ -61,6 +61,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             ("peers", f"{s['connected_peers']} connected, {s['known_peers']} known"),
             ("API", s.get("api")),
         ] + [("listening", a) for a in s["listen_addrs"]]
+        if s.get("faults"):  # contained, but an operator wants to know
+            rows.append(("faults", ", ".join(f"{k}: {n}" for k, n in s["faults"].items())))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 

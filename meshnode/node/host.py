@@ -37,6 +37,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from meshnode.config import GossipSettings
 from meshnode.errors import MeshnodeError
+from meshnode.node.faults import Faults, contained_handler
 from meshnode.node.streams import Libp2pStream
 from meshnode.node.transport import (
     DialError,
@@ -124,7 +125,10 @@ class MeshHost:
         listen: list[str],
         gossip: GossipSettings,
         psk: str | None = None,
+        faults: Faults | None = None,
     ) -> None:
+        #: Where what a stream handler raises is logged and counted (see set_stream_handler).
+        self.faults = faults if faults is not None else Faults()
         seed = private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         key_pair = create_new_key_pair(seed)
         noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
@@ -228,10 +232,13 @@ class MeshHost:
             raise DialError(f"ping to {peer_id} failed: {exc or type(exc).__name__}") from None
 
     def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+        """Serve ``protocol`` with ``handler``: whatever it raises fails only that stream."""
+        contained = contained_handler(self.faults, f"stream {protocol}", handler)
+
         async def adapter(stream: Any) -> None:
             wrapped = Libp2pStream(stream)
             try:
-                await handler(wrapped)
+                await contained(wrapped)
             finally:
                 await wrapped.close()
 

@@ -19,11 +19,13 @@ from typing import Any
 
 import trio
 
+from memory.errors import MemoryStoreError
 from memory.ingest import IngestManifest, IngestReport, ingest
 from memory.replication import AnnouncementStatus, ReplicationError, Replicator
 from memory.store import MemoryStore
 from meshnode.config import NodeConfig
 from meshnode.errors import MeshnodeError
+from meshnode.node.faults import Faults
 from meshnode.node.membership import Membership
 from meshnode.node.topics import SignedTopic
 from meshnode.node.transport import DialError, GossipMessage, Host, Stream
@@ -68,6 +70,8 @@ class KnowledgeService:
         membership: Membership,
         signer: Signer,
         store: MemoryStore,
+        *,
+        faults: Faults | None = None,
     ) -> None:
         self.config = config
         self.host = host
@@ -83,6 +87,7 @@ class KnowledgeService:
         self._write_lock = trio.Lock()
         self._wanted: set[str] = set()
         self._sync_send, self._sync_receive = trio.open_memory_channel[str](1024)
+        self.faults = faults if faults is not None else Faults()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if not self.replicating:
@@ -115,18 +120,23 @@ class KnowledgeService:
     async def _sync_worker(self) -> None:
         async for peer_id in self._sync_receive:
             self._wanted.discard(peer_id)
-            try:
-                async with self.host.open_stream(
-                    peer_id, MEMSYNC_PROTOCOL, timeout=STREAM_TIMEOUT_S
-                ) as stream:
-                    result = await self.replicator.sync_with(peer_id, stream)
-            except (DialError, ReplicationError) as exc:
-                log.info("memory sync failed", extra={"peer": peer_id, "error": str(exc)})
-                continue
-            if result.pulled or result.rejected:
-                log.info("memory synced", extra={"peer": peer_id, "pulled": result.pulled,
-                                                 "rejected": result.rejected,
-                                                 "duration_s": round(result.duration_s, 3)})
+            # One sync failing in a way nobody listed must not stop the worker (or the node).
+            with self.faults.contained("memory sync", peer=peer_id):
+                await self._sync(peer_id)
+
+    async def _sync(self, peer_id: str) -> None:
+        try:
+            async with self.host.open_stream(
+                peer_id, MEMSYNC_PROTOCOL, timeout=STREAM_TIMEOUT_S
+            ) as stream:
+                result = await self.replicator.sync_with(peer_id, stream)
+        except (DialError, ReplicationError) as exc:
+            log.info("memory sync failed", extra={"peer": peer_id, "error": str(exc)})
+            return
+        if result.pulled or result.rejected:
+            log.info("memory synced", extra={"peer": peer_id, "pulled": result.pulled,
+                                             "rejected": result.rejected,
+                                             "duration_s": round(result.duration_s, 3)})
 
     async def _periodic_sync(self) -> None:
         while True:
@@ -139,7 +149,12 @@ class KnowledgeService:
         return self.topic.rejected_total
 
     async def _on_announcement(self, message: GossipMessage, record: MemoryRecord) -> None:
-        outcome = await self.replicator.apply_announced(message.origin, record)
+        try:
+            outcome = await self.replicator.apply_announced(message.origin, record)
+        except MemoryStoreError as exc:  # the store or its embedder failing: a later sync
+            # brings the record, so only this message is lost
+            self.faults.record("memory announcement", exc, expected=True, peer=message.origin)
+            return
         if outcome.status is AnnouncementStatus.GAP:
             # Only authors announce, so the origin holds everything we miss; if it is not
             # a direct neighbour, any neighbour that kept up will do.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +18,7 @@ import trio
 
 from bootstrap import DialPolicy, parse_bootstrap
 from meshnode.config import NodeConfig
+from meshnode.node.faults import Faults
 from meshnode.node.peers import PeerTable
 from meshnode.node.streams import read_frame, write_frame
 from meshnode.node.topics import EnvelopeCodec, Signed, SignedTopic
@@ -58,6 +59,7 @@ class Membership:
         agent_cards: Callable[[], list[dict[str, Any]]] = list,
         load: Callable[[], float] = lambda: 0.0,
         clock: Callable[[], float] = time.time,
+        faults: Faults | None = None,
     ) -> None:
         self.config = config
         self.host = host
@@ -77,6 +79,11 @@ class Membership:
                                           on_bad=self.report_bad_message)
         self._announce_now = trio.Event()
         self._seq = time.time_ns() // 1000  # keeps increasing across restarts
+        self.faults = faults if faults is not None else Faults()
+        #: Handshakes by outcome (accepted, wrong_network, refused, failed) and dials by
+        #: outcome (ok, failed): what /v1/status shows and tests wait on.
+        self.handshakes: Counter[str] = Counter()
+        self.dials: Counter[str] = Counter()
         # (received at, publish-to-receipt ms, sender): what operators and bench/ look at.
         # Called with a peer ID after every successful handshake (e.g. to start a memory sync).
         self.handshake_listeners: list[Callable[[str], None]] = []
@@ -119,6 +126,7 @@ class Membership:
         hello = hello_from_envelope(env)
         known = peer_id in self.table
         self.table.saw_hello(peer_id, hello.addrs, hello.version, self._clock())
+        self.handshakes["accepted"] += 1
         for listener in self.handshake_listeners:
             listener(peer_id)
         if not known:
@@ -135,18 +143,23 @@ class Membership:
             await self._refuse(peer_id, exc)
 
     async def _greet(self, peer_id: str) -> None:
-        try:
-            async with self.host.open_stream(
-                peer_id, HELLO_PROTOCOL, timeout=HELLO_TIMEOUT_S
-            ) as stream:
-                await write_frame(stream, self._hello_envelope(), timeout=HELLO_TIMEOUT_S)
-                frame = await read_frame(stream, FrameDecoder(16 * 1024), timeout=HELLO_TIMEOUT_S)
-                self._accept_hello(peer_id, frame)
-        except (ProtocolError, trio.BrokenResourceError, DialError, trio.TooSlowError) as exc:
-            await self._refuse(peer_id, exc)
+        # Runs in the membership nursery: whatever a peer's hello makes fail stays here.
+        with self.faults.contained("hello", peer=peer_id):
+            try:
+                async with self.host.open_stream(
+                    peer_id, HELLO_PROTOCOL, timeout=HELLO_TIMEOUT_S
+                ) as stream:
+                    await write_frame(stream, self._hello_envelope(), timeout=HELLO_TIMEOUT_S)
+                    frame = await read_frame(stream, FrameDecoder(16 * 1024),
+                                             timeout=HELLO_TIMEOUT_S)
+                    self._accept_hello(peer_id, frame)
+            except (ProtocolError, trio.BrokenResourceError, DialError, trio.TooSlowError) as exc:
+                await self._refuse(peer_id, exc)
 
     async def _refuse(self, peer_id: str, exc: BaseException) -> None:
         reason = str(exc) or type(exc).__name__
+        self.handshakes["wrong_network" if isinstance(exc, NetworkMismatch) else
+                        "refused" if isinstance(exc, ProtocolError) else "failed"] += 1
         if isinstance(exc, NetworkMismatch):
             level = logging.ERROR if peer_id in self._bootstrap else logging.WARNING
             log.log(level, "refusing peer of another network", extra={"peer": peer_id,
@@ -221,10 +234,12 @@ class Membership:
         try:
             await self.host.connect(peer_id, addrs, timeout=self.config.dial_timeout_s)
         except DialError as exc:
+            self.dials["failed"] += 1
             delay = self.dialer.failed(peer_id, self._clock())
             log.info("dial failed", extra={"peer": peer_id, "error": str(exc),
                                            "retry_in_s": round(delay, 1)})
         else:
+            self.dials["ok"] += 1
             self.dialer.succeeded(peer_id)
 
     async def _dial_loop(self, nursery: trio.Nursery) -> None:

@@ -158,5 +158,5 @@ async def test_cancel_stops_a_running_task(nursery: trio.Nursery, tmp_path: Path
     assert kept.status.state == TaskState.CANCELED
     again = await _request(client, server, CancelTask(task_id))
     assert isinstance(again, ErrorReply) and again.code == TASK_NOT_CANCELABLE
-    await eventually(lambda: not server.services.tasks.running, "no task left running")
+    await eventually(lambda: not server.services.tasks.store.running(), "no task left running")
     no_faults(mesh)

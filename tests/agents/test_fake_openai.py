@@ -49,3 +49,16 @@ def test_embeddings_work_with_the_openai_embedder(fake_openai: FakeOpenAI) -> No
 def test_unknown_routes_are_404(fake_openai: FakeOpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
         client(fake_openai).completions.create(model="m", prompt="x")
+
+
+def test_an_embeddings_outage_leaves_chat_working(fake_openai: FakeOpenAI) -> None:
+    embedder = OpenAIEmbedder("fake-embed", dim=16, base_url=fake_openai.base_url, api_key="k",
+                              max_retries=0)
+    fake_openai.embeddings_mode = "server_error"
+    with pytest.raises(EmbedderError, match="500"):
+        embedder.embed(["x"])
+    reply = client(fake_openai).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content
+    fake_openai.embeddings_mode = None  # recovered
+    assert len(embedder.embed(["x"])[0]) == 16

@@ -15,6 +15,8 @@ from meshnode.cli import commands as cli
 from meshnode.cli.output import render_table
 from meshnode.node.home import load_signer, write_runtime
 
+#: The module (meshnode.cli re-exports its main function under the same name).
+
 SUBCOMMANDS = ["init", "start", "status", "peers"]
 
 
@@ -224,6 +226,18 @@ def test_status_human(
     # Values start in one column, two spaces after the longest label ("listening").
     labels = [re.match(r"\S+(?: \S+)*? {2,}", line) for line in lines]
     assert {m.end() if m else None for m in labels} == {len("listening") + 2}
+
+
+def test_status_human_shows_contained_faults(
+    fake_daemon: type[FakeClient], home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_daemon.responses["/v1/status"] = {**STATUS, "faults": {}}
+    assert cli.main(["status", "--home", str(home)]) == 0
+    assert "faults" not in capsys.readouterr().out
+    fake_daemon.responses["/v1/status"] = {**STATUS, "faults": {"embedder": 2, "hello": 1}}
+    assert cli.main(["status", "--home", str(home)]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("faults")]
+    assert line.split(None, 1)[1] == "embedder: 2, hello: 1"
 
 
 def test_status_json(

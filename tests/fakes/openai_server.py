@@ -18,6 +18,8 @@ citation handling can be tested end to end. ``server.mode`` switches failures:
 - ``slow``: waits ``server.delay_s`` before answering (woken early when the server stops).
 
 ``server.fail_times = n`` makes only the next ``n`` requests fail, then mode ``ok`` resumes.
+``server.embeddings_mode``, when set, is the mode of ``/v1/embeddings`` requests instead
+(an embeddings outage while chat still works, say).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class FakeOpenAI:
         self.delay_s = 5.0
         self.retry_after = "0"
         self.fail_times: int | None = None
+        self.embeddings_mode: str | None = None
         self.model = "fake-model"
         self.embedding_dim = embedding_dim
         self.requests: list[RecordedRequest] = []
@@ -122,6 +125,8 @@ class FakeOpenAI:
         """Store ``request`` and return the mode that applies to it."""
         with self._lock:
             self.requests.append(request)
+            if self.embeddings_mode is not None and request.path == "/v1/embeddings":
+                return self.embeddings_mode
             if self.fail_times is None:
                 return self.mode
             if self.fail_times > 0:

@@ -14,6 +14,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
+from meshnode.cli.client import DaemonClient
+
 T = TypeVar("T")
 
 # Tests want a mesh that notices things in seconds, not the defaults' tens of seconds.
@@ -140,6 +142,13 @@ class Daemon:
             for p in self.peers()
             if connected is None or p["connected"] == connected
         }
+
+    def status(self) -> dict[str, Any]:
+        return cli_json(self.home, "status")  # type: ignore[no-any-return]
+
+    def api(self, path: str) -> Any:
+        """GET ``path`` of the daemon's local API (for what the CLI does not show)."""
+        return DaemonClient(self.home).get(path)
 
     def log_text(self) -> str:
         path = self.home / "daemon.log"

@@ -43,10 +43,10 @@ async def _gossip_altered_record(bootstrap: str, signer: Signer, key: Ed25519Pri
                                 created=time.time(), seq=1)
             # Signed, then altered in transit: the content no longer matches id and signature.
             altered = replace(honest, text="Never flush: flushing deletes your data.")
-            for _ in range(5):
+            # Again and again (a first message can go out before the mesh link is grafted)
+            # until the test has seen the node reject it.
+            while not await trio.to_thread.run_sync(done.wait, 0.5):
                 await host.publish(knowledge, encode_announcement(altered))
-                await trio.sleep(0.5)
-            await trio.to_thread.run_sync(done.wait)
             nursery.cancel_scope.cancel()
 
 

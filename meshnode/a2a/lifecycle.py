@@ -1,0 +1,267 @@
+"""The lifecycle of an A2A task, and the store of this node's tasks.
+
+Both kinds of task a node runs, an agent answering on /meshnode/a2a/1.0.0 (TaskService) and
+a question routed through the mesh (MeshA2A), go the same way: submitted → working
+(→ progress) → artifact → completed, or failed, rejected or canceled. A :class:`TaskRun` is
+the only writer of its task: each change goes to the :class:`TaskStore` and then to the
+task's listener. The run owns the cancel scope that CancelTask cancels, and contains the
+failure of the work it wraps: an exception fails the task (logged and counted in
+:class:`Faults`), never the service or the node running it.
+
+    async with store.run(message, emit, where="a2a task") as run:
+        await run.working()
+        ...
+        await run.complete(artifact)   # or run.fail(reason), run.reject(reason)
+    return run.task
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from meshnode.node.faults import Faults
+from protocols.a2a import (
+    TASK_NOT_CANCELABLE,
+    TASK_NOT_FOUND,
+    TERMINAL_STATES,
+    A2AError,
+    Artifact,
+    ListTasks,
+    Message,
+    StreamEvent,
+    Task,
+    TaskArtifactUpdateEvent,
+    TaskState,
+    TaskStatus,
+    TaskStatusUpdateEvent,
+    TextPart,
+    apply_history_length,
+    transition,
+    with_artifact,
+)
+
+log = logging.getLogger(__name__)
+#: Finished tasks kept for GetTask and ListTasks; running ones are never dropped.
+KEPT_TASKS = 1000
+
+Emit = Callable[[StreamEvent], Awaitable[None]]
+
+
+async def no_emit(_: StreamEvent) -> None:
+    pass
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A task and what the store knows of its run. (Who may see the task would go here.)"""
+
+    task: Task
+    #: The cancel scope of the run while it is under way, None once it has returned.
+    scope: trio.CancelScope | None = None
+
+
+class TaskStore:
+    """This node's tasks, newest last: every running task and the last ``limit`` others."""
+
+    def __init__(self, *, limit: int = KEPT_TASKS, faults: Faults | None = None) -> None:
+        self._limit = limit
+        self.faults = faults if faults is not None else Faults()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # ---- the A2A operations ----------------------------------------------------------
+
+    def get(self, task_id: str) -> Task:
+        return self._entry(task_id).task
+
+    def list(self, op: ListTasks) -> tuple[Task, ...]:
+        tasks = [
+            apply_history_length(e.task, op.history_length)
+            for e in reversed(self._entries.values())
+            if (op.context_id is None or e.task.context_id == op.context_id)
+            and (op.state is None or e.task.status.state == op.state)
+        ]
+        return tuple(tasks[: op.page_size])
+
+    def cancel(self, task_id: str) -> Task:
+        """Record ``task_id`` as canceled and stop its work; its run tells the listener."""
+        entry = self._entry(task_id)
+        state = entry.task.status.state
+        if entry.scope is None or state in TERMINAL_STATES:
+            raise A2AError(TASK_NOT_CANCELABLE, f"task {task_id} is {state}")
+        entry.task = transition(entry.task, TaskState.CANCELED, now=time.time())
+        entry.scope.cancel()
+        return entry.task
+
+    def running(self) -> int:
+        """How many tasks are under way (the node's load)."""
+        return sum(1 for e in self._entries.values()
+                   if e.scope is not None and e.task.status.state not in TERMINAL_STATES)
+
+    # ---- running a task --------------------------------------------------------------
+
+    @asynccontextmanager
+    async def run(
+        self, message: Message, emit: Emit = no_emit, *, where: str = "task"
+    ) -> AsyncIterator[TaskRun]:
+        """A new task for ``message``, run by the body of the ``async with``.
+
+        The body drives the task to a final state through the run. An exception escaping
+        it fails the task and is recorded in ``faults`` under ``where``; it is not re-raised.
+        CancelTask ends the body (the listener gets the canceled status); a cancellation
+        from outside (a deadline, the node stopping) records the task as canceled and
+        passes through.
+        """
+        task = Task(
+            id=str(uuid.uuid4()), context_id=message.context_id or str(uuid.uuid4()),
+            status=TaskStatus(TaskState.SUBMITTED, timestamp=time.time()), history=(message,),
+        )
+        entry = _Entry(task)
+        self._add(entry)
+        run = TaskRun(entry, emit)
+        with trio.CancelScope() as scope:
+            entry.scope = scope
+            try:
+                await run._send(task)
+                yield run
+                if not run.done and not run.listener_gone:
+                    raise RuntimeError("the task's work ended without a final state")
+            except Exception as exc:
+                self.faults.record(where, exc, task=task.id)
+                # The reason may go to a peer: the details stay in this node's log.
+                await run.fail(f"internal error ({type(exc).__name__}); the details are in "
+                               "the log of the node that ran the task")
+            except BaseException:
+                run.stopped()
+                raise
+            finally:
+                entry.scope = None
+        await run.ended()
+
+    def _entry(self, task_id: str) -> _Entry:
+        entry = self._entries.get(task_id)
+        if entry is None:
+            raise A2AError(TASK_NOT_FOUND, f"no task {task_id} on this node")
+        return entry
+
+    def _add(self, entry: _Entry) -> None:
+        self._entries[entry.task.id] = entry
+        excess = len(self._entries) - self._limit
+        if excess > 0:
+            # The oldest finished tasks go; a running one stays however old it is.
+            for task_id in [i for i, e in self._entries.items() if e.scope is None][:excess]:
+                del self._entries[task_id]
+
+
+class TaskRun:
+    """The one writer of one task: each change is stored, then sent to the listener.
+
+    A listener whose ``emit`` fails is gone: nothing more is sent to it, and the work,
+    done for it, is cancelled. Changes after the task reached a final state (a progress
+    report racing CancelTask, say) are dropped.
+    """
+
+    def __init__(self, entry: _Entry, emit: Emit) -> None:
+        self._entry = entry
+        self._emit = emit
+        self._gone: str | None = None
+        self._told_final = False
+
+    @property
+    def task(self) -> Task:
+        return self._entry.task
+
+    @property
+    def done(self) -> bool:
+        return self._entry.task.status.state in TERMINAL_STATES
+
+    def message(self, text: str) -> Message:
+        """An agent message about this task (a status message)."""
+        task = self._entry.task
+        return Message(role="agent", parts=(TextPart(text),), message_id=str(uuid.uuid4()),
+                       context_id=task.context_id, task_id=task.id)
+
+    @property
+    def listener_gone(self) -> bool:
+        return self._gone is not None
+
+    async def _send(self, event: StreamEvent) -> None:
+        if self._gone is not None:
+            return
+        try:
+            await self._emit(event)
+        except Exception as exc:
+            self._gone = str(exc) or type(exc).__name__
+            log.debug("task listener gone", extra={"task": self.task.id, "error": self._gone})
+            if not self.done and self._entry.scope is not None:
+                self._entry.scope.cancel()
+
+    def _move(self, state: TaskState, reason: str | None = None) -> bool:
+        """Store the task in ``state``; False (and nothing stored) once it is final."""
+        if self.done:
+            return False
+        message = self.message(reason) if reason is not None else None
+        self._entry.task = transition(self._entry.task, state, message=message, now=time.time())
+        return True
+
+    async def working(self, text: str | None = None, metadata: dict[str, Any] | None = None
+                      ) -> None:
+        """Into (or still in) the working state, with an optional progress message."""
+        if self._move(TaskState.WORKING, text):
+            await self._send(TaskStatusUpdateEvent(self.task.id, self.task.context_id,
+                                                  self.task.status, metadata=metadata or {}))
+
+    async def artifact(self, artifact: Artifact) -> None:
+        if not self.done:
+            self._entry.task = with_artifact(self.task, artifact)
+            await self._send(TaskArtifactUpdateEvent(self.task.id, self.task.context_id,
+                                                    artifact, last_chunk=True))
+
+    async def complete(self, artifact: Artifact) -> None:
+        await self.artifact(artifact)
+        await self.finish(TaskState.COMPLETED)
+
+    async def fail(self, reason: str) -> None:
+        await self.finish(TaskState.FAILED, reason)
+
+    async def reject(self, reason: str) -> None:
+        await self.finish(TaskState.REJECTED, reason)
+
+    async def finish(self, state: TaskState, reason: str | None = None) -> None:
+        """Into the final ``state``; ``reason`` becomes the status message."""
+        if not self._move(state, reason):
+            return
+        if reason is not None:
+            log.info("task ended", extra={"task": self.task.id, "state": str(state),
+                                          "reason": reason})
+        await self._tell_final()
+
+    async def _tell_final(self) -> None:
+        self._told_final = True
+        await self._send(TaskStatusUpdateEvent(self.task.id, self.task.context_id,
+                                              self.task.status, final=True))
+
+    async def ended(self) -> None:
+        """After the work: a task canceled by CancelTask tells its listener so."""
+        if self._gone is not None:
+            self.stopped()
+        elif self.task.status.state == TaskState.CANCELED and not self._told_final:
+            await self._tell_final()
+
+    def stopped(self) -> None:
+        """Record, without telling anyone (there is no one, or no time), that the work
+        stopped before the task reached a final state."""
+        reason = (f"the asker went away ({self._gone})" if self._gone is not None
+                  else "the task was stopped before it finished")
+        self._move(TaskState.CANCELED, reason)
