@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-from meshnode import api
+from meshnode.api import app as api
 from meshnode.api.app import ApiApp, HttpError, Request, serve_api
 from meshnode.cli.client import DaemonClient
 from meshnode.errors import ApiError, DaemonNotRunning, MeshnodeError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import socket
@@ -11,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from meshnode import cli
 from meshnode.cli.main import main
 from meshnode.cli.output import render_table
 from meshnode.node.home import load_signer, write_runtime
 
+# meshnode.cli re-exports the function main, which hides the module of that name.
+cli = importlib.import_module("meshnode.cli.main")
 SUBCOMMANDS = ["init", "start", "status", "peers"]
 
 
