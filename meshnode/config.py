@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.network import BootstrapError, parse_bootstrap
+from memory.uris import is_server_uri
 from meshnode.agents.llm import LLM_TEMPLATE, LLMSettings
 from meshnode.agents.specs import AGENTS_TEMPLATE, AgentSpec, agents_from_config
 from meshnode.errors import ConfigError
@@ -153,7 +154,7 @@ class MemorySettings:
 
     @property
     def is_server(self) -> bool:
-        return self.uri.startswith(("http://", "https://", "tcp://"))
+        return is_server_uri(self.uri)
 
 
 @dataclass(frozen=True)

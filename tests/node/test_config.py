@@ -256,3 +256,18 @@ def test_config_is_immutable(tmp_path: Path) -> None:
     config = NodeConfig(home=tmp_path)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.network_id = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("uri", ["http://milvus:19530", "unix:/run/milvus/milvus.sock"])
+def test_server_uris_are_used_as_they_are(tmp_path: Path, uri: str) -> None:
+    # memory.uris decides what a server is; a Unix socket is one (pymilvus dials it).
+    write_config(tmp_path, f'[memory]\nuri = "{uri}"\n')
+    config = load_config(tmp_path)
+    assert config.memory.is_server and config.memory_uri == uri
+
+
+def test_a_lite_path_is_made_absolute_against_the_home(tmp_path: Path) -> None:
+    write_config(tmp_path, '[memory]\nuri = "data/memory.db"\n')
+    config = load_config(tmp_path)
+    assert not config.memory.is_server
+    assert config.memory_uri == str(tmp_path / "data" / "memory.db")
