@@ -23,6 +23,7 @@ import trio
 
 from memory.backend import MAX_WINDOW
 from memory.errors import MemoryStoreError
+from memory.files import write_atomic
 from memory.store import MemoryStore
 from protocols.peerid import Signer
 from protocols.records import MemoryRecord, MetaValue, new_record, new_tombstone
@@ -271,12 +272,9 @@ class IngestManifest:
             name: {"sha256": e.sha256, "ids": list(e.record_ids)}
             for name, e in sorted(self.entries.items())
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(
-            json.dumps({"version": _MANIFEST_VERSION, "files": files}, indent=1),
-            encoding="utf-8",
+        write_atomic(
+            self.path, json.dumps({"version": _MANIFEST_VERSION, "files": files}, indent=1)
         )
-        os.replace(tmp, self.path)
 
     def plan(
         self,
