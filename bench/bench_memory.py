@@ -36,6 +36,7 @@ import memory.store
 from memory.embedders import Embedder, HashingEmbedder, embedder_from_config
 from memory.milvus_server import start_milvus_server
 from memory.store import MemoryStore
+from meshnode.stats import quantile
 from protocols.peerid import Signer
 from protocols.records import COLLECTIONS, MemoryRecord, new_record
 
@@ -114,7 +115,8 @@ def make_records(texts: Sequence[str], collection: str = COLLECTIONS[0]) -> list
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(samples) * 1000.0, q))
+    """The ``q``-th percentile (0..100) of ``samples`` seconds, in milliseconds."""
+    return quantile(samples, q / 100) * 1000.0
 
 
 async def latencies(

@@ -1,4 +1,5 @@
-"""Text embedders: one small blocking interface, three implementations, one factory.
+"""Text embedders: one small blocking interface, three implementations, one factory, and
+the one way their vectors are compared (:func:`cosine_similarities`).
 
 The store calls :meth:`Embedder.embed` in a worker thread, so implementations may block.
 ``name`` identifies the vector space (model and parameters): two embedders with the same
@@ -20,6 +21,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from memory.errors import EmbedderError
 
@@ -34,6 +36,22 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One vector of ``dim`` floats per text, in order (blocking)."""
         ...
+
+
+def cosine_similarities(query: ArrayLike, vectors: ArrayLike) -> NDArray[np.float64]:
+    """The cosine similarity of ``query`` with each row of ``vectors``, in one matrix product
+    (0 where either vector is zero). Blocking: trio code with large inputs runs it in a thread.
+    """
+    matrix = np.asarray(vectors, dtype=np.float64)
+    if matrix.size == 0:
+        return np.zeros(len(matrix))
+    q = np.asarray(query, dtype=np.float64)
+    dots = matrix @ q
+    norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(q)
+    similarity: NDArray[np.float64] = np.divide(
+        dots, norms, out=np.zeros_like(dots), where=norms > 0
+    )
+    return similarity
 
 
 _WORD = re.compile(r"\w+")

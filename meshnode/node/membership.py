@@ -21,6 +21,7 @@ from meshnode.config import NodeConfig
 from meshnode.node.host import DialError, MeshHost
 from meshnode.node.peers import PeerTable
 from meshnode.node.streams import ByteStream, read_frame, write_frame
+from meshnode.stats import quantile
 from protocols.codec import FrameDecoder
 from protocols.envelope import Envelope, EnvelopeGuard, decode_envelope, encode_envelope, seal
 from protocols.errors import ProtocolError
@@ -298,7 +299,7 @@ class Membership:
         latencies = sorted(ms for _, ms, _ in samples)
 
         def pct(q: float) -> float | None:
-            return round(latencies[int(q * (len(latencies) - 1))], 3) if latencies else None
+            return round(quantile(latencies, q), 3) if latencies else None
 
         return {
             "topic": self._topic,
