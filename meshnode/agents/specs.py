@@ -1,7 +1,7 @@
 """The agents a node hosts: their specs (from the config), and the demo data.
 
 An agent is an :class:`AgentSpec`: a name, a description, instructions for the LLM, the
-skills it advertises (which the router embeds to judge relevance, see :func:`skill_text`),
+skills it advertises (which the router embeds to judge relevance, see :func:`skill_texts`),
 the memory collections it reads, and whether it writes what it learns back to memory.
 
 How they answer questions is :mod:`meshnode.agents.answering`.
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from meshnode.errors import ConfigError
+from protocols.a2a import AgentCard
 from protocols.records import COLLECTIONS, MAX_AGENT_LEN
 
 # ---- specs ---------------------------------------------------------------------------------
@@ -253,30 +254,11 @@ def demo_agents() -> tuple[AgentSpec, ...]:
     return load_agents_file(data_path("demo_agents.toml"))
 
 
-def skill_text(spec: AgentSpec) -> list[str]:
-    """One text per skill (name, description, tags, examples) for the router to embed;
-    an agent without skills is described by its own description."""
-    texts = []
-    for skill in spec.skills:
-        parts = [f"{skill.name}: {skill.description}"]
-        if skill.tags:
-            parts.append("Topics: " + ", ".join(skill.tags) + ".")
-        if skill.examples:
-            parts.append("Example questions: " + " ".join(skill.examples))
-        texts.append(" ".join(parts))
-    return texts or [f"{spec.name}: {spec.description}"]
-
-
-def describe_spec(spec: AgentSpec) -> dict[str, Any]:
-    """A JSON-friendly view of an agent for the local API and ``meshnode agents``."""
-    return {
-        "name": spec.name,
-        "description": spec.description,
-        "reads": list(spec.reads),
-        "writes": spec.writes,
-        "skills": [
-            {"id": s.id, "name": s.name, "description": s.description,
-             "tags": list(s.tags), "examples": list(s.examples)}
-            for s in spec.skills
-        ],
-    }
+def skill_texts(card: AgentCard) -> list[str]:
+    """What the router embeds to judge how relevant an agent is to a question: one text per
+    skill (name, description, tags, examples); an agent without skills is described by its
+    own description. It reads an :class:`AgentCard`, so this node's agents (whose cards are
+    made from their specs) and every peer's (received in presence) are rendered alike."""
+    texts = [f"{s.name}. {s.description} {' '.join(s.tags)} {' '.join(s.examples)}"
+             for s in card.skills]
+    return texts or [f"{card.name}. {card.description}"]

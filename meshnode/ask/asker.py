@@ -28,6 +28,7 @@ from meshnode.a2a.tasks import (
     TaskService,
     call_agent,
 )
+from meshnode.agents.specs import skill_texts
 from meshnode.ask.policy import (
     DEFAULT_POLICY,
     Candidate,
@@ -157,7 +158,7 @@ class Asker:
                 raise AskError(f"no agent named {agent!r} is known in the mesh "
                                "(see `meshnode agents`)")
         relevance = await self.skills.score(
-            question, [(f"{peer}/{card.name}", _skill_texts(card)) for peer, card in known]
+            question, [(f"{peer}/{card.name}", skill_texts(card)) for peer, card in known]
         )
         # Raw similarities depend on the embedder (the built-in one gives small numbers):
         # the threshold applies to them, the ranking to their share of the best one's.
@@ -370,9 +371,3 @@ class Asker:
                           skill=taken.agent, now=now)
         return {"task_id": task_id, "peer": taken.peer, "agent": taken.agent,
                 "rating": "good" if good else "bad"}
-
-
-def _skill_texts(card: AgentCard) -> list[str]:
-    texts = [f"{s.name}. {s.description} {' '.join(s.tags)} {' '.join(s.examples)}"
-             for s in card.skills]
-    return texts or [f"{card.name}. {card.description}"]
