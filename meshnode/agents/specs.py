@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from meshnode.errors import ConfigError
+from meshnode.settings import comment, documented, documented_fields, render_example, setting
 from protocols.a2a import AgentCard
 from protocols.records import COLLECTIONS, MAX_AGENT_LEN
 
@@ -33,52 +34,56 @@ MAX_INSTRUCTIONS = 8000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
+_NAMES = "letters, digits, '-', '_', '.'"
+
+
 @dataclass(frozen=True, slots=True)
 class SkillSpec:
-    id: str
-    name: str
-    description: str
-    tags: tuple[str, ...] = ()
-    examples: tuple[str, ...] = ()
+    id: str = documented(
+        f"Unique within the agent: {_NAMES} (default: from name).", example="python-packaging")
+    name: str = documented("", example="Python packaging")
+    description: str = documented(
+        "", example="Virtual environments, pip, pyproject.toml, building and publishing.")
+    tags: tuple[str, ...] = setting(
+        (), "Keywords and sample questions; the router compares questions with all of these.",
+        example=["python", "pip", "venv", "pyproject"])
+    examples: tuple[str, ...] = setting(
+        (), "", example=["Why does pip say externally-managed-environment?"])
 
 
 @dataclass(frozen=True, slots=True)
 class AgentSpec:
-    name: str
-    description: str
-    instructions: str
-    skills: tuple[SkillSpec, ...]
-    reads: tuple[str, ...] = DEFAULT_READS
-    writes: bool = True
+    name: str = documented(
+        f"Unique on this node: {_NAMES} (at most {MAX_AGENT_LEN} characters).",
+        example="python-expert")
+    description: str = documented(
+        "What this agent is good at, in one or two sentences (shown in its agent card).",
+        example="Answers questions about Python packaging, typing, testing and concurrency.")
+    instructions: str = documented(
+        "Guidance given to the LLM before every question (optional; default from "
+        "description).", example="You are a senior Python engineer. Answer precisely and briefly.")
+    skills: tuple[SkillSpec, ...] = documented(
+        "What the agent is good at, one [[agents.skills]] table each (at least one).")
+    reads: tuple[str, ...] = setting(
+        DEFAULT_READS, f"Memory collections the agent answers from: any of "
+        f"{', '.join(COLLECTIONS)} (default: {' and '.join(DEFAULT_READS)}).")
+    writes: bool = setting(
+        True, "Whether its exchanges and accepted solutions are written back to shared memory.")
 
 
-AGENTS_TEMPLATE = """\
-# Agents hosted by this node: one [[agents]] table each, with its skills as
-# [[agents.skills]] tables below it. Remove the leading "# " of a block to use it.
-# With no agents the node still routes questions to the rest of the mesh.
-#
-# [[agents]]
-# # Unique on this node: letters, digits, '-', '_', '.' (at most 64 characters).
-# name = "python-expert"
-# # What this agent is good at, in one or two sentences (shown in its agent card).
-# description = "Answers questions about Python packaging, typing, testing and concurrency."
-# # Guidance given to the LLM before every question (optional; default from description).
-# instructions = "You are a senior Python engineer. Answer precisely and briefly."
-# # Memory collections the agent answers from: any of expert_knowledge,
-# # problem_solutions, collaboration_history (default: the first two).
-# reads = ["expert_knowledge", "problem_solutions"]
-# # Whether its exchanges and accepted solutions are written back to shared memory.
-# writes = true
-#
-# [[agents.skills]]
-# # Unique within the agent: letters, digits, '-', '_', '.' (default: from name).
-# id = "python-packaging"
-# name = "Python packaging"
-# description = "Virtual environments, pip, pyproject.toml, building and publishing."
-# # Keywords and sample questions; the router compares questions with all of these.
-# tags = ["python", "pip", "venv", "pyproject"]
-# examples = ["Why does pip say externally-managed-environment?"]
-"""
+_INTRO = (
+    "Agents hosted by this node: one [[agents]] table each, with its skills as "
+    '[[agents.skills]] tables below it. Remove the leading "# " of a block to use it. With no '
+    "agents the node still routes questions to the rest of the mesh."
+)
+#: The commented ``[[agents]]`` example at the end of the config template.
+AGENTS_TEMPLATE = "\n".join(
+    [*comment(_INTRO), "#"]
+    + [f"# {line}" if line else "#" for line in
+       render_example("agents", AgentSpec, {"skills": ("agents.skills", SkillSpec)})]
+) + "\n"
+_AGENT_KEYS = tuple(documented_fields(AgentSpec))
+_SKILL_KEYS = tuple(documented_fields(SkillSpec))
 
 
 def _slug(text: str) -> str:
@@ -151,10 +156,6 @@ class _Table:
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-_AGENT_KEYS = ("name", "description", "instructions", "skills", "reads", "writes")
-_SKILL_KEYS = ("id", "name", "description", "tags", "examples")
 
 
 def _skill(data: Any, where: str) -> SkillSpec:
