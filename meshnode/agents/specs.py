@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from meshnode.errors import ConfigError
-from meshnode.settings import comment, documented, documented_fields, render_example, setting
+from meshnode.settings import (
+    comment,
+    documented,
+    documented_fields,
+    render_example,
+    setting,
+    unknown,
+)
 from protocols.a2a import AgentCard
 from protocols.records import COLLECTIONS, MAX_AGENT_LEN
 
@@ -101,9 +108,7 @@ class _Table:
         allowed = set(known)
         for key in data:
             if key not in allowed:
-                raise ConfigError(
-                    f"{where}.{key}: unknown setting (known: {', '.join(sorted(allowed))})"
-                )
+                raise unknown(where, key, sorted(allowed))
 
     def text(
         self, key: str, *, max_len: int, default: str | None = None, pattern: bool = False
