@@ -22,7 +22,7 @@ from pathlib import Path
 import trio
 
 from memory.backend import MAX_WINDOW
-from memory.errors import MemoryStoreError
+from memory.errors import IngestError
 from memory.files import write_atomic
 from memory.store import MemoryStore
 from protocols.peerid import Signer
@@ -35,10 +35,6 @@ _MANIFEST_VERSION = 1
 _HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+\S")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 _SENTENCE_ENDS = (". ", "! ", "? ", "\n")
-
-
-class IngestError(MemoryStoreError):
-    """A path to ingest is missing or unsupported, or the manifest is unreadable."""
 
 
 def iter_source_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -290,7 +286,10 @@ class IngestManifest:
         changed: list[FileChange] = []
         unchanged: list[str] = []
         for path in files:
-            content = path.read_bytes()
+            try:
+                content = path.read_bytes()
+            except OSError as exc:
+                raise IngestError(f"{path}: cannot read: {exc.strerror or exc}") from None
             digest = hashlib.sha256(content).hexdigest()
             old = self.entries.get(str(path))
             if old is not None and old.sha256 == digest:

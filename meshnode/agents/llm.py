@@ -43,11 +43,19 @@ MAX_BACKOFF_S = 10.0
 _GRACE_S = 0.5
 
 class LLMError(MeshnodeError):
-    """A chat call failed; ``kind`` is timeout, rate_limited, unavailable, bad_response or auth."""
+    """A chat call failed; ``kind`` is timeout, rate_limited, unavailable, bad_response or auth.
 
-    def __init__(self, kind: LLMErrorKind, message: str) -> None:
+    ``retry_after`` is set on a failure worth another attempt (a rate limit, a server that
+    is down): the seconds to wait first. The client retries those itself, within the
+    caller's deadline; what reaches the caller is the last failure.
+    """
+
+    def __init__(
+        self, kind: LLMErrorKind, message: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.kind: LLMErrorKind = kind
+        self.retry_after = retry_after
 
 
 def _url(value: str | None) -> str | None:
@@ -207,8 +215,10 @@ class LLMClient:
         while True:
             try:
                 return await self._attempt(request, deadline, budget)
-            except _Retryable as retry:
-                error, wait = retry.error, retry.wait_s
+            except LLMError as failed:
+                if failed.retry_after is None:
+                    raise
+                error, wait = failed, failed.retry_after
             attempt += 1
             left = deadline - trio.current_time()
             if attempt > self.settings.max_retries or wait >= left - 0.1:
@@ -247,14 +257,13 @@ class LLMClient:
         except openai.APITimeoutError:
             raise LLMError("timeout", self._timeout_message(budget)) from None
         except openai.APIConnectionError as exc:
-            raise _Retryable(
-                LLMError("unavailable", f"cannot reach the LLM at {where}: {exc}"), 0.5
+            raise LLMError(
+                "unavailable", f"cannot reach the LLM at {where}: {exc}", retry_after=0.5
             ) from None
         except openai.RateLimitError as exc:
-            raise _Retryable(
-                LLMError("rate_limited", f"the LLM at {where} is rate limiting us: "
-                         f"{_detail(exc)}"),
-                _retry_after(exc.response.headers),
+            raise LLMError(
+                "rate_limited", f"the LLM at {where} is rate limiting us: {_detail(exc)}",
+                retry_after=_retry_after(exc.response.headers),
             ) from None
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise LLMError(
@@ -268,10 +277,9 @@ class LLMClient:
             ) from None
         except openai.APIStatusError as exc:
             if exc.status_code >= 500:
-                raise _Retryable(
-                    LLMError("unavailable", f"the LLM at {where} failed (HTTP "
-                             f"{exc.status_code}): {_detail(exc)}"),
-                    _retry_after(exc.response.headers, default=0.5),
+                raise LLMError(
+                    "unavailable", f"the LLM at {where} failed (HTTP {exc.status_code}): "
+                    f"{_detail(exc)}", retry_after=_retry_after(exc.response.headers, default=0.5),
                 ) from None
             raise LLMError(
                 "bad_response", f"the LLM at {where} rejected the request (HTTP "
@@ -284,15 +292,6 @@ class LLMClient:
                 "bad_response", f"the LLM at {where} sent a malformed response: {exc}"
             ) from None
         return _reply_text(response, where)
-
-
-class _Retryable(Exception):
-    """Internal: an LLMError worth another attempt after ``wait_s`` seconds."""
-
-    def __init__(self, error: LLMError, wait_s: float) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.wait_s = wait_s
 
 
 def _detail(exc: openai.APIStatusError) -> str:

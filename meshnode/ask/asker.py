@@ -73,6 +73,12 @@ class AskError(MeshnodeError):
     """No agent of the mesh produced an acceptable answer."""
 
 
+class UnknownAnswer(AskError):
+    """A rating for an answer that is not waiting for one here."""
+
+    http_status = 404
+
+
 @dataclass(slots=True)
 class _Taken:
     peer: str
@@ -362,7 +368,7 @@ class Asker:
         self.settle(time.time())
         taken = self.answered.pop(task_id, None)
         if taken is None:
-            raise AskError(f"no answer with task id {task_id} is waiting for a rating here "
+            raise UnknownAnswer(f"no answer with task id {task_id} is waiting for a rating here "
                            f"(answers can be rated for {self.settings.rating_window_s:.0f} s)")
         now = time.time()
         if good:

@@ -23,7 +23,14 @@ from meshnode.node.peers import PeerTable
 from meshnode.node.streams import ByteStream, read_frame, write_frame
 from meshnode.stats import quantile
 from protocols.codec import FrameDecoder
-from protocols.envelope import Envelope, EnvelopeGuard, decode_envelope, encode_envelope, seal
+from protocols.envelope import (
+    Envelope,
+    EnvelopeGuard,
+    NetworkMismatch,
+    decode_envelope,
+    encode_envelope,
+    seal,
+)
 from protocols.errors import ProtocolError
 from protocols.peerid import Signer
 from protocols.presence import (
@@ -41,10 +48,6 @@ log = logging.getLogger(__name__)
 HELLO_PROTOCOL = "/meshnode/hello/1.0.0"
 HELLO_TIMEOUT_S = 10.0
 PING_TIMEOUT_S = 5.0
-
-
-class NetworkMismatch(ProtocolError):
-    pass
 
 
 class Membership:

@@ -164,6 +164,20 @@ def test_top_level_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str
         assert command in out
 
 
+def test_top_level_help_documents_the_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 success; 1 an error" in out and "130 interrupted" in out
+
+
+def test_a_missing_file_is_one_line_not_a_traceback(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["memory", "import", "--home", str(home), str(tmp_path / "gone.jsonl")]) == 1
+    assert "gone.jsonl" in one_error_line(capsys.readouterr().err)
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--version"])
