@@ -20,7 +20,7 @@ from memory.embedders import Embedder, cosine_similarities
 
 MAX_CACHED = 4096
 #: Above this many skill vectors the comparison runs in a worker thread, off the event loop
-#: (a mesh of a thousand agents with a few skills each is some 5 ms of matrix work).
+#: (a thousand agents with three skills each: some 15 ms, see bench/bench_relevance.py).
 THREAD_ROWS = 2048
 
 
@@ -45,33 +45,31 @@ class SkillIndex:
         question_vector, rest = vectors[0], vectors[1:]
         for texts in missing:  # copies, so the cache does not pin the whole batch
             self._cache[texts], rest = rest[: len(texts)].copy(), rest[len(texts) :]
-        # Every distinct skill set once, as rows of one matrix: (start, end) rows per set.
-        spans: dict[tuple[str, ...], tuple[int, int]] = {}
-        blocks: list[NDArray[np.float64]] = []
-        rows = 0
+        # Every distinct skill set once, as consecutive rows of one matrix.
+        blocks: dict[tuple[str, ...], int] = {}
         for _, skills in agents:
             texts = tuple(skills)
-            if texts in self._cache and texts not in spans:
+            if texts in self._cache and texts not in blocks:
                 self._cache.move_to_end(texts)
-                spans[texts] = (rows, rows + len(self._cache[texts]))
-                rows += len(self._cache[texts])
-                blocks.append(self._cache[texts])
+                blocks[texts] = len(blocks)
+        matrices = [self._cache[texts] for texts in blocks]
         while len(self._cache) > MAX_CACHED:
             self._cache.popitem(last=False)
-        similarity = await self._compare(question_vector, blocks, rows)
+        best = await self._best(question_vector, matrices)
         scores: dict[str, float] = {}
         for key, skills in agents:
-            start, end = spans.get(tuple(skills), (0, 0))
-            scores[key] = float(similarity[start:end].max()) if end > start else 0.0
+            block = blocks.get(tuple(skills))
+            scores[key] = 0.0 if block is None else float(best[block])
         return scores
 
-    async def _compare(
-        self, query: NDArray[np.float64], blocks: list[NDArray[np.float64]], rows: int
+    async def _best(
+        self, query: NDArray[np.float64], matrices: list[NDArray[np.float64]]
     ) -> NDArray[np.float64]:
-        if not blocks:
+        """The best cosine similarity with ``query`` in each of ``matrices`` (skill sets)."""
+        if not matrices:
             return np.zeros(0)
-        compare = functools.partial(_stacked_cosines, query, blocks)
-        if rows <= THREAD_ROWS:
+        compare = functools.partial(_best_of_blocks, query, matrices)
+        if sum(len(m) for m in matrices) <= THREAD_ROWS:
             return compare()
         return await trio.to_thread.run_sync(compare, limiter=self._limiter)
 
@@ -81,7 +79,11 @@ class SkillIndex:
         return float(cosine_similarities(first, second[None, :])[0])
 
 
-def _stacked_cosines(
-    query: NDArray[np.float64], blocks: list[NDArray[np.float64]]
+def _best_of_blocks(
+    query: NDArray[np.float64], matrices: list[NDArray[np.float64]]
 ) -> NDArray[np.float64]:
-    return cosine_similarities(query, np.vstack(blocks))
+    """One matrix product for all skill sets, then the maximum of each set's rows."""
+    similarity = cosine_similarities(query, np.vstack(matrices))
+    starts = np.cumsum([0] + [len(m) for m in matrices[:-1]])
+    best: NDArray[np.float64] = np.maximum.reduceat(similarity, starts)
+    return best

@@ -34,13 +34,13 @@ async def test_a_large_comparison_runs_in_a_worker_thread(
     question = "How do I make a venv for my package?"
     inline = await index().score(question, AGENTS)
     threads: list[bool] = []
-    stacked = relevance._stacked_cosines
+    stacked = relevance._best_of_blocks
 
     def spy(*args: object) -> object:
         threads.append(threading.current_thread() is threading.main_thread())
         return stacked(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(relevance, "_stacked_cosines", spy)
+    monkeypatch.setattr(relevance, "_best_of_blocks", spy)
     assert await index().score(question, AGENTS) == inline
     monkeypatch.setattr(relevance, "THREAD_ROWS", 1)
     assert await index().score(question, AGENTS) == pytest.approx(inline)
