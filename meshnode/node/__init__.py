@@ -2,6 +2,6 @@
 presence gossip, peer table, dialing, pinging), the knowledge service (memory writes and
 replication), the node home and logging.
 
-May import: meshnode.config, meshnode.errors, and the top-level packages ``protocols``,
-``memory`` and ``bootstrap``. Nothing above it (a2a, trust, ask, api, cli, daemon).
+May import: meshnode.config, meshnode.stats, meshnode.errors, and the top-level packages
+``protocols``, ``memory`` and ``bootstrap``. Nothing above it (a2a, trust, ask, api, cli, daemon).
 """
