@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import re
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +142,36 @@ def test_start_with_bad_flags_is_one_line(
     # Validation happens before the daemon runs: no traceback, no network.
     assert main(["start", "--home", str(home), *flags]) == 1
     assert key in one_error_line(capsys.readouterr().err)
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    # `meshnode start` configures the root logger for a daemon; give the next tests theirs.
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.filters[:], root.level)
+    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+    yield
+    root.handlers[:], root.filters[:] = saved[0], saved[1]
+    root.setLevel(saved[2])
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_a_daemon_that_cannot_start_says_why_in_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The failure comes from deep inside the daemon's nurseries (binding the API port); the
+    # one error mapping turns it into one line and exit status 1, not a traceback.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["start", "--home", str(home), "--api", f"127.0.0.1:{port}",
+                     "--listen", "/ip4/127.0.0.1/tcp/0"])
+    assert code == 1
+    last = capsys.readouterr().err.splitlines()[-1]  # after the daemon's own log lines
+    assert last.startswith("meshnode: cannot start: ") and "in use" in last
 
 
 # ---- help and version -------------------------------------------------------------------------
