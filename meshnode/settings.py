@@ -70,9 +70,10 @@ def setting(
     return field
 
 
-def documented(help: str, *, example: Any = None, check: Check | None = None) -> Any:
-    """A dataclass field without a default (required), and its documentation."""
-    return dataclasses.field(metadata={"doc": Doc(help, check, example=example)})
+def documented(help: str, *, example: Any = None, check: Check | None = None) -> dict[str, Doc]:
+    """The metadata documenting a field without a default: ``field(metadata=documented(...))``
+    (a plain ``field`` call, so that type checkers still see the field as required)."""
+    return {"doc": Doc(help, check, example=example)}
 
 
 def doc_of(field: dataclasses.Field[Any]) -> Doc | None:

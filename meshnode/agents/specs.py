@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -46,11 +46,11 @@ _NAMES = "letters, digits, '-', '_', '.'"
 
 @dataclass(frozen=True, slots=True)
 class SkillSpec:
-    id: str = documented(
-        f"Unique within the agent: {_NAMES} (default: from name).", example="python-packaging")
-    name: str = documented("", example="Python packaging")
-    description: str = documented(
-        "", example="Virtual environments, pip, pyproject.toml, building and publishing.")
+    id: str = field(metadata=documented(
+        f"Unique within the agent: {_NAMES} (default: from name).", example="python-packaging"))
+    name: str = field(metadata=documented("", example="Python packaging"))
+    description: str = field(metadata=documented(
+        "", example="Virtual environments, pip, pyproject.toml, building and publishing."))
     tags: tuple[str, ...] = setting(
         (), "Keywords and sample questions; the router compares questions with all of these.",
         example=["python", "pip", "venv", "pyproject"])
@@ -60,17 +60,17 @@ class SkillSpec:
 
 @dataclass(frozen=True, slots=True)
 class AgentSpec:
-    name: str = documented(
+    name: str = field(metadata=documented(
         f"Unique on this node: {_NAMES} (at most {MAX_AGENT_LEN} characters).",
-        example="python-expert")
-    description: str = documented(
+        example="python-expert"))
+    description: str = field(metadata=documented(
         "What this agent is good at, in one or two sentences (shown in its agent card).",
-        example="Answers questions about Python packaging, typing, testing and concurrency.")
-    instructions: str = documented(
+        example="Answers questions about Python packaging, typing, testing and concurrency."))
+    instructions: str = field(metadata=documented(
         "Guidance given to the LLM before every question (optional; default from "
-        "description).", example="You are a senior Python engineer. Answer precisely and briefly.")
-    skills: tuple[SkillSpec, ...] = documented(
-        "What the agent is good at, one [[agents.skills]] table each (at least one).")
+        "description).", example="You are a senior Python engineer. Answer precisely and briefly."))
+    skills: tuple[SkillSpec, ...] = field(metadata=documented(
+        "What the agent is good at, one [[agents.skills]] table each (at least one)."))
     reads: tuple[str, ...] = setting(
         DEFAULT_READS, f"Memory collections the agent answers from: any of "
         f"{', '.join(COLLECTIONS)} (default: {' and '.join(DEFAULT_READS)}).")
