@@ -29,12 +29,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.stats import pct
 from meshnode.a2a.tasks import AGENT_KEY, TaskService, call_agent
 from meshnode.agents.answering import Answer
 from meshnode.agents.specs import AgentSpec
 from meshnode.config import GossipSettings
 from meshnode.node.host import MeshHost
+from meshnode.stats import quantile
 from protocols.a2a import Message, StreamEvent, TextPart
 from protocols.peerid import Signer
 
@@ -99,8 +99,8 @@ async def roundtrips(tasks: int, concurrency: list[int]) -> None:
                 for i in range(level):
                     nursery.start_soon(worker, tasks // level + (i < tasks % level), samples)
             elapsed = time.perf_counter() - start
-            print(f"{level:9}  {len(samples):5}  {pct(samples, .5):6.2f}  {pct(samples, .99):6.2f}"
-                  f"  {len(samples) / elapsed:7.0f}", flush=True)
+            print(f"{level:9}  {len(samples):5}  {quantile(samples, .5):6.2f}  "
+                  f"{quantile(samples, .99):6.2f}  {len(samples) / elapsed:7.0f}", flush=True)
 
 
 def stage_breakdown(asks: int) -> None:
@@ -142,8 +142,9 @@ def stage_breakdown(asks: int) -> None:
             total = statistics.fmean(stages["total_s"])
             for stage in ("routing_s", "network_s", "retrieval_s", "llm_s", "total_s"):
                 values = stages[stage]
-                print(f"{stage[:-2]:12}  {pct(values, .5):7.1f}  {statistics.fmean(values):8.1f}"
-                      f"  {statistics.fmean(values) / total:6.0%}", flush=True)
+                print(f"{stage[:-2]:12}  {quantile(values, .5):7.1f}  "
+                      f"{statistics.fmean(values):8.1f}  {statistics.fmean(values) / total:6.0%}",
+                      flush=True)
 
 
 def main() -> None:

@@ -22,8 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.stats import pct
 from meshnode.cli.client import DaemonClient
+from meshnode.stats import quantile
 from tests.integration.harness import Daemon, mesh, wait_for
 
 
@@ -62,8 +62,8 @@ def run(size: int, settle: float, rng: random.Random) -> dict[str, Any]:
         return {
             "nodes": size,
             "samples": len(latencies),
-            "p50_ms": pct(latencies, 0.50),
-            "p99_ms": pct(latencies, 0.99),
+            "p50_ms": quantile(latencies, 0.50),
+            "p99_ms": quantile(latencies, 0.99),
             "mean_ms": statistics.fmean(latencies),
             "max_ms": max(latencies),
             "learn_from_api_up_s": learned - api_up,

@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.stats import pct
 from bootstrap import network_psk
 from meshnode.config import GossipSettings
 from meshnode.node.host import MeshHost
 from meshnode.node.streams import ByteStream
+from meshnode.stats import quantile
 
 PROTOCOL = "/meshnode/bench-bulk/1.0.0"
 PAYLOAD = 4 * 1024 * 1024
@@ -70,7 +70,7 @@ async def main(rounds: int) -> None:
     print("mode      connect p50 ms  p99 ms  bulk MB/s")
     for label, psk in (("public", None), ("private", network_psk("bench", "a secret"))):
         times, mbps = await measure(psk, rounds)
-        print(f"{label:8}  {pct(times, .5):14.1f}  {pct(times, .99):6.1f}  {mbps:9.1f}",
+        print(f"{label:8}  {quantile(times, .5):14.1f}  {quantile(times, .99):6.1f}  {mbps:9.1f}",
               flush=True)
 
 

@@ -36,6 +36,7 @@ import memory.store
 from memory.embedders import Embedder, HashingEmbedder, embedder_from_config
 from memory.milvus_server import start_milvus_server
 from memory.store import MemoryStore
+from meshnode.stats import quantile
 from protocols.peerid import Signer
 from protocols.records import COLLECTIONS, MemoryRecord, new_record
 
@@ -114,7 +115,8 @@ def make_records(texts: Sequence[str], collection: str = COLLECTIONS[0]) -> list
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(samples) * 1000.0, q))
+    """The ``q``-th percentile (0..100) of ``samples`` seconds, in milliseconds."""
+    return quantile(samples, q / 100) * 1000.0
 
 
 async def latencies(
@@ -188,7 +190,7 @@ async def settle(store: MemoryStore, queries: Sequence[str], cap_s: float) -> fl
     waited, best = 0.0, float("inf")
     while waited < cap_s:
         pending = sum((await store.stats())["unindexed_rows"].values())
-        p50 = statistics.median(await latencies(store, queries[:20]))
+        p50 = quantile(await latencies(store, queries[:20]), 0.5)
         if not pending and p50 > best * 0.9:
             break
         best = min(best, p50)

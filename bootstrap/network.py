@@ -14,7 +14,7 @@ from protocols.peerid import validate_peer_id
 
 
 class BootstrapError(ValueError):
-    """A bootstrap address or network setting is unusable."""
+    """A bootstrap address or network setting is unusable: the bootstrap package's one error."""
 
 
 _DNS_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"

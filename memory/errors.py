@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 class MemoryStoreError(Exception):
-    """Base class of every error raised by the memory store and its embedders."""
+    """Base class of every error of the memory package: store, embedders, ingest, replication."""
 
 
 class StoreUnavailable(MemoryStoreError):
@@ -25,6 +25,14 @@ class InvalidRecord(MemoryStoreError):
 
 class EmbedderError(MemoryStoreError):
     """An embedder is misconfigured, not installed, or failed to embed."""
+
+
+class IngestError(MemoryStoreError):
+    """A path to ingest is missing, unreadable or unsupported, or the manifest is unreadable."""
+
+
+class ReplicationError(MemoryStoreError):
+    """A sync did not complete: the peer refused, misbehaved, went silent or went away."""
 
 
 class EmbedderMismatch(MemoryStoreError):

@@ -22,7 +22,8 @@ from pathlib import Path
 import trio
 
 from memory.backend import MAX_WINDOW
-from memory.errors import MemoryStoreError
+from memory.errors import IngestError
+from memory.files import write_atomic
 from memory.store import MemoryStore
 from protocols.peerid import Signer
 from protocols.records import MemoryRecord, MetaValue, new_record, new_tombstone
@@ -34,10 +35,6 @@ _MANIFEST_VERSION = 1
 _HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+\S")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 _SENTENCE_ENDS = (". ", "! ", "? ", "\n")
-
-
-class IngestError(MemoryStoreError):
-    """A path to ingest is missing or unsupported, or the manifest is unreadable."""
 
 
 def iter_source_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -271,12 +268,9 @@ class IngestManifest:
             name: {"sha256": e.sha256, "ids": list(e.record_ids)}
             for name, e in sorted(self.entries.items())
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(
-            json.dumps({"version": _MANIFEST_VERSION, "files": files}, indent=1),
-            encoding="utf-8",
+        write_atomic(
+            self.path, json.dumps({"version": _MANIFEST_VERSION, "files": files}, indent=1)
         )
-        os.replace(tmp, self.path)
 
     def plan(
         self,
@@ -292,7 +286,10 @@ class IngestManifest:
         changed: list[FileChange] = []
         unchanged: list[str] = []
         for path in files:
-            content = path.read_bytes()
+            try:
+                content = path.read_bytes()
+            except OSError as exc:
+                raise IngestError(f"{path}: cannot read: {exc.strerror or exc}") from None
             digest = hashlib.sha256(content).hexdigest()
             old = self.entries.get(str(path))
             if old is not None and old.sha256 == digest:

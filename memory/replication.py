@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import trio
 
-from memory.errors import InvalidRecord, MemoryStoreError
+from memory.errors import InvalidRecord, MemoryStoreError, ReplicationError
 from memory.store import MemoryStore
 from protocols.errors import ProtocolError
 from protocols.memsync import (
@@ -61,10 +61,6 @@ class ByteStream(Protocol):
     async def write(self, data: bytes) -> None: ...
 
     async def close(self) -> None: ...
-
-
-class ReplicationError(MemoryStoreError):
-    """A sync did not complete: the peer refused, misbehaved, went silent or went away."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 
 import trio
 
-from memory.backend import MAX_WINDOW, Backend, redact
+from memory.backend import MAX_WINDOW, Backend
 from memory.embedders import Embedder
 from memory.errors import EmbedderError, InvalidRecord, MemoryStoreError
+from memory.uris import redact
 from protocols.envelope import validate_network_id
 from protocols.errors import ProtocolError
 from protocols.peerid import validate_peer_id

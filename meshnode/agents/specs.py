@@ -1,7 +1,7 @@
 """The agents a node hosts: their specs (from the config), and the demo data.
 
 An agent is an :class:`AgentSpec`: a name, a description, instructions for the LLM, the
-skills it advertises (which the router embeds to judge relevance, see :func:`skill_text`),
+skills it advertises (which the router embeds to judge relevance, see :func:`skill_texts`),
 the memory collections it reads, and whether it writes what it learns back to memory.
 
 How they answer questions is :mod:`meshnode.agents.answering`.
@@ -12,12 +12,21 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from meshnode.errors import ConfigError
+from meshnode.settings import (
+    comment,
+    documented,
+    documented_fields,
+    render_entry,
+    setting,
+    unknown,
+)
+from protocols.a2a import AgentCard
 from protocols.records import COLLECTIONS, MAX_AGENT_LEN
 
 # ---- specs ---------------------------------------------------------------------------------
@@ -32,52 +41,61 @@ MAX_INSTRUCTIONS = 8000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
+_NAMES = "letters, digits, '-', '_', '.'"
+
+
 @dataclass(frozen=True, slots=True)
 class SkillSpec:
-    id: str
-    name: str
-    description: str
-    tags: tuple[str, ...] = ()
-    examples: tuple[str, ...] = ()
+    id: str = field(metadata=documented(
+        f"Unique within the agent: {_NAMES} (default: from name).", example="python-packaging"))
+    name: str = field(metadata=documented("", example="Python packaging"))
+    description: str = field(metadata=documented(
+        "", example="Virtual environments, pip, pyproject.toml, building and publishing."))
+    tags: tuple[str, ...] = setting(
+        (), "Keywords and sample questions; the router compares questions with all of these.",
+        example=["python", "pip", "venv", "pyproject"])
+    examples: tuple[str, ...] = setting(
+        (), "", example=["Why does pip say externally-managed-environment?"])
 
 
 @dataclass(frozen=True, slots=True)
 class AgentSpec:
-    name: str
-    description: str
-    instructions: str
-    skills: tuple[SkillSpec, ...]
-    reads: tuple[str, ...] = DEFAULT_READS
-    writes: bool = True
+    name: str = field(metadata=documented(
+        f"Unique on this node: {_NAMES} (at most {MAX_AGENT_LEN} characters).",
+        example="python-expert"))
+    description: str = field(metadata=documented(
+        "What this agent is good at, in one or two sentences (shown in its agent card).",
+        example="Answers questions about Python packaging, typing, testing and concurrency."))
+    instructions: str = field(metadata=documented(
+        "Guidance given to the LLM before every question (optional; default from "
+        "description).", example="You are a senior Python engineer. Answer precisely and briefly."))
+    skills: tuple[SkillSpec, ...] = field(metadata=documented(
+        "What the agent is good at, one [[agents.skills]] table each (at least one)."))
+    reads: tuple[str, ...] = setting(
+        DEFAULT_READS, f"Memory collections the agent answers from: any of "
+        f"{', '.join(COLLECTIONS)} (default: {' and '.join(DEFAULT_READS)}).")
+    writes: bool = setting(
+        True, "Whether its exchanges and accepted solutions are written back to shared memory.")
 
 
-AGENTS_TEMPLATE = """\
-# Agents hosted by this node: one [[agents]] table each, with its skills as
-# [[agents.skills]] tables below it. Remove the leading "# " of a block to use it.
-# With no agents the node still routes questions to the rest of the mesh.
-#
-# [[agents]]
-# # Unique on this node: letters, digits, '-', '_', '.' (at most 64 characters).
-# name = "python-expert"
-# # What this agent is good at, in one or two sentences (shown in its agent card).
-# description = "Answers questions about Python packaging, typing, testing and concurrency."
-# # Guidance given to the LLM before every question (optional; default from description).
-# instructions = "You are a senior Python engineer. Answer precisely and briefly."
-# # Memory collections the agent answers from: any of expert_knowledge,
-# # problem_solutions, collaboration_history (default: the first two).
-# reads = ["expert_knowledge", "problem_solutions"]
-# # Whether its exchanges and accepted solutions are written back to shared memory.
-# writes = true
-#
-# [[agents.skills]]
-# # Unique within the agent: letters, digits, '-', '_', '.' (default: from name).
-# id = "python-packaging"
-# name = "Python packaging"
-# description = "Virtual environments, pip, pyproject.toml, building and publishing."
-# # Keywords and sample questions; the router compares questions with all of these.
-# tags = ["python", "pip", "venv", "pyproject"]
-# examples = ["Why does pip say externally-managed-environment?"]
-"""
+_INTRO = (
+    "Agents hosted by this node: one [[agents]] table each, with its skills as "
+    '[[agents.skills]] tables below it. Remove the leading "# " of a block to use it. With no '
+    "agents the node still routes questions to the rest of the mesh."
+)
+_NESTED = {"skills": ("agents.skills", SkillSpec)}
+#: The commented ``[[agents]]`` example at the end of the config template.
+AGENTS_TEMPLATE = "\n".join(
+    [*comment(_INTRO), "#"]
+    + [f"# {line}" if line else "#" for line in render_entry("agents", AgentSpec, _NESTED)]
+) + "\n"
+
+
+def agent_toml(spec: AgentSpec) -> str:
+    """``spec`` as an ``[[agents]]`` table (with its skills) for a config file."""
+    return "\n".join(render_entry("agents", spec, _NESTED)) + "\n"
+_AGENT_KEYS = tuple(documented_fields(AgentSpec))
+_SKILL_KEYS = tuple(documented_fields(SkillSpec))
 
 
 def _slug(text: str) -> str:
@@ -95,9 +113,7 @@ class _Table:
         allowed = set(known)
         for key in data:
             if key not in allowed:
-                raise ConfigError(
-                    f"{where}.{key}: unknown setting (known: {', '.join(sorted(allowed))})"
-                )
+                raise unknown(where, key, sorted(allowed))
 
     def text(
         self, key: str, *, max_len: int, default: str | None = None, pattern: bool = False
@@ -147,13 +163,19 @@ class _Table:
         return value
 
 
+def _repeat(keys: Iterable[str]) -> tuple[int, int] | None:
+    """(index, index of its first occurrence) of the first key seen twice; None if none is."""
+    seen: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key in seen:
+            return i, seen[key]
+        seen[key] = i
+    return None
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-_AGENT_KEYS = ("name", "description", "instructions", "skills", "reads", "writes")
-_SKILL_KEYS = ("id", "name", "description", "tags", "examples")
 
 
 def _skill(data: Any, where: str) -> SkillSpec:
@@ -183,14 +205,13 @@ def _agent(data: Any, where: str) -> AgentSpec:
     if len(raw_skills) > MAX_SKILLS:
         raise ConfigError(f"{where}.skills: at most {MAX_SKILLS} skills, got {len(raw_skills)}")
     skills = tuple(_skill(s, f"{where}.skills[{j}]") for j, s in enumerate(raw_skills))
-    seen: dict[str, int] = {}
-    for j, skill in enumerate(skills):
-        if skill.id in seen:
-            raise ConfigError(
-                f"{where}.skills[{j}].id: {skill.id!r} is already the id of "
-                f"{where}.skills[{seen[skill.id]}] (give each skill a distinct id)"
-            )
-        seen[skill.id] = j
+    repeat = _repeat(skill.id for skill in skills)
+    if repeat is not None:
+        j, first = repeat
+        raise ConfigError(
+            f"{where}.skills[{j}].id: {skills[j].id!r} is already the id of "
+            f"{where}.skills[{first}] (give each skill a distinct id)"
+        )
     reads = t.texts("reads", max_items=len(COLLECTIONS), max_len=64, default=DEFAULT_READS)
     if not reads:
         raise ConfigError(f"{where}.reads: name at least one collection")
@@ -199,7 +220,7 @@ def _agent(data: Any, where: str) -> AgentSpec:
             raise ConfigError(
                 f"{where}.reads[{i}]: unknown collection {name_!r} (use {', '.join(COLLECTIONS)})"
             )
-    if len(set(reads)) != len(reads):
+    if _repeat(reads) is not None:
         raise ConfigError(f"{where}.reads: a collection is listed twice")
     return AgentSpec(name, description, instructions, skills, reads, t.flag("writes", True))
 
@@ -216,15 +237,13 @@ def agents_from_config(tables: Any, *, where: str) -> tuple[AgentSpec, ...]:
     if len(tables) > MAX_AGENTS:
         raise ConfigError(f"{where}: at most {MAX_AGENTS} agents per node, got {len(tables)}")
     agents = tuple(_agent(data, f"{where}[{i}]") for i, data in enumerate(tables))
-    seen: dict[str, int] = {}
-    for i, agent in enumerate(agents):
-        key = agent.name.casefold()
-        if key in seen:
-            raise ConfigError(
-                f"{where}[{i}].name: {agent.name!r} is already the name of {where}[{seen[key]}]"
-                " (agent names are unique per node, ignoring case)"
-            )
-        seen[key] = i
+    repeat = _repeat(agent.name.casefold() for agent in agents)
+    if repeat is not None:
+        i, first = repeat
+        raise ConfigError(
+            f"{where}[{i}].name: {agents[i].name!r} is already the name of {where}[{first}]"
+            " (agent names are unique per node, ignoring case)"
+        )
     return agents
 
 
@@ -253,30 +272,11 @@ def demo_agents() -> tuple[AgentSpec, ...]:
     return load_agents_file(data_path("demo_agents.toml"))
 
 
-def skill_text(spec: AgentSpec) -> list[str]:
-    """One text per skill (name, description, tags, examples) for the router to embed;
-    an agent without skills is described by its own description."""
-    texts = []
-    for skill in spec.skills:
-        parts = [f"{skill.name}: {skill.description}"]
-        if skill.tags:
-            parts.append("Topics: " + ", ".join(skill.tags) + ".")
-        if skill.examples:
-            parts.append("Example questions: " + " ".join(skill.examples))
-        texts.append(" ".join(parts))
-    return texts or [f"{spec.name}: {spec.description}"]
-
-
-def describe_spec(spec: AgentSpec) -> dict[str, Any]:
-    """A JSON-friendly view of an agent for the local API and ``meshnode agents``."""
-    return {
-        "name": spec.name,
-        "description": spec.description,
-        "reads": list(spec.reads),
-        "writes": spec.writes,
-        "skills": [
-            {"id": s.id, "name": s.name, "description": s.description,
-             "tags": list(s.tags), "examples": list(s.examples)}
-            for s in spec.skills
-        ],
-    }
+def skill_texts(card: AgentCard) -> list[str]:
+    """What the router embeds to judge how relevant an agent is to a question: one text per
+    skill (name, description, tags, examples); an agent without skills is described by its
+    own description. It reads an :class:`AgentCard`, so this node's agents (whose cards are
+    made from their specs) and every peer's (received in presence) are rendered alike."""
+    texts = [f"{s.name}. {s.description} {' '.join(s.tags)} {' '.join(s.examples)}"
+             for s in card.skills]
+    return texts or [f"{card.name}. {card.description}"]

@@ -3,8 +3,9 @@
 Every call needs ``Authorization: Bearer <token>`` with the token from the node home, except
 on routes added with ``public=True``. Handlers are plain async functions from a
 :class:`Request` to a JSON-able value, or to a :class:`StreamingResponse` whose chunks are
-sent as they come (Server-Sent Events, for example); raising :class:`HttpError` turns into a
-JSON error body with that status.
+sent as they come (Server-Sent Events, for example). A handler that fails raises: the error
+becomes a JSON body ``{"error": message}`` with the status :func:`meshnode.errors.http_status`
+gives it (:class:`HttpError` carries its own).
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from meshnode.errors import MeshnodeError, http_status, reported
+
 log = logging.getLogger(__name__)
 MAX_BODY = 8 * 1024 * 1024
 
 
-class HttpError(Exception):
+class HttpError(MeshnodeError):
+    """A handler's refusal of a request, with the HTTP status to answer."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
-        self.status = status
+        self.http_status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +119,15 @@ class ApiApp:
             return
         try:
             status, payload = 200, await self._dispatch(scope, receive)
-        except HttpError as exc:
-            status, payload = exc.status, {"error": str(exc)}
         except Exception as exc:
-            log.exception("API handler failed", extra={"path": scope.get("path")})
-            status, payload = 500, {"error": f"internal error: {exc}"}
+            # One mapping from errors to statuses (meshnode.errors); handlers just raise.
+            status, payload = http_status(exc), {"error": str(exc)}
+            if reported(exc) is None:  # a bug: keep its traceback
+                log.exception("API handler failed", extra={"path": scope.get("path")})
+                payload = {"error": f"internal error: {exc}"}
+            elif status >= 500:
+                log.warning("API request failed", extra={"path": scope.get("path"),
+                                                         "error": str(exc)})
         if isinstance(payload, StreamingResponse):
             await _send_stream(payload, receive, send)
             return

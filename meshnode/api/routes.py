@@ -1,4 +1,8 @@
-"""The local API's routes: node status and peers, gossip diagnostics, and memory."""
+"""The local API's routes: node status and peers, gossip diagnostics, memory and agents.
+
+Handlers raise what the services raise: the app answers each error with the status
+:func:`meshnode.errors.http_status` gives it, so no route converts errors itself.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,14 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from memory.errors import MemoryStoreError
 from meshnode import __version__
 from meshnode.a2a.tasks import AGENT_KEY
 from meshnode.api.app import ApiApp, HttpError, Request, StreamingResponse
 from meshnode.api.mesh_agent import TIMEOUT_KEY, MeshA2A
-from meshnode.ask.asker import Asker, AskError
+from meshnode.ask.asker import Asker
 from meshnode.config import NodeConfig
 from meshnode.node.faults import Faults
-from meshnode.node.knowledge import KnowledgeError, KnowledgeService
+from meshnode.node.knowledge import KnowledgeService
 from meshnode.node.membership import Membership
 from meshnode.trust.service import TrustService
 from protocols.a2a import (
@@ -104,13 +107,10 @@ def add_memory_routes(app: ApiApp, knowledge: KnowledgeService) -> None:
         meta = body.get("meta", {})
         if not isinstance(meta, dict):
             raise HttpError(400, "'meta' must be an object")
-        try:
-            record = await knowledge.add(
-                _text_field(body, "text"), kind=_text_field(body, "kind", "note"),
-                collection=collection, meta=meta, agent=_text_field(body, "agent", ""),
-            )
-        except (ProtocolError, ValueError) as exc:
-            raise HttpError(400, f"invalid record: {exc}") from None
+        record = await knowledge.add(
+            _text_field(body, "text"), kind=_text_field(body, "kind", "note"),
+            collection=collection, meta=meta, agent=_text_field(body, "agent", ""),
+        )
         return record_json(record)
 
     async def search(request: Request) -> list[dict[str, Any]]:
@@ -128,20 +128,14 @@ def add_memory_routes(app: ApiApp, knowledge: KnowledgeService) -> None:
         return [{**record_json(h.record), "score": round(h.score, 4)} for h in hits]
 
     async def delete(request: Request) -> dict[str, Any]:
-        try:
-            return record_json(await knowledge.delete(_text_field(request.json(), "id")))
-        except KnowledgeError as exc:
-            raise HttpError(404, str(exc)) from None
+        return record_json(await knowledge.delete(_text_field(request.json(), "id")))
 
     async def ingest(request: Request) -> dict[str, Any]:
         body = request.json()
         paths = body.get("paths")
         if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
             raise HttpError(400, "'paths' must be a non-empty list of paths")
-        try:
-            report = await knowledge.ingest(paths, prune=bool(body.get("prune", False)))
-        except (OSError, MemoryStoreError) as exc:
-            raise HttpError(400, str(exc)) from None
+        report = await knowledge.ingest(paths, prune=bool(body.get("prune", False)))
         return {k: getattr(report, k) for k in report.__dataclass_fields__}
 
     async def stats(_: Request) -> dict[str, Any]:
@@ -205,10 +199,7 @@ def add_agent_routes(
         rating = _text_field(body, "rating")
         if rating not in ("good", "bad"):
             raise HttpError(400, "'rating' must be good or bad")
-        try:
-            return asker.rate(_text_field(body, "task_id"), rating == "good")
-        except AskError as exc:
-            raise HttpError(404, str(exc)) from None
+        return asker.rate(_text_field(body, "task_id"), rating == "good")
 
     async def trust_view(_: Request) -> dict[str, Any]:
         return trust.snapshot()

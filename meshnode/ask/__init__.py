@@ -1,6 +1,6 @@
 """Asking the mesh: the asker that routes a question to the best agents and brings back one
 answer, the routing policy (pure scoring functions) and skill relevance by embeddings.
 
-May import: meshnode.a2a, meshnode.trust, meshnode.node, meshnode.config, meshnode.errors,
-``protocols`` and ``memory``.
+May import: meshnode.a2a, meshnode.trust, meshnode.node, meshnode.config, meshnode.agents,
+meshnode.errors, ``protocols`` and ``memory``.
 """

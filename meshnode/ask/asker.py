@@ -30,6 +30,7 @@ from meshnode.a2a.tasks import (
     TaskService,
     call_agent,
 )
+from meshnode.agents.specs import skill_texts
 from meshnode.ask.policy import (
     DEFAULT_POLICY,
     Candidate,
@@ -76,6 +77,12 @@ FORWARDED = "(forwarded)"
 
 class AskError(MeshnodeError):
     """No agent of the mesh produced an acceptable answer."""
+
+
+class UnknownAnswer(AskError):
+    """A rating for an answer that is not waiting for one here."""
+
+    http_status = 404
 
 
 @dataclass(slots=True)
@@ -183,7 +190,7 @@ class Asker:
                                "(see `meshnode agents`)")
         try:
             relevance = await self.skills.score(
-                question, [(f"{peer}/{card.name}", _skill_texts(card)) for peer, card in known]
+                question, [(f"{peer}/{card.name}", skill_texts(card)) for peer, card in known]
             )
         except MemoryStoreError as exc:  # an embeddings endpoint down, say
             self.faults.record("embedder", exc, expected=True)
@@ -400,7 +407,7 @@ class Asker:
         self.settle(time.time())
         taken = self.answered.pop(task_id, None)
         if taken is None:
-            raise AskError(f"no answer with task id {task_id} is waiting for a rating here "
+            raise UnknownAnswer(f"no answer with task id {task_id} is waiting for a rating here "
                            f"(answers can be rated for {self.settings.rating_window_s:.0f} s)")
         now = time.time()
         if good:
@@ -409,9 +416,3 @@ class Asker:
                           skill=taken.agent, now=now)
         return {"task_id": task_id, "peer": taken.peer, "agent": taken.agent,
                 "rating": "good" if good else "bad"}
-
-
-def _skill_texts(card: AgentCard) -> list[str]:
-    texts = [f"{s.name}. {s.description} {' '.join(s.tags)} {' '.join(s.examples)}"
-             for s in card.skills]
-    return texts or [f"{card.name}. {card.description}"]

@@ -1,41 +1,42 @@
 """SkillIndex: how relevant each known agent is to a question, by embedding similarity.
 
-An agent's skills (name, description, tags, examples) are embedded once per distinct card
-with this node's own embedder and cached; a question is embedded once and compared with
-every skill. An agent's relevance is its best skill's cosine similarity.
+An agent's skills (rendered by :func:`meshnode.agents.skills.skill_texts`) are embedded once
+per distinct card with this node's own embedder and cached; a question is embedded once and
+compared with every skill in one matrix product. An agent's relevance is its best skill's
+cosine similarity.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from collections import OrderedDict
 from collections.abc import Sequence
 
+import numpy as np
 import trio
+from numpy.typing import NDArray
 
-from memory.embedders import Embedder
+from memory.embedders import Embedder, cosine_similarities
 
 MAX_CACHED = 4096
-
-
-def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return dot / norm if norm else 0.0
+#: Above this many skill vectors the comparison runs in a worker thread, off the event loop
+#: (a thousand agents with three skills each: some 15 ms, see bench/bench_relevance.py).
+THREAD_ROWS = 2048
 
 
 class SkillIndex:
     def __init__(self, embedder: Embedder, limiter: trio.CapacityLimiter) -> None:
         self._embedder = embedder
         self._limiter = limiter
-        self._cache: OrderedDict[tuple[str, ...], list[list[float]]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, ...], NDArray[np.float64]] = OrderedDict()
 
-    async def _embed(self, texts: Sequence[str]) -> list[list[float]]:
+    async def _embed(self, texts: Sequence[str]) -> NDArray[np.float64]:
         # An embedder holds nothing a late thread could misuse, so the ask's deadline need
         # not wait for a slow one: the thread is abandoned (it keeps its limiter token until
         # it ends, so abandoned calls cannot pile up).
-        return await trio.to_thread.run_sync(self._embedder.embed, list(texts),
-                                             limiter=self._limiter, abandon_on_cancel=True)
+        vectors = await trio.to_thread.run_sync(self._embedder.embed, list(texts),
+                                                limiter=self._limiter, abandon_on_cancel=True)
+        return np.asarray(vectors, dtype=np.float64)
 
     async def score(
         self, question: str, agents: Sequence[tuple[str, Sequence[str]]]
@@ -45,17 +46,47 @@ class SkillIndex:
         flat = [text for texts in missing for text in texts]
         vectors = await self._embed([question, *flat])
         question_vector, rest = vectors[0], vectors[1:]
-        for texts in missing:
-            self._cache[texts], rest = rest[: len(texts)], rest[len(texts) :]
+        for texts in missing:  # copies, so the cache does not pin the whole batch
+            self._cache[texts], rest = rest[: len(texts)].copy(), rest[len(texts) :]
+        # Every distinct skill set once, as consecutive rows of one matrix.
+        blocks: dict[tuple[str, ...], int] = {}
+        for _, skills in agents:
+            texts = tuple(skills)
+            if texts in self._cache and texts not in blocks:
+                self._cache.move_to_end(texts)
+                blocks[texts] = len(blocks)
+        matrices = [self._cache[texts] for texts in blocks]
         while len(self._cache) > MAX_CACHED:
             self._cache.popitem(last=False)
+        best = await self._best(question_vector, matrices)
         scores: dict[str, float] = {}
         for key, skills in agents:
-            skill_vectors = self._cache.get(tuple(skills), [])
-            scores[key] = max((_cosine(question_vector, v) for v in skill_vectors), default=0.0)
+            block = blocks.get(tuple(skills))
+            scores[key] = 0.0 if block is None else float(best[block])
         return scores
+
+    async def _best(
+        self, query: NDArray[np.float64], matrices: list[NDArray[np.float64]]
+    ) -> NDArray[np.float64]:
+        """The best cosine similarity with ``query`` in each of ``matrices`` (skill sets)."""
+        if not matrices:
+            return np.zeros(0)
+        compare = functools.partial(_best_of_blocks, query, matrices)
+        if sum(len(m) for m in matrices) <= THREAD_ROWS:
+            return compare()
+        return await trio.to_thread.run_sync(compare, limiter=self._limiter)
 
     async def similarity(self, a: str, b: str) -> float:
         """Cosine similarity of two texts (not cached: answers are seen once)."""
         first, second = await self._embed([a, b])
-        return _cosine(first, second)
+        return float(cosine_similarities(first, second[None, :])[0])
+
+
+def _best_of_blocks(
+    query: NDArray[np.float64], matrices: list[NDArray[np.float64]]
+) -> NDArray[np.float64]:
+    """One matrix product for all skill sets, then the maximum of each set's rows."""
+    similarity = cosine_similarities(query, np.vstack(matrices))
+    starts = np.cumsum([0] + [len(m) for m in matrices[:-1]])
+    best: NDArray[np.float64] = np.maximum.reduceat(similarity, starts)
+    return best

@@ -15,7 +15,7 @@ from meshnode.cli.demo import add_demo_command
 from meshnode.cli.memory import add_memory_commands
 from meshnode.cli.output import ago, emit, render_table
 from meshnode.config import load_config
-from meshnode.errors import MeshnodeError
+from meshnode.errors import EXIT_CODES, exit_code, reported
 from meshnode.node.home import init_home, resolve_home
 
 Command = Callable[[argparse.Namespace], int]
@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     parser = argparse.ArgumentParser(
-        prog="meshnode", description="A peer-to-peer mesh of AI agents with no coordinator."
+        prog="meshnode", description="A peer-to-peer mesh of AI agents with no coordinator.",
+        epilog="exit status: " + "; ".join(f"{code} {meaning}"
+                                           for code, meaning in EXIT_CODES.items()),
     )
     parser.add_argument("--version", action="version", version=f"meshnode {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -140,10 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except MeshnodeError as exc:
-        print(f"meshnode: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as interrupt:
+        return exit_code(interrupt)
+    except Exception as exc:
+        error = reported(exc)
+        if error is None:  # a bug: its traceback is the report
+            raise
+        print(f"meshnode: {error}", file=sys.stderr)
+        return exit_code(error)
     return code
 

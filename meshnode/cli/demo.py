@@ -9,7 +9,6 @@ and the cited answer; then the mesh keeps running until Ctrl-C (or stops at once
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshnode.agents.specs import AgentSpec, data_path, demo_agents
+from meshnode.agents.specs import AgentSpec, agent_toml, data_path, demo_agents
 from meshnode.cli.agents import format_answer
 from meshnode.cli.client import DaemonClient
 from meshnode.errors import MeshnodeError
@@ -37,23 +36,6 @@ peer_ttl_s = 10.0
 [memory]
 sync_interval_s = 5.0
 """
-
-
-def _toml_string(text: str) -> str:
-    return json.dumps(text)  # a JSON string is a valid TOML basic string
-
-
-def agent_toml(spec: AgentSpec) -> str:
-    lines = ["[[agents]]", f"name = {_toml_string(spec.name)}",
-             f"description = {_toml_string(spec.description)}",
-             f"instructions = {_toml_string(spec.instructions)}"]
-    for skill in spec.skills:
-        lines += ["", "[[agents.skills]]", f"id = {_toml_string(skill.id)}",
-                  f"name = {_toml_string(skill.name)}",
-                  f"description = {_toml_string(skill.description)}",
-                  f"tags = {json.dumps(list(skill.tags))}",
-                  f"examples = {json.dumps(list(skill.examples))}"]
-    return "\n".join(lines) + "\n"
 
 
 def _wait(what: str, check: Callable[[], T | None], timeout: float) -> T:

@@ -12,7 +12,7 @@ from typing import Any
 from memory.ingest import iter_source_files
 from meshnode.cli.client import DaemonClient
 from meshnode.cli.output import emit, render_table
-from meshnode.errors import MeshnodeError
+from meshnode.errors import EXIT_ERROR, EXIT_OK, MeshnodeError
 from meshnode.node.home import resolve_home
 from protocols.records import COLLECTIONS
 
@@ -178,7 +178,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     for reason in rejected[:20]:
         print(f"rejected: {reason}", file=sys.stderr)
     print(f"imported {stored} record(s), {duplicates} already present, {len(rejected)} rejected")
-    return 1 if rejected else 0
+    return EXIT_ERROR if rejected else EXIT_OK
 
 
 def add_memory_commands(

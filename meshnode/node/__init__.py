@@ -6,6 +6,6 @@ in-process tests (``inmemory``, ``pipes``); signed gossip topics (``topics``); m
 (``faults``: what a failing stream handler or task leaves behind is logged and counted, and
 stops nothing else).
 
-May import: meshnode.config, meshnode.errors, and the top-level packages ``protocols``,
-``memory`` and ``bootstrap``. Nothing above it (a2a, trust, ask, api, cli, daemon).
+May import: meshnode.config, meshnode.stats, meshnode.errors, and the top-level packages
+``protocols``, ``memory`` and ``bootstrap``. Nothing above it (a2a, trust, ask, api, cli, daemon).
 """

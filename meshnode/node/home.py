@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from memory.files import write_atomic
 from meshnode.config import CONFIG_FILE, TEMPLATE
 from meshnode.errors import ConfigError
 from protocols.envelope import validate_network_id
@@ -32,16 +33,6 @@ def resolve_home(home: str | os.PathLike[str] | None) -> Path:
     if home is None:
         home = os.environ.get("MESHNODE_HOME") or Path.home() / ".meshnode"
     return Path(home).expanduser().absolute()
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    # Create with 0600 from the start so the secret is never readable by others, even briefly.
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
 
 
 def init_home(home: Path, *, network_id: str, force: bool = False) -> tuple[str, bool]:
@@ -62,14 +53,14 @@ def init_home(home: Path, *, network_id: str, force: bool = False) -> tuple[str,
     else:
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-        _write_private(key_path, pem)
+        write_atomic(key_path, pem, private=True)
         signer = Signer(key)
         created = True
     config_path = home / CONFIG_FILE
     if not config_path.exists() or force:
-        config_path.write_text(TEMPLATE.format(network_id=network_id), encoding="utf-8")
+        write_atomic(config_path, TEMPLATE.format(network_id=network_id))
     if not (home / TOKEN_FILE).exists() or force:
-        _write_private(home / TOKEN_FILE, secrets.token_urlsafe(32).encode())
+        write_atomic(home / TOKEN_FILE, secrets.token_urlsafe(32), private=True)
     return signer.peer_id, created
 
 
@@ -101,10 +92,7 @@ def load_token(home: Path) -> str:
 
 
 def write_runtime(home: Path, info: dict[str, Any]) -> None:
-    path = home / RUNTIME_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(home / RUNTIME_FILE, json.dumps(info))
 
 
 def read_runtime(home: Path) -> dict[str, Any] | None:

@@ -19,9 +19,9 @@ from typing import Any
 
 import trio
 
-from memory.errors import MemoryStoreError
+from memory.errors import MemoryStoreError, ReplicationError
 from memory.ingest import IngestManifest, IngestReport, ingest
-from memory.replication import AnnouncementStatus, ReplicationError, Replicator
+from memory.replication import AnnouncementStatus, Replicator
 from memory.store import MemoryStore
 from meshnode.config import NodeConfig
 from meshnode.errors import MeshnodeError
@@ -43,7 +43,15 @@ INGEST_MANIFEST = "ingested.json"
 
 
 class KnowledgeError(MeshnodeError):
-    """A memory operation the user asked for cannot be done (not found, not yours, ...)."""
+    """A memory operation the user asked for cannot be done: no such record."""
+
+    http_status = 404
+
+
+class NotAuthor(KnowledgeError):
+    """A record that only its author may delete."""
+
+    http_status = 403
 
 
 class AnnouncementCodec:
@@ -201,7 +209,7 @@ class KnowledgeService:
             if not found or found[0].kind == TOMBSTONE:
                 raise KnowledgeError(f"no record {record_id} in this node's memory")
             if found[0].author != self.signer.peer_id:
-                raise KnowledgeError(
+                raise NotAuthor(
                     f"record {record_id} belongs to {found[0].author}; only its author can "
                     "delete it"
                 )

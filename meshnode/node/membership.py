@@ -23,8 +23,15 @@ from meshnode.node.peers import PeerTable
 from meshnode.node.streams import read_frame, write_frame
 from meshnode.node.topics import EnvelopeCodec, Signed, SignedTopic
 from meshnode.node.transport import DialError, GossipMessage, Host, Stream
+from meshnode.stats import quantile
 from protocols.codec import FrameDecoder
-from protocols.envelope import EnvelopeGuard, decode_envelope, encode_envelope, seal
+from protocols.envelope import (
+    EnvelopeGuard,
+    NetworkMismatch,
+    decode_envelope,
+    encode_envelope,
+    seal,
+)
 from protocols.errors import ProtocolError
 from protocols.peerid import Signer
 from protocols.presence import (
@@ -42,10 +49,6 @@ log = logging.getLogger(__name__)
 HELLO_PROTOCOL = "/meshnode/hello/1.0.0"
 HELLO_TIMEOUT_S = 10.0
 PING_TIMEOUT_S = 5.0
-
-
-class NetworkMismatch(ProtocolError):
-    pass
 
 
 class Membership:
@@ -293,7 +296,7 @@ class Membership:
         latencies = sorted(ms for _, ms, _ in samples)
 
         def pct(q: float) -> float | None:
-            return round(latencies[int(q * (len(latencies) - 1))], 3) if latencies else None
+            return round(quantile(latencies, q), 3) if latencies else None
 
         return {
             "topic": self.presence_topic.topic,

@@ -1,5 +1,6 @@
 """Trust: the graph of evidence, attestations and EigenTrust-style global trust (pure data),
 and the service that gossips signed attestations and persists the graph.
 
-May import: meshnode.node, meshnode.config, meshnode.errors and ``protocols``.
+May import: meshnode.node, meshnode.config, meshnode.errors, ``protocols`` and ``memory``
+(its atomic file write).
 """

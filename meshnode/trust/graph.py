@@ -25,7 +25,6 @@ from __future__ import annotations
 import enum
 import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from memory.files import write_atomic
 from meshnode.errors import MeshnodeError
 from protocols.trust import MAX_TRUST_PEERS, TrustAttestation
 from protocols.trust import SUM_TOLERANCE as TOL
@@ -453,12 +453,7 @@ class TrustGraph:
 
     def save(self, path: Path) -> None:
         """Write atomically, so a crash never leaves half a state file."""
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_json(), f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(self.to_json(), separators=(",", ":")))
 
     @classmethod
     def load(

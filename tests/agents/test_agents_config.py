@@ -15,14 +15,15 @@ from meshnode.agents.specs import (
     DEFAULT_READS,
     AgentSpec,
     SkillSpec,
+    agent_toml,
     agents_from_config,
     data_path,
     demo_agents,
-    describe_spec,
     load_agents_file,
-    skill_text,
+    skill_texts,
 )
 from meshnode.errors import ConfigError
+from protocols.a2a import AgentCard, AgentSkill, card_from_wire, card_to_wire
 
 WHERE = "cfg.toml: agents"
 
@@ -151,6 +152,12 @@ def test_agents_template_is_commented_and_documents_every_key() -> None:
     assert agent.name == "python-expert"
 
 
+def test_agent_toml_round_trips() -> None:
+    for spec in demo_agents():
+        text = agent_toml(spec)
+        assert agents_from_config(tomllib.loads(text)["agents"], where=WHERE) == (spec,)
+
+
 def test_demo_agents_are_three_experts_with_knowledge_bases() -> None:
     agents = demo_agents()
     assert [a.name for a in agents] == ["python-expert", "milvus-expert", "devops-expert"]
@@ -185,19 +192,24 @@ def test_agents_file_errors(tmp_path: Path) -> None:
         load_agents_file(path)
 
 
-def test_skill_text_describes_each_skill() -> None:
+def card_of(spec: AgentSpec) -> AgentCard:
+    skills = tuple(AgentSkill(id=s.id, name=s.name, description=s.description, tags=s.tags,
+                              examples=s.examples) for s in spec.skills)
+    return AgentCard(name=spec.name, description=spec.description, version="1", skills=skills)
+
+
+def test_skill_texts_describe_each_skill_of_a_card() -> None:
     milvus = demo_agents()[1]
-    texts = skill_text(milvus)
+    texts = skill_texts(card_of(milvus))
     assert len(texts) == len(milvus.skills)
     indexing = texts[[s.id for s in milvus.skills].index("milvus-indexing")]
-    assert indexing.startswith("Vector indexes and search tuning: Index types FLAT")
+    assert indexing.startswith("Vector indexes and search tuning. Index types FLAT")
     assert "HNSW" in indexing and "Which Milvus index should I use" in indexing
-    bare = AgentSpec("x", "Does x.", "i", skills=())
-    assert skill_text(bare) == ["x: Does x."]
+    bare = AgentCard(name="x", description="Does x.", version="1", skills=())
+    assert skill_texts(bare) == ["x. Does x."]
 
 
-def test_describe_spec_is_plain_data() -> None:
-    view = describe_spec(demo_agents()[0])
-    assert view["name"] == "python-expert"
-    assert view["skills"][0]["tags"][0] == "python"
-    assert view["reads"] == list(DEFAULT_READS)
+def test_a_peer_card_renders_like_a_local_one() -> None:
+    # Routing compares peers' agents (cards from presence, after the wire) with this node's.
+    card = card_of(demo_agents()[0])
+    assert skill_texts(card_from_wire(card_to_wire(card))) == skill_texts(card)

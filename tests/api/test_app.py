@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 import trio
 
+from memory.errors import StoreUnavailable
 from meshnode.api import app as api
 from meshnode.api.app import ApiApp, HttpError, Request, serve_api
 from meshnode.cli.client import DaemonClient
 from meshnode.errors import ApiError, DaemonNotRunning, MeshnodeError
 from meshnode.node.home import TOKEN_FILE, load_token, write_runtime
+from protocols.errors import DecodeError
 
 TOKEN = "s3cret-token"
 
@@ -85,12 +87,20 @@ def make_app() -> tuple[ApiApp, list[Request]]:
     async def broken(request: Request) -> None:
         raise RuntimeError("boom")
 
+    async def milvus_down(request: Request) -> None:
+        raise StoreUnavailable("cannot open Milvus at http://m:19530")
+
+    async def malformed(request: Request) -> None:
+        raise DecodeError("record.kind: 'a b' must be ASCII letters")
+
     async def items(request: Request) -> list[int]:
         return [1, 2, 3]
 
     app.route("POST", "/v1/echo", echo)
     app.route("GET", "/v1/teapot", teapot)
     app.route("GET", "/v1/broken", broken)
+    app.route("GET", "/v1/milvus", milvus_down)
+    app.route("GET", "/v1/malformed", malformed)
     app.route("GET", "/v1/items", items)
     return app, seen
 
@@ -185,6 +195,21 @@ async def test_unexpected_exception_is_500(caplog: pytest.LogCaptureFixture) -> 
     assert response.status == 500
     assert "boom" in response.json()["error"]
     assert any(r.exc_info for r in caplog.records)  # logged with its traceback
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [("/v1/milvus", 503, "cannot open Milvus at http://m:19530"),
+     ("/v1/malformed", 400, "record.kind: 'a b' must be ASCII letters")],
+)
+async def test_errors_of_other_packages_get_their_status(
+    caplog: pytest.LogCaptureFixture, path: str, status: int, message: str
+) -> None:
+    # Handlers do not convert errors: meshnode.errors.http_status decides, in one place.
+    app, _ = make_app()
+    response = await call(app, "GET", path)
+    assert (response.status, response.json()) == (status, {"error": message})
+    assert not any(r.exc_info for r in caplog.records)  # known errors: no traceback
 
 
 async def test_body_over_max_is_413(monkeypatch: pytest.MonkeyPatch) -> None:

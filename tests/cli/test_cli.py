@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,6 @@ import pytest
 from meshnode.cli import commands as cli
 from meshnode.cli.output import render_table
 from meshnode.node.home import load_signer, write_runtime
-
-#: The module (meshnode.cli re-exports its main function under the same name).
 
 SUBCOMMANDS = ["init", "start", "status", "peers"]
 
@@ -141,6 +141,36 @@ def test_start_with_bad_flags_is_one_line(
     assert key in one_error_line(capsys.readouterr().err)
 
 
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    # `meshnode start` configures the root logger for a daemon; give the next tests theirs.
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.filters[:], root.level)
+    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+    yield
+    root.handlers[:], root.filters[:] = saved[0], saved[1]
+    root.setLevel(saved[2])
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_a_daemon_that_cannot_start_says_why_in_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The failure comes from deep inside the daemon's nurseries (binding the API port); the
+    # one error mapping turns it into one line and exit status 1, not a traceback.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = cli.main(["start", "--home", str(home), "--api", f"127.0.0.1:{port}",
+                     "--listen", "/ip4/127.0.0.1/tcp/0"])
+    assert code == 1
+    last = capsys.readouterr().err.splitlines()[-1]  # after the daemon's own log lines
+    assert last.startswith("meshnode: cannot start: ") and "in use" in last
+
+
 # ---- help and version -------------------------------------------------------------------------
 
 
@@ -161,6 +191,20 @@ def test_top_level_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     for command in SUBCOMMANDS:
         assert command in out
+
+
+def test_top_level_help_documents_the_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 success; 1 an error" in out and "130 interrupted" in out
+
+
+def test_a_missing_file_is_one_line_not_a_traceback(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["memory", "import", "--home", str(home), str(tmp_path / "gone.jsonl")]) == 1
+    assert "gone.jsonl" in one_error_line(capsys.readouterr().err)
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ from memory.embedders import (
     HashingEmbedder,
     OpenAIEmbedder,
     SentenceTransformerEmbedder,
+    cosine_similarities,
     embedder_from_config,
 )
 from memory.errors import EmbedderError
@@ -34,7 +35,17 @@ FULLWIDTH = "".join(chr(ord(c) + 0xFEE0) for c in "FULLWIDTH")
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return float(cosine_similarities(a, [b])[0])
+
+
+def test_cosine_similarities_of_many_vectors_at_once() -> None:
+    rows = [[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]
+    got = cosine_similarities([5.0, 0.0], rows)
+    assert got.tolist() == pytest.approx([1.0, 0.0, -1.0, 2**-0.5, 0.0])  # zero vector: 0
+    assert cosine_similarities([0.0, 0.0], rows).tolist() == [0.0] * 5
+    assert cosine_similarities([1.0, 0.0], np.zeros((0, 2))).tolist() == []
+    with pytest.raises(ValueError):
+        cosine_similarities([1.0, 0.0, 0.0], rows)  # vectors of another embedder
 
 
 def test_hashing_is_deterministic_and_normalised() -> None:

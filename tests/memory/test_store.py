@@ -13,11 +13,11 @@ import pytest
 import trio
 
 import memory.backend
-from memory.backend import redact
 from memory.embedders import HashingEmbedder
 from memory.errors import EmbedderMismatch, InvalidRecord, MemoryStoreError, StoreUnavailable
 from memory.milvus_server import free_ports
 from memory.store import MemoryStore
+from memory.uris import is_server_uri, redact
 from protocols.peerid import Signer
 from protocols.records import COLLECTIONS, MemoryRecord, new_record, new_tombstone
 
@@ -308,6 +308,16 @@ async def test_bad_arguments(store: MemoryStore) -> None:
 def test_redact_hides_credentials() -> None:
     assert redact("http://root:secret@host:19530") == "http://***@host:19530"
     assert redact("/var/lib/meshnode/memory.db") == "/var/lib/meshnode/memory.db"
+
+
+@pytest.mark.parametrize(
+    ("uri", "server"),
+    [("http://h:19530", True), ("https://h", True), ("tcp://h:19530", True),
+     ("unix:/run/milvus.sock", True), ("memory.db", False), ("/var/lib/m.db", False),
+     ("unix.db", False)],
+)
+def test_server_uris_are_what_pymilvus_dials(uri: str, server: bool) -> None:
+    assert is_server_uri(uri) is server
 
 
 async def test_lite_file_held_by_another_process(tmp_path: Path) -> None:

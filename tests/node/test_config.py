@@ -16,11 +16,13 @@ from meshnode.config import (
     CONFIG_FILE,
     TEMPLATE,
     GossipSettings,
+    MemorySettings,
     NodeConfig,
     load_config,
 )
 from meshnode.errors import ConfigError
 from meshnode.node.home import init_home
+from meshnode.settings import doc_of, render_section
 
 PEER = "12D3KooWHcUHPSVKsRVM9kvcdBUQb2Pa2H6NnKiXhD4CSboopHFn"
 
@@ -70,6 +72,35 @@ def test_template_values_match_dataclass_defaults() -> None:
             value = data[section][f.name]
             value = tuple(value) if isinstance(value, list) else value
             assert value == expected, (section, f.name)
+
+
+def test_a_config_written_by_an_earlier_init_still_loads(tmp_path: Path) -> None:
+    # What `meshnode init --network-id dev-support` wrote before the template was generated
+    # from the settings' descriptions: existing homes must keep starting.
+    old = (Path(__file__).parents[1] / "data" / "config_init_0.1.0.toml").read_text()
+    write_config(tmp_path, old)
+    assert load_config(tmp_path) == NodeConfig(home=tmp_path, network_id="dev-support")
+    example = old[old.index("# [[agents]]"):]
+    write_config(tmp_path, old + "\n".join(line.removeprefix("#").removeprefix(" ")
+                                           for line in example.splitlines()))
+    assert [a.name for a in load_config(tmp_path).agents] == ["python-expert"]
+
+
+def test_every_setting_is_documented_in_the_template() -> None:
+    # The help text lives once, on the dataclass field; the template is made from it.
+    words = " ".join(TEMPLATE.replace("#", " ").split())
+    documented = [f for cls in (*_SUB_TABLES.values(), LLMSettings) for f in fields(cls)]
+    documented += [f for f in fields(NodeConfig) if f.name in _NODE_KEYS.values()]
+    for f in documented:
+        doc = doc_of(f)
+        assert doc is not None and doc.help, f.name
+        assert " ".join(doc.help.split()) in words, f.name
+
+
+def test_a_section_renders_the_values_it_is_given() -> None:
+    text = render_section("memory", MemorySettings(sync_interval_s=12.5, uri="unix:/m.sock"))
+    assert "\nsync_interval_s = 12.5\n" in text and '\nuri = "unix:/m.sock"\n' in text
+    assert tomllib.loads(text)["memory"]["embedder"] == "hashing"
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
@@ -183,6 +214,20 @@ BAD_CONFIGS = [
     ("[network]\nbootstrap = ['/ip4/10.0.0.1/tcp/4001']\n", "network.bootstrap"),
     (f"[network]\nbootstrap = ['/ip4/10.0.0.1/tcp/0/p2p/{PEER}']\n", "network.bootstrap"),
     ("[network]\nbootstrap = ['/ip4/10.0.0.1/tcp/1/p2p/QmNotAPeer']\n", "network.bootstrap"),
+    # the other tables go through the same reader and validator
+    ("[memory]\nembedder = 'bert'\n", "memory.embedder 'bert': use hashing, minilm or openai"),
+    ("[memory]\nuri = ''\n", "memory.uri"),
+    ("[memory]\ntenant = 'a b'\n", "memory.tenant"),
+    ("[memory]\nembedder_dim = -1\n", "memory.embedder_dim"),
+    ("[routing]\nexplore = 1.5\n", "routing.explore: must be in 0..1"),
+    ("[routing]\nfanout = 0\n", "routing.fanout: must be at least 1"),
+    ("[routing]\nhop_limit = 9\n", "routing.hop_limit"),
+    ("[routing]\nrating_window_s = -1\n", "routing.rating_window_s"),
+    ("[trust]\npre_trusted = ['QmNotAPeer']\n", "trust.pre_trusted"),
+    ("[trust]\npublish_interval_s = 0\n", "trust.publish_interval_s"),
+    ("[llm]\nmodle = 'x'\n", "llm.modle: unknown setting (known: enabled, base_url"),
+    ("llm = 3\n", "'llm'"),
+    ("[log]\nlevels = 'x'\n", "log.levels: unknown setting (known: level, format)"),
 ]
 
 
@@ -256,3 +301,18 @@ def test_config_is_immutable(tmp_path: Path) -> None:
     config = NodeConfig(home=tmp_path)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.network_id = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("uri", ["http://milvus:19530", "unix:/run/milvus/milvus.sock"])
+def test_server_uris_are_used_as_they_are(tmp_path: Path, uri: str) -> None:
+    # memory.uris decides what a server is; a Unix socket is one (pymilvus dials it).
+    write_config(tmp_path, f'[memory]\nuri = "{uri}"\n')
+    config = load_config(tmp_path)
+    assert config.memory.is_server and config.memory_uri == uri
+
+
+def test_a_lite_path_is_made_absolute_against_the_home(tmp_path: Path) -> None:
+    write_config(tmp_path, '[memory]\nuri = "data/memory.db"\n')
+    config = load_config(tmp_path)
+    assert not config.memory.is_server
+    assert config.memory_uri == str(tmp_path / "data" / "memory.db")

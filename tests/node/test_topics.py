@@ -129,11 +129,11 @@ async def test_other_networks_stale_and_replayed_messages_are_rejected(
     for env in (other, stale, once, once):  # the same envelope in two gossip messages
         await mallory.publish(TOPIC, encode_envelope(env))
     await eventually(lambda: bob.topic.rejected_total == 3, "three rejections")
-    assert bob.topic.rejected == {"Rejected": 3}
+    assert bob.topic.rejected == {"NetworkMismatch": 1, "Rejected": 2}
     assert bob.handled == ["once"]
     # The validator reported the relay of the first two; the replay is caught when admitted,
     # and blames nobody (a relay may pass on a replay in good faith).
-    assert bob.blamed == [(MALLORY.peer_id, "Rejected")] * 2
+    assert bob.blamed == [(MALLORY.peer_id, "NetworkMismatch"), (MALLORY.peer_id, "Rejected")]
 
 
 async def test_a_message_whose_handling_fails_costs_only_itself(nursery: trio.Nursery) -> None:

@@ -9,7 +9,8 @@ import pytest
 import trio
 
 from memory.embedders import HashingEmbedder
-from memory.replication import AnnouncementStatus, ReplicationError, Replicator
+from memory.errors import ReplicationError
+from memory.replication import AnnouncementStatus, Replicator
 from memory.store import MemoryStore
 from protocols.codec import pack
 from protocols.memsync import (
