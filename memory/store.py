@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ class MemoryStore:
         self._high_water: dict[str, int] = {}
         self._unflushed: Counter[str] = Counter()
         self._is_open = False
+        #: Called with the seconds each search took (embedding included): the node's metrics.
+        self.search_observers: list[Callable[[float], None]] = []
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -267,6 +270,7 @@ class MemoryStore:
             raise MemoryStoreError(f"invalid kind filter {kind!r}")
         if len(query) > MAX_TEXT_BYTES:
             raise MemoryStoreError(f"a query is limited to {MAX_TEXT_BYTES} characters")
+        started = time.perf_counter()
         (vector,) = await self._run(self._embed, [query])
 
         def search_all() -> list[SearchHit]:
@@ -278,6 +282,8 @@ class MemoryStore:
 
         hits = await self._run(search_all)
         hits.sort(key=lambda hit: (-hit.score, hit.record.id))
+        for observe in self.search_observers:
+            observe(time.perf_counter() - started)
         return hits[:k]
 
     async def get(self, ids: Sequence[str]) -> list[MemoryRecord]:

@@ -118,6 +118,9 @@ listen = "127.0.0.1:7700"
 # Serve the A2A endpoint (agent card and JSON-RPC) without the token, for A2A clients on
 # other machines (then also listen on a reachable address). Off: A2A clients send the token.
 public_a2a = false
+# Serve /metrics (Prometheus) without the token. Off: give the scraper the token instead
+# (Prometheus: an authorization block with credentials_file = <home>/api.token).
+public_metrics = false
 
 [log]
 # debug, info, warning or error.
@@ -191,6 +194,7 @@ class NodeConfig:
     agents: tuple[AgentSpec, ...] = ()
     api_listen: str = "127.0.0.1:7700"
     public_a2a: bool = False
+    public_metrics: bool = False
     log_level: str = "info"
     log_format: str = "json"
 
@@ -224,6 +228,7 @@ _NODE_KEYS = {
     ("network", "dial_timeout_s"): "dial_timeout_s",
     ("api", "listen"): "api_listen",
     ("api", "public_a2a"): "public_a2a",
+    ("api", "public_metrics"): "public_metrics",
     ("log", "level"): "log_level",
     ("log", "format"): "log_format",
 }

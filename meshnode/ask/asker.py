@@ -28,6 +28,7 @@ from meshnode.a2a.tasks import (
     TaskService,
     call_agent,
 )
+from meshnode.ask.history import AskHistory
 from meshnode.ask.policy import (
     DEFAULT_POLICY,
     Candidate,
@@ -118,6 +119,8 @@ class Asker:
         self.self_id = membership.signer.peer_id
         #: Answers this node took and that may still be rated, oldest first.
         self.answered: OrderedDict[str, _Taken] = OrderedDict()
+        #: The recent questions routed here, for the dashboard and the metrics.
+        self.history = AskHistory()
 
     # ---- who can answer ------------------------------------------------------------
 
@@ -147,6 +150,19 @@ class Asker:
     async def ask(
         self, question: str, *, agent: str | None = None, timeout: float = 60.0,
         progress: Progress = _ignore, hops: int = 0, visited: frozenset[str] = frozenset(),
+    ) -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            result = await self._route(question, agent, timeout, progress, hops, visited)
+        except AskError as exc:
+            self.history.record(question, started=started, forwarded=hops > 0, error=str(exc))
+            raise
+        self.history.record(question, started=started, forwarded=hops > 0, result=result)
+        return result
+
+    async def _route(
+        self, question: str, agent: str | None, timeout: float, progress: Progress, hops: int,
+        visited: frozenset[str],
     ) -> dict[str, Any]:
         started = time.monotonic()
         deadline = started + timeout

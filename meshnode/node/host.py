@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from types import TracebackType
@@ -135,6 +136,8 @@ class MeshHost:
         send, self.connection_events = trio.open_memory_channel[tuple[str, str]](1024)
         self._host.get_network().register_notifee(_ConnectionEvents(send))
         self._stack = AsyncExitStack()
+        #: Gossip messages this node published, per topic (for the metrics).
+        self.published: Counter[str] = Counter()
 
     @property
     def peer_id(self) -> str:
@@ -169,6 +172,11 @@ class MeshHost:
 
     def connected_peers(self) -> set[str]:
         return {str(p) for p in self._host.get_network().connections}
+
+    def connection_counts(self) -> dict[str, int]:
+        """Open connections by direction: ``inbound``, ``outbound`` (and ``total``)."""
+        counts = self._host.get_network().get_metrics()
+        return {k: int(counts.get(k, 0)) for k in ("inbound", "outbound", "total")}
 
     async def connect(self, peer_id: str, addrs: list[str], *, timeout: float) -> None:
         try:
@@ -232,6 +240,7 @@ class MeshHost:
 
     async def publish(self, topic: str, data: bytes) -> None:
         await self._pubsub.publish(topic, data)
+        self.published[topic] += 1
 
     def topic_peers(self, topic: str) -> int:
         return len(self._pubsub.peer_topics.get(topic, ()))

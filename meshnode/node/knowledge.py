@@ -66,6 +66,7 @@ class KnowledgeService:
         self._wanted: set[str] = set()
         self._sync_send, self._sync_receive = trio.open_memory_channel[str](1024)
         self.announcements_rejected = 0
+        self.announcements_received = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if not self.replicating:
@@ -137,6 +138,8 @@ class KnowledgeService:
             if sender == self.signer.peer_id:
                 continue
             outcome = await self.replicator.on_announcement(sender, message.data)
+            if outcome.status is not AnnouncementStatus.REJECTED:
+                self.announcements_received += 1
             if outcome.status is AnnouncementStatus.GAP:
                 # Only authors announce, so the sender holds everything we miss; if it is not
                 # a direct neighbour, any neighbour that kept up will do.

@@ -48,6 +48,7 @@ class TrustService:
         self._guard = EnvelopeGuard(config.network_id, max_age_s=600.0)
         self._topic = topic(config.network_id, "trust")
         self.rejected = 0
+        self.accepted = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.host.set_topic_validator(self._topic, self._validate)
@@ -97,6 +98,7 @@ class TrustService:
                 self.rejected += 1
                 log.debug("attestation rejected", extra={"reason": str(exc)})
                 continue
+            self.accepted += 1
             self.graph.accept_attestation(attestation, time.time())
 
     async def publish(self) -> None:
