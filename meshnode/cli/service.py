@@ -53,7 +53,10 @@ UMask=0077
 
 def _quote(arg: str) -> str:
     # systemd's command-line syntax: double quotes, with backslash escapes, and % and $
-    # doubled so that no specifier or variable is expanded.
+    # doubled so that no specifier or variable is expanded. A line break would end the
+    # setting (and could start another): none is allowed.
+    if any(ord(c) < 32 or ord(c) == 127 for c in arg):
+        raise ConfigError(f"control character in {arg!r}")
     escaped = arg.replace("\\", "\\\\").replace('"', '\\"')
     return '"' + escaped.replace("%", "%%").replace("$", "$$") + '"'
 
