@@ -43,8 +43,10 @@ from protocols.a2a import ListTasks, TaskState
 
 LOGIN_CODE_TTL_S = 300.0
 MAX_LOGIN_CODES = 16
-#: knowledge.stats() scans every record's author: at most this often, whatever the viewers.
+#: knowledge.stats() scans every record's author (it grows with the records): at most this
+#: often and at most 5% of the time, whatever the number of viewers.
 MEMORY_STATS_S = 10.0
+MEMORY_STATS_SHARE = 0.05
 #: Snapshots are shared by every open dashboard for this long.
 SNAPSHOT_REUSE_S = 0.5
 MIN_INTERVAL_S, MAX_INTERVAL_S = 0.5, 60.0
@@ -101,7 +103,7 @@ class Dashboard:
         self._memory_stats = memory_stats
         self._codes: dict[str, float] = {}
         self._memory: dict[str, Any] = {}
-        self._memory_at = -MEMORY_STATS_S
+        self._memory_at = -1.0
         self._snapshot: dict[str, Any] = {}
         self._snapshot_at = -SNAPSHOT_REUSE_S
         self._lock = trio.Lock()
@@ -127,9 +129,11 @@ class Dashboard:
     async def snapshot(self) -> dict[str, Any]:
         async with self._lock:
             now = trio.current_time()
-            if now - self._memory_at >= MEMORY_STATS_S:
+            if now >= self._memory_at:
                 self._memory = await self._memory_stats()
-                self._memory_at = now
+                took = trio.current_time() - now
+                self._memory_at = now + max(MEMORY_STATS_S, took / MEMORY_STATS_SHARE)
+                now = trio.current_time()
             if now - self._snapshot_at >= SNAPSHOT_REUSE_S:
                 self._snapshot = self._build()
                 self._snapshot_at = now
