@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-from meshnode import api
+from meshnode.api import app as api_app
 from meshnode.api.app import ApiApp, HttpError, Request, serve_api
 from meshnode.cli.client import DaemonClient
 from meshnode.errors import ApiError, DaemonNotRunning, MeshnodeError
@@ -188,7 +188,7 @@ async def test_unexpected_exception_is_500(caplog: pytest.LogCaptureFixture) -> 
 
 
 async def test_body_over_max_is_413(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api, "MAX_BODY", 100)
+    monkeypatch.setattr(api_app, "MAX_BODY", 100)
     app, seen = make_app()
     response = await call(app, "POST", "/v1/echo", chunks=[b" " * 60, b" " * 41])
     assert response.status == 413

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import socket
@@ -11,10 +12,12 @@ from typing import Any
 
 import pytest
 
-from meshnode import cli
 from meshnode.cli.main import main
 from meshnode.cli.output import render_table
 from meshnode.node.home import load_signer, write_runtime
+
+# The module, not the function meshnode.cli re-exports under the same name.
+cli_main = importlib.import_module("meshnode.cli.main")
 
 SUBCOMMANDS = ["init", "start", "status", "peers"]
 
@@ -204,7 +207,7 @@ STATUS = {
 
 @pytest.fixture
 def fake_daemon(monkeypatch: pytest.MonkeyPatch) -> type[FakeClient]:
-    monkeypatch.setattr(cli, "DaemonClient", FakeClient)
+    monkeypatch.setattr(cli_main, "DaemonClient", FakeClient)
     FakeClient.responses = {}
     return FakeClient
 
