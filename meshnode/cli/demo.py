@@ -180,7 +180,9 @@ def _run_demo(args: argparse.Namespace) -> int:
             return 0
         print(f"\nthe mesh keeps running; ask it yourself:\n"
               f"  meshnode ask --home {nodes[-1].home} --explain \"How do I roll back a bad "
-              f"deploy?\"\nCtrl-C stops it.", flush=True)
+              f"deploy?\"\nwatch it, and ask from a browser:\n"
+              f"  meshnode dashboard --home {nodes[-1].home} --open\nCtrl-C stops it.",
+              flush=True)
         while all(n.proc is not None and n.proc.poll() is None for n in nodes):
             time.sleep(1)
         return 0
