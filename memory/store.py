@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -93,6 +94,8 @@ class MemoryStore:
         self._high_water: dict[str, int] = {}
         self._unflushed: Counter[str] = Counter()
         self._is_open = False
+        #: Called with the seconds each search took (embedding included): the node's metrics.
+        self.search_observers: list[Callable[[float], None]] = []
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -270,6 +273,7 @@ class MemoryStore:
             raise MemoryStoreError(f"a query is limited to {MAX_TEXT_BYTES} characters")
         # Unlike a Milvus call, an embedding touches nothing the store closes: a caller's
         # deadline may abandon it (the thread keeps its limiter token until it ends).
+        started = time.perf_counter()
         (vector,) = await trio.to_thread.run_sync(self._embed, [query], limiter=self._limiter,
                                                   abandon_on_cancel=True)
 
@@ -282,6 +286,8 @@ class MemoryStore:
 
         hits = await self._run(search_all)
         hits.sort(key=lambda hit: (-hit.score, hit.record.id))
+        for observe in self.search_observers:
+            observe(time.perf_counter() - started)
         return hits[:k]
 
     async def get(self, ids: Sequence[str]) -> list[MemoryRecord]:

@@ -199,6 +199,10 @@ class NodeConfig:
         False, "Serve the A2A endpoint (agent card and JSON-RPC) without the token, for A2A "
         "clients on other machines (then also listen on a reachable address). Off: A2A "
         "clients send the token.", section="api")
+    public_metrics: bool = setting(
+        False, "Serve /metrics (Prometheus) without the token. Off: give the scraper the "
+        "token instead (Prometheus: an authorization block with credentials_file = "
+        "<home>/api.token).", section="api")
     log_level: str = setting(
         "info", "debug, info, warning or error.", section="log", key="level",
         check=one_of("debug", "info", "warning", "error"))

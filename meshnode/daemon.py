@@ -26,7 +26,9 @@ from meshnode.agents.answering import Answerer
 from meshnode.agents.llm import LLMClient
 from meshnode.api.a2a_http import add_a2a_routes
 from meshnode.api.app import ApiApp, serve_api
+from meshnode.api.dashboard import Dashboard, add_dashboard_routes
 from meshnode.api.mesh_agent import MeshA2A
+from meshnode.api.metrics import NodeCollector, NodeMetrics, add_metrics_route
 from meshnode.api.routes import add_agent_routes, add_memory_routes, add_node_routes
 from meshnode.ask.asker import Asker
 from meshnode.ask.relevance import SkillIndex
@@ -37,6 +39,7 @@ from meshnode.node.home import clear_runtime, load_private_key, load_token, writ
 from meshnode.node.host import MeshHost
 from meshnode.node.knowledge import KnowledgeService
 from meshnode.node.membership import Membership
+from meshnode.node.sdnotify import notify
 from meshnode.node.transport import Host
 from meshnode.trust.service import TrustService
 from protocols.a2a import card_to_wire
@@ -169,6 +172,18 @@ class Node:
             add_memory_routes(app, services.knowledge)
             add_agent_routes(app, services.mesh, services.asker, services.trust)
             add_a2a_routes(app, services.mesh, require_token=not config.public_a2a)
+            collector = NodeCollector(
+                peer_id=self.signer.peer_id, network_id=config.network_id, version=__version__,
+                membership=services.membership, tasks=services.tasks, trust=services.trust,
+                knowledge=services.knowledge, connections=host.connection_counts,
+                published=host.published, faults=faults,
+            )
+            add_metrics_route(app, NodeMetrics(collector, services.asker, services.knowledge),
+                              public=config.public_metrics)
+            add_dashboard_routes(app, Dashboard(
+                self._token, membership=services.membership, asker=services.asker,
+                trust=services.trust, tasks=services.tasks, memory_stats=services.knowledge.stats,
+            ))
             async with trio.open_nursery() as nursery:
                 await nursery.start(services.run)
                 self.api_url = await nursery.start(serve_api, app, config.api_listen, shutdown)
@@ -191,9 +206,11 @@ class Node:
                     },
                 )
                 task_status.started()
+                notify(f"READY=1\nSTATUS=serving {self.api_url}\nMAINPID={os.getpid()}")
                 try:
                     await shutdown.wait()
                 finally:
+                    notify("STOPPING=1")
                     clear_runtime(config.home)
                     nursery.cancel_scope.cancel()
         log.info("node stopped", extra={"peer_id": self.signer.peer_id})

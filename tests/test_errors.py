@@ -41,6 +41,8 @@ ROOTS = {
 #: Raised only when a caller misuses a state machine: a bug, deliberately outside the tree so
 #: that no ``except ProtocolError`` (which blames the peer) can catch it.
 NOT_ERRORS = {"protocols.memsync.SyncStateError"}
+#: Requests to stop, like KeyboardInterrupt: BaseExceptions no ``except Exception`` catches.
+STOP_REQUESTS = {"meshnode.cli.children.Stopped"}
 
 
 def _error_classes() -> list[tuple[str, type[BaseException]]]:
@@ -65,6 +67,9 @@ ERRORS = _error_classes()
 def test_every_error_is_in_its_packages_tree(name: str, cls: type[BaseException]) -> None:
     if name in NOT_ERRORS:
         assert issubclass(cls, RuntimeError) and not issubclass(cls, ProtocolError)
+        return
+    if name in STOP_REQUESTS:
+        assert not issubclass(cls, Exception)
         return
     package = name.split(".")[0]
     assert issubclass(cls, ROOTS[package]), f"{name} is not a {ROOTS[package].__name__}"

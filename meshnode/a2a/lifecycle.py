@@ -104,6 +104,13 @@ class TaskStore:
         entry.scope.cancel()
         return entry.task
 
+    def by_state(self) -> dict[TaskState, int]:
+        """How many kept tasks are in each state (every state listed, for metrics)."""
+        counts = dict.fromkeys(TaskState, 0)
+        for entry in self._entries.values():
+            counts[entry.task.status.state] += 1
+        return counts
+
     def running(self) -> int:
         """How many tasks are under way (the node's load)."""
         return sum(1 for e in self._entries.values()

@@ -185,9 +185,10 @@ def add_a2a_routes(
 ) -> None:
     """Serve the agent card and A2A JSON-RPC on ``app``.
 
-    With ``require_token`` (the default the node should use) both routes need the API token
-    as ``Authorization: Bearer <token>`` and the card announces that bearer scheme; without
-    it they are public.
+    The card is A2A's public discovery document, so it is always readable without the token.
+    With ``require_token`` (the default the node should use) JSON-RPC needs the API token as
+    ``Authorization: Bearer <token>`` and the card announces that bearer scheme, so a client
+    learns from it how to authenticate; without it JSON-RPC is public too.
     """
 
     async def card_route(request: Request) -> dict[str, Any]:
@@ -216,6 +217,5 @@ def add_a2a_routes(
             code, message = _error_of(exc)
             return rpc_error(call.id, code, message, call.dialect)
 
-    public = not require_token
-    app.route("GET", CARD_PATH, card_route, public=public)
-    app.route("POST", A2A_PATH, rpc_route, public=public)
+    app.route("GET", CARD_PATH, card_route, public=True)
+    app.route("POST", A2A_PATH, rpc_route, public=not require_token)

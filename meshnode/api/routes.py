@@ -166,19 +166,24 @@ def add_memory_routes(app: ApiApp, knowledge: KnowledgeService) -> None:
     app.route("POST", "/v1/memory/import", import_)
 
 
+def agents_json(asker: Asker) -> list[dict[str, Any]]:
+    """Every agent the node knows, with its skills: ``meshnode agents --json``."""
+    return [
+        {
+            "agent": card.name, "peer_id": peer, "local": peer == asker.self_id,
+            "description": card.description, "version": card.version,
+            "skills": [{"id": s.id, "name": s.name, "tags": list(s.tags)}
+                       for s in card.skills],
+        }
+        for peer, card in asker.known_agents()
+    ]
+
+
 def add_agent_routes(
     app: ApiApp, mesh: MeshA2A, asker: Asker, trust: TrustService
 ) -> None:
     async def agents(_: Request) -> list[dict[str, Any]]:
-        return [
-            {
-                "agent": card.name, "peer_id": peer, "local": peer == asker.self_id,
-                "description": card.description, "version": card.version,
-                "skills": [{"id": s.id, "name": s.name, "tags": list(s.tags)}
-                           for s in card.skills],
-            }
-            for peer, card in asker.known_agents()
-        ]
+        return agents_json(asker)
 
     async def ask(request: Request) -> StreamingResponse:
         body = request.json()

@@ -1,5 +1,6 @@
 """Asking the mesh: the asker that routes a question to the best agents and brings back one
-answer, the routing policy (pure scoring functions) and skill relevance by embeddings.
+answer, the routing policy (pure scoring functions), skill relevance by embeddings, and the
+history of recent asks.
 
 May import: meshnode.a2a, meshnode.trust, meshnode.node, meshnode.config, meshnode.agents,
 meshnode.errors, ``protocols`` and ``memory``.

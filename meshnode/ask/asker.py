@@ -31,6 +31,7 @@ from meshnode.a2a.tasks import (
     call_agent,
 )
 from meshnode.agents.specs import skill_texts
+from meshnode.ask.history import AskHistory
 from meshnode.ask.policy import (
     DEFAULT_POLICY,
     Candidate,
@@ -133,6 +134,8 @@ class Asker:
         self.self_id = membership.signer.peer_id
         #: Answers this node took and that may still be rated, oldest first.
         self.answered: OrderedDict[str, _Taken] = OrderedDict()
+        #: The recent questions routed here, for the dashboard and the metrics.
+        self.history = AskHistory()
 
     # ---- who can answer ------------------------------------------------------------
 
@@ -170,13 +173,22 @@ class Asker:
         embedder this node ranks with failed.
         """
         stage = ["scoring relevance"]
+        started = time.monotonic()
         try:
-            with trio.fail_after(timeout):
-                return await self._ask(question, agent, timeout, progress, hops, visited, stage)
-        except trio.TooSlowError:
-            raise AskError(f"the ask's deadline of {timeout:g} s passed while {stage[0]}") from None
+            try:
+                with trio.fail_after(timeout):
+                    result = await self._route(question, agent, timeout, progress, hops,
+                                               visited, stage)
+            except trio.TooSlowError:
+                raise AskError(f"the ask's deadline of {timeout:g} s passed while {stage[0]}") \
+                    from None
+        except AskError as exc:
+            self.history.record(question, started=started, forwarded=hops > 0, error=str(exc))
+            raise
+        self.history.record(question, started=started, forwarded=hops > 0, result=result)
+        return result
 
-    async def _ask(
+    async def _route(
         self, question: str, agent: str | None, timeout: float, progress: Progress, hops: int,
         visited: frozenset[str], stage: list[str],
     ) -> dict[str, Any]:

@@ -11,9 +11,11 @@ from typing import Any
 from meshnode import __version__
 from meshnode.cli.agents import add_agent_commands
 from meshnode.cli.client import DaemonClient
+from meshnode.cli.dashboard import add_dashboard_command
 from meshnode.cli.demo import add_demo_command
 from meshnode.cli.memory import add_memory_commands
 from meshnode.cli.output import ago, emit, render_table
+from meshnode.cli.service import add_service_commands
 from meshnode.config import load_config
 from meshnode.errors import EXIT_CODES, exit_code, reported
 from meshnode.node.home import init_home, resolve_home
@@ -135,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_memory_commands(sub, common, output)
     add_agent_commands(sub, common, output)
     add_demo_command(sub)
+    add_dashboard_command(sub, common)
+    add_service_commands(sub)
     return parser
 
 

@@ -9,6 +9,7 @@ and the cited answer; then the mesh keeps running until Ctrl-C (or stops at once
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import subprocess
@@ -16,11 +17,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from meshnode.agents.specs import AgentSpec, agent_toml, data_path, demo_agents
 from meshnode.cli.agents import format_answer
+from meshnode.cli.children import Stopped, die_with_parent, stop_on_signals
 from meshnode.cli.client import DaemonClient
 from meshnode.errors import MeshnodeError
 from meshnode.node.home import init_home
@@ -80,7 +83,10 @@ class DemoNode:
         if bootstrap:
             args += ["--bootstrap", bootstrap]
         log = (self.home / "daemon.log").open("ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log)
+        # Its own session (terminal signals reach the demo, which stops the mesh in order),
+        # and dead with the demo even if the demo is SIGKILLed.
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True,
+                                     preexec_fn=partial(die_with_parent, os.getpid()))
 
     def client(self) -> DaemonClient:
         return DaemonClient(self.home, timeout=120)
@@ -92,9 +98,12 @@ class DemoNode:
         status: dict[str, Any] = self.client().get("/v1/status")
         return status
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self) -> None:
+        if self.proc is not None:
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
@@ -103,6 +112,15 @@ class DemoNode:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    with stop_on_signals():
+        try:
+            return _run_demo(args)
+        except Stopped as stop:
+            print(f"\n{stop}: the mesh was stopped", flush=True)
+            return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="meshnode-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     experts = demo_agents()
@@ -144,16 +162,18 @@ def run_demo(args: argparse.Namespace) -> int:
             return 0
         print(f"\nthe mesh keeps running; ask it yourself:\n"
               f"  meshnode ask --home {nodes[-1].home} --explain \"How do I roll back a bad "
-              f"deploy?\"\nCtrl-C stops it.", flush=True)
-        try:
-            while all(n.proc is not None and n.proc.poll() is None for n in nodes):
-                time.sleep(1)
-        except KeyboardInterrupt:
-            print("\nstopping the mesh...")
+              f"deploy?\"\nwatch it, and ask from a browser:\n"
+              f"  meshnode dashboard --home {nodes[-1].home} --open\nCtrl-C stops it.",
+              flush=True)
+        while all(n.proc is not None and n.proc.poll() is None for n in nodes):
+            time.sleep(1)
         return 0
     finally:
-        for node in reversed(nodes):
-            node.stop()
+        print("stopping the mesh...", flush=True)
+        for node in nodes:
+            node.terminate()
+        for node in nodes:
+            node.wait()
         if not args.dir:
             shutil.rmtree(root, ignore_errors=True)
 

@@ -2,9 +2,9 @@
 two implementations, the libp2p host (``host``, ``streams``) and the in-memory mesh of the
 in-process tests (``inmemory``, ``pipes``); signed gossip topics (``topics``); membership
 (hello handshake, presence gossip, peer table, dialing, pinging), the knowledge service
-(memory writes and replication), the node home, logging, and fault containment
-(``faults``: what a failing stream handler or task leaves behind is logged and counted, and
-stops nothing else).
+(memory writes and replication), the node home, logging, readiness notification to systemd
+(``sdnotify``), and fault containment (``faults``: what a failing stream handler or task
+leaves behind is logged and counted, and stops nothing else).
 
 May import: meshnode.config, meshnode.stats, meshnode.errors, and the top-level packages
 ``protocols``, ``memory`` and ``bootstrap``. Nothing above it (a2a, trust, ask, api, cli, daemon).

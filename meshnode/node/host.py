@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from types import TracebackType
@@ -164,6 +164,8 @@ class MeshHost:
         self._validators: dict[str, Validator] = {}
         self._forwarders: OrderedDict[tuple[bytes, bytes], str] = OrderedDict()
         self._stack = AsyncExitStack()
+        #: Gossip messages this node published, per topic (for the metrics).
+        self.published: Counter[str] = Counter()
 
     @property
     def peer_id(self) -> str:
@@ -198,6 +200,11 @@ class MeshHost:
 
     def connected_peers(self) -> set[str]:
         return {str(p) for p in self._host.get_network().connections}
+
+    def connection_counts(self) -> dict[str, int]:
+        """Open connections by direction: ``inbound``, ``outbound`` (and ``total``)."""
+        counts = self._host.get_network().get_metrics()
+        return {k: int(counts.get(k, 0)) for k in ("inbound", "outbound", "total")}
 
     async def connect(self, peer_id: str, addrs: list[str], *, timeout: float) -> None:
         try:
@@ -310,6 +317,7 @@ class MeshHost:
         except Exception as exc:  # py-libp2p's publish raises assorted errors
             raise PublishError(f"publishing on {topic} failed: {exc or type(exc).__name__}") \
                 from None
+        self.published[topic] += 1
 
     def topic_peers(self, topic: str) -> int:
         return len(self._pubsub.peer_topics.get(topic, ()))

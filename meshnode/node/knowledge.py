@@ -156,6 +156,10 @@ class KnowledgeService:
     def announcements_rejected(self) -> int:
         return self.topic.rejected_total
 
+    @property
+    def announcements_received(self) -> int:
+        return self.topic.accepted
+
     async def _on_announcement(self, message: GossipMessage, record: MemoryRecord) -> None:
         try:
             outcome = await self.replicator.apply_announced(message.origin, record)

@@ -249,6 +249,19 @@ class TrustGraph:
         self._seq = max(self._seq + 1, int(now * 1_000_000))
         return TrustAttestation(author=self.self_id, seq=self._seq, issued=now, scores=row)
 
+    def evidence_totals(self) -> dict[str, int]:
+        """Evidence held, per outcome, summed over every peer (for the metrics)."""
+        totals: dict[str, int] = {}
+        for evidence in list(self._evidence.values()):
+            for outcome, count in evidence.counts.items():
+                totals[outcome] = totals.get(outcome, 0) + count
+        return totals
+
+    @property
+    def attestation_count(self) -> int:
+        """How many authors' attestations are kept."""
+        return len(self._attestations)
+
     def evidence_counts(self, peer: str) -> dict[str, int]:
         evidence = self._evidence.get(peer)
         return dict(evidence.counts) if evidence else {}

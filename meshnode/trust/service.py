@@ -84,6 +84,10 @@ class TrustService:
     def rejected(self) -> int:
         return self.topic.rejected_total
 
+    @property
+    def accepted(self) -> int:
+        return self.topic.accepted
+
     async def _on_attestation(
         self, message: GossipMessage, signed: Signed[TrustAttestation]
     ) -> None:

@@ -127,10 +127,17 @@ async def test_get_extended_card_over_rpc() -> None:
 
 
 @pytest.mark.parametrize("token", [None, "wrong", ""])
+async def test_card_is_public_and_says_how_to_authenticate(token: str | None) -> None:
+    app, _ = make_app()
+    reply = await call(app, "GET", CARD_PATH, token=token)
+    assert reply.status == 200
+    assert reply.json()["securitySchemes"]["bearer"]["scheme"] == "Bearer"
+
+
+@pytest.mark.parametrize("token", [None, "wrong", ""])
 async def test_token_required(token: str | None) -> None:
     app, handler = make_app()
     for reply in (
-        await call(app, "GET", CARD_PATH, token=token),
         await rpc(app, SendMessage(user("hi")), token=token),
         await rpc(app, SendStreamingMessage(user("hi")), token=token),
     ):

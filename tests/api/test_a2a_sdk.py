@@ -20,7 +20,6 @@ import trio
 from a2a.client import (
     A2ACardResolver,
     A2AClientError,
-    AgentCardResolutionError,
     AuthInterceptor,
     Client,
     ClientCallContext,
@@ -138,14 +137,14 @@ def test_fetch_card(server: Server) -> None:
     assert scheme.http_auth_security_scheme.scheme.lower() == "bearer"
 
 
-def test_card_without_token_is_401(server: Server) -> None:
-    async def flow() -> None:
+def test_card_without_token_is_public_and_names_the_bearer_scheme(server: Server) -> None:
+    async def flow() -> Any:
         async with httpx.AsyncClient(timeout=5) as http:
-            await A2ACardResolver(http, server.url).get_agent_card()
+            return await A2ACardResolver(http, server.url).get_agent_card()
 
-    with pytest.raises(AgentCardResolutionError) as info:
-        run(flow)
-    assert info.value.status_code == 401
+    card = run(flow)
+    assert card.name == "Echo agent"
+    assert card.security_schemes["bearer"].http_auth_security_scheme.scheme.lower() == "bearer"
 
 
 # ---- unary --------------------------------------------------------------------------------------
@@ -322,7 +321,7 @@ def test_v03_methods_with_raw_httpx(server: Server) -> None:
     assert isinstance(results[-1], v03.TaskStatusUpdateEvent) and results[-1].final
 
 
-def test_raw_calls_without_token_are_401(server: Server) -> None:
+def test_raw_calls_without_token_are_401_but_the_card_is_public(server: Server) -> None:
     async def flow() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
             return [
@@ -331,6 +330,8 @@ def test_raw_calls_without_token_are_401(server: Server) -> None:
                 await http.get("/.well-known/agent-card.json"),
             ]
 
-    for response in run(flow):
+    *calls, card = run(flow)
+    for response in calls:
         assert response.status_code == 401
         assert response.json() == {"error": "missing or wrong API token"}
+    assert card.status_code == 200 and "bearer" in card.json()["securitySchemes"]

@@ -60,6 +60,11 @@ def test_a2a_sdk_client_gets_the_routed_answer(tmp_path: Path) -> None:
         assert TaskState.TASK_STATE_WORKING in states
         assert states[-1] == TaskState.TASK_STATE_COMPLETED
 
-        # Without the token the node refuses, card included.
+        # Without the token the card (public discovery) is served, saying how to
+        # authenticate, but JSON-RPC is refused.
         response = httpx.get(url + "/.well-known/agent-card.json", timeout=10)
+        assert response.status_code == 200 and "bearer" in response.json()["securitySchemes"]
+        response = httpx.post(url + "/a2a", json={"jsonrpc": "2.0", "id": 1,
+                                                  "method": "GetTask", "params": {"id": "x"}},
+                              timeout=10)
         assert response.status_code == 401
