@@ -129,7 +129,10 @@ def test_the_page_shows_the_mesh_and_answers_a_question(
         page.fill("#ask-input", QUESTION)
         page.click("#ask-button")
         page.wait_for_selector("#ask-result:not([hidden])", timeout=90_000)
-        assert "milvus-expert" in (page.text_content("#ask-who") or "")
+        # Which expert wins is routing's business (tests/integration/test_agents_mesh.py and the
+        # evaluation harness); the page must show who answered.
+        who = page.text_content("#ask-who") or ""
+        assert "answered by" in who and ("milvus-expert" in who or "python-expert" in who)
         assert (page.text_content("#ask-answer") or "").strip()
         citations = page.query_selector_all("#ask-citations li[data-id]")
         assert citations and all(len(c.get_attribute("data-id") or "") == 64 for c in citations)
