@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from meshnode.errors import ConfigError, MeshnodeError
 from meshnode.node.home import clear_runtime, load_private_key, load_token, write_runtime
 from meshnode.node.host import MeshHost
 from meshnode.node.knowledge import KnowledgeService
-from meshnode.node.membership import Membership
+from meshnode.node.membership import HELLO_TIMEOUT_S, Membership
 from meshnode.trust.service import TrustService
 from protocols.a2a import card_to_wire
 from protocols.peerid import Signer
@@ -114,7 +115,7 @@ class Node:
             add_memory_routes(app, knowledge)
             add_agent_routes(app, mesh, asker, trust)
             add_a2a_routes(app, mesh, require_token=not config.public_a2a)
-            tasks.serve()
+            tasks.serve(admit=partial(membership.gate.wait, timeout=HELLO_TIMEOUT_S))
             async with trio.open_nursery() as nursery:
                 await nursery.start(membership.run)
                 await nursery.start(knowledge.run)

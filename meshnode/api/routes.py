@@ -43,6 +43,7 @@ def add_node_routes(
             "version": __version__,
             "listen_addrs": membership.host.listen_addrs(),
             "connected_peers": len(membership.verified_connected()),
+            "gossip_only_peers": len(membership.gate.gossip_only),
             "known_peers": len(membership.table),
             "uptime_s": round(uptime(), 1),
             "bootstrap": list(config.bootstrap),

@@ -26,6 +26,7 @@ from libp2p.host.ping import ID as PING_PROTOCOL
 from libp2p.host.ping import PingService
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.protocol_muxer.exceptions import MultiselectClientError
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -34,6 +35,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from meshnode.config import GossipSettings
 from meshnode.errors import MeshnodeError
+from meshnode.node.libp2p_patches import apply_patches
 from meshnode.node.streams import Libp2pStream
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,21 @@ StreamHandler = Callable[[Libp2pStream], Awaitable[None]]
 
 class DialError(MeshnodeError):
     """A peer could not be reached at any of its addresses."""
+
+
+class ProtocolNotSupported(DialError):
+    """The peer is connected but answered that it does not speak the protocol asked for."""
+
+
+def _refused_protocol(exc: BaseException) -> bool:
+    # py-libp2p reports a peer's "na" as a StreamFailure caused by a MultiselectClientError
+    # whose text says so; there is no dedicated type to catch.
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, MultiselectClientError) and "not supported" in str(cause):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 class _ConnectionEvents(INotifee):  # type: ignore[misc]
@@ -130,6 +147,7 @@ class MeshHost:
             do_px=True,
         )
         self._pubsub = Pubsub(self._host, self._router, strict_signing=True)
+        apply_patches(self._pubsub)
         self._ping = PingService(self._host)
         self._host.set_stream_handler(PING_PROTOCOL, self._ping.handle_ping)
         send, self.connection_events = trio.open_memory_channel[tuple[str, str]](1024)
@@ -217,6 +235,8 @@ class MeshHost:
         except trio.TooSlowError:
             raise DialError(f"opening {protocol} to {peer_id} timed out") from None
         except Exception as exc:
+            if _refused_protocol(exc):
+                raise ProtocolNotSupported(f"{peer_id} does not speak {protocol}") from None
             raise DialError(f"opening {protocol} to {peer_id} failed: {exc}") from None
         stream = Libp2pStream(raw)
         try:

@@ -18,7 +18,8 @@ import trio
 
 from bootstrap import DialPolicy, parse_bootstrap
 from meshnode.config import NodeConfig
-from meshnode.node.host import DialError, MeshHost
+from meshnode.node.gate import HelloGate
+from meshnode.node.host import DialError, MeshHost, ProtocolNotSupported
 from meshnode.node.peers import PeerTable
 from meshnode.node.streams import ByteStream, read_frame, write_frame
 from protocols.codec import FrameDecoder
@@ -66,6 +67,7 @@ class Membership:
         self.table = PeerTable(signer.peer_id, ttl_s=config.gossip.peer_ttl_s)
         self.guard = EnvelopeGuard(config.network_id)
         self.dialer = DialPolicy(config.target_connections)
+        self.gate = HelloGate()
         self._bootstrap = {p.peer_id: p.addr for p in map(parse_bootstrap, config.bootstrap)}
         self._topic = topic(config.network_id, "presence")
         self._announce_now = trio.Event()
@@ -116,6 +118,7 @@ class Membership:
         hello = hello_from_envelope(env)
         known = peer_id in self.table
         self.table.saw_hello(peer_id, hello.addrs, hello.version, time.time())
+        self.gate.passed(peer_id)
         for listener in self.handshake_listeners:
             listener(peer_id)
         if not known:
@@ -139,6 +142,12 @@ class Membership:
                 await write_frame(stream, self._hello_envelope(), timeout=HELLO_TIMEOUT_S)
                 frame = await read_frame(stream, FrameDecoder(16 * 1024), timeout=HELLO_TIMEOUT_S)
                 self._accept_hello(peer_id, frame)
+        except ProtocolNotSupported as exc:
+            if self.gate.no_hello(peer_id):
+                log.info("gossip-only peer: it does not speak meshnode's hello",
+                         extra={"peer": peer_id})
+            else:
+                await self._refuse(peer_id, exc)
         except (ProtocolError, trio.BrokenResourceError, DialError, trio.TooSlowError) as exc:
             await self._refuse(peer_id, exc)
 
@@ -166,7 +175,10 @@ class Membership:
         async for kind, peer_id in self.host.connection_events:
             if kind == "connected":
                 nursery.start_soon(self._greet, peer_id)
-            elif peer_id in self.table:
+                continue
+            if peer_id not in self.host.connected_peers():
+                self.gate.gone(peer_id)
+            if peer_id in self.table:
                 log.info("peer disconnected", extra={"peer": peer_id})
 
     # ---- presence ----------------------------------------------------------------
