@@ -44,6 +44,10 @@ bootstrap = []
 target_connections = 8
 # Deadline for one dial (seconds).
 dial_timeout_s = 10.0
+# Find the nodes of this mesh on the local network by mDNS, with no bootstrap address.
+# Announces this node's non-loopback addresses under a service name derived from the
+# network ID (and secret); the hello handshake still checks everyone it finds.
+mdns = true
 
 [gossip]
 # How often this node announces itself on the presence topic (seconds).
@@ -183,6 +187,7 @@ class NodeConfig:
     bootstrap: tuple[str, ...] = ()
     target_connections: int = 8
     dial_timeout_s: float = 10.0
+    mdns: bool = True
     gossip: GossipSettings = field(default_factory=GossipSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
@@ -222,6 +227,7 @@ _NODE_KEYS = {
     ("network", "bootstrap"): "bootstrap",
     ("network", "target_connections"): "target_connections",
     ("network", "dial_timeout_s"): "dial_timeout_s",
+    ("network", "mdns"): "mdns",
     ("api", "listen"): "api_listen",
     ("api", "public_a2a"): "public_a2a",
     ("log", "level"): "log_level",

@@ -34,6 +34,7 @@ from meshnode.errors import ConfigError, MeshnodeError
 from meshnode.node.home import clear_runtime, load_private_key, load_token, write_runtime
 from meshnode.node.host import MeshHost
 from meshnode.node.knowledge import KnowledgeService
+from meshnode.node.lan import LanDiscovery
 from meshnode.node.membership import HELLO_TIMEOUT_S, Membership
 from meshnode.trust.service import TrustService
 from protocols.a2a import card_to_wire
@@ -95,10 +96,14 @@ class Node:
             MeshHost(self._key, listen=list(config.listen), gossip=config.gossip, psk=psk) as host,
         ):
             tasks: TaskService | None = None
+            lan = LanDiscovery(peer_id=self.signer.peer_id, network_id=config.network_id,
+                               secret=config.network_secret,
+                               addrs=host.listen_addrs) if config.mdns else None
             membership = Membership(
                 config, host, self.signer, version=__version__,
                 agent_cards=lambda: [card_to_wire(c) for c in tasks.cards()] if tasks else [],
                 load=lambda: float(len(tasks.running)) if tasks else 0.0,
+                candidates=lan.candidates if lan else dict,
             )
             knowledge = KnowledgeService(config, host, membership, self.signer, store)
             tasks = TaskService(host, config.agents, Answerer(store, llm), knowledge,
@@ -111,13 +116,16 @@ class Node:
             mesh = MeshA2A(asker, tasks, network_id=config.network_id, version=__version__)
             app = ApiApp(self._token)
             add_node_routes(app, config, membership, lambda: time.monotonic() - self._started,
-                            lambda: self.api_url)
+                            lambda: self.api_url,
+                            lambda: {"lan": lan.snapshot() if lan else None})
             add_memory_routes(app, knowledge)
             add_agent_routes(app, mesh, asker, trust)
             add_a2a_routes(app, mesh, require_token=not config.public_a2a)
             tasks.serve(admit=partial(membership.gate.wait, timeout=HELLO_TIMEOUT_S))
             async with trio.open_nursery() as nursery:
                 await nursery.start(membership.run)
+                if lan is not None:
+                    await nursery.start(lan.run)
                 await nursery.start(knowledge.run)
                 await nursery.start(trust.run)
                 await nursery.start(mesh.run)

@@ -33,8 +33,9 @@ MAX_IMPORT_BATCH = 1000
 
 def add_node_routes(
     app: ApiApp, config: NodeConfig, membership: Membership, uptime: Callable[[], float],
-    api_url: Callable[[], str],
+    api_url: Callable[[], str], reach: Callable[[], dict[str, Any]] = dict,
 ) -> None:
+    """``reach``: how the node is reachable (LAN discovery, NAT, relays), for /v1/status."""
     async def status(_: Request) -> dict[str, Any]:
         return {
             "peer_id": membership.signer.peer_id,
@@ -48,6 +49,7 @@ def add_node_routes(
             "uptime_s": round(uptime(), 1),
             "bootstrap": list(config.bootstrap),
             "api": api_url(),
+            **reach(),
         }
 
     async def peers(_: Request) -> list[dict[str, Any]]:

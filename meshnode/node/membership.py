@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -57,6 +57,7 @@ class Membership:
         version: str,
         agent_cards: Callable[[], list[dict[str, Any]]] = list,
         load: Callable[[], float] = lambda: 0.0,
+        candidates: Callable[[], Mapping[str, Sequence[str]]] = dict,
     ) -> None:
         self.config = config
         self.host = host
@@ -64,6 +65,8 @@ class Membership:
         self.version = version
         self._agent_cards = agent_cards
         self._load = load
+        # Peers found other than by gossip (on the LAN by mDNS): dialed like known peers.
+        self._candidates = candidates
         self.table = PeerTable(signer.peer_id, ttl_s=config.gossip.peer_ttl_s)
         self.guard = EnvelopeGuard(config.network_id)
         self.dialer = DialPolicy(config.target_connections)
@@ -262,7 +265,7 @@ class Membership:
     async def _dial_loop(self, nursery: trio.Nursery) -> None:
         while True:
             picks = self.dialer.choose(
-                known=self.table.known_addrs(),
+                known={**self._candidates(), **self.table.known_addrs()},
                 connected=self.verified_connected(),
                 bootstrap=self._bootstrap,
                 self_id=self.signer.peer_id,
