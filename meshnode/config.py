@@ -48,6 +48,24 @@ dial_timeout_s = 10.0
 # Announces this node's non-loopback addresses under a service name derived from the
 # network ID (and secret); the hello handshake still checks everyone it finds.
 mdns = true
+# NAT traversal. Every node learns from its peers whether it is publicly reachable
+# (AutoNAT; shown by `meshnode status`). A node that is not reserves a slot on up to two
+# relay-capable peers and advertises its relayed address, so the mesh can reach it, then
+# upgrades each relayed connection to a direct one by hole punching when the NATs allow.
+# How many agreeing AutoNAT verdicts decide reachability (fewer if fewer peers answer).
+autonat_confirmations = 3
+# Try to replace relayed connections by direct ones (DCUtR), and retry this often (seconds).
+hole_punching = true
+hole_punch_retry_s = 60.0
+# Serve as a relay for nodes behind NAT. Only for a publicly reachable node, and it costs
+# bandwidth: every relayed connection passes through it, within these limits.
+relay_service = false
+relay_max_reservations = 32
+relay_max_circuits = 16
+# A relayed connection is cut after this long or this many bytes (both directions);
+# the nodes redial, through the relay again if hole punching has not worked by then.
+relay_circuit_duration_s = 600
+relay_circuit_bytes = 16777216
 
 [gossip]
 # How often this node announces itself on the presence topic (seconds).
@@ -188,6 +206,14 @@ class NodeConfig:
     target_connections: int = 8
     dial_timeout_s: float = 10.0
     mdns: bool = True
+    autonat_confirmations: int = 3
+    hole_punching: bool = True
+    hole_punch_retry_s: float = 60.0
+    relay_service: bool = False
+    relay_max_reservations: int = 32
+    relay_max_circuits: int = 16
+    relay_circuit_duration_s: int = 600
+    relay_circuit_bytes: int = 16 * 1024 * 1024
     gossip: GossipSettings = field(default_factory=GossipSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
@@ -228,6 +254,14 @@ _NODE_KEYS = {
     ("network", "target_connections"): "target_connections",
     ("network", "dial_timeout_s"): "dial_timeout_s",
     ("network", "mdns"): "mdns",
+    ("network", "autonat_confirmations"): "autonat_confirmations",
+    ("network", "hole_punching"): "hole_punching",
+    ("network", "hole_punch_retry_s"): "hole_punch_retry_s",
+    ("network", "relay_service"): "relay_service",
+    ("network", "relay_max_reservations"): "relay_max_reservations",
+    ("network", "relay_max_circuits"): "relay_max_circuits",
+    ("network", "relay_circuit_duration_s"): "relay_circuit_duration_s",
+    ("network", "relay_circuit_bytes"): "relay_circuit_bytes",
     ("api", "listen"): "api_listen",
     ("api", "public_a2a"): "public_a2a",
     ("log", "level"): "log_level",
@@ -275,6 +309,12 @@ def _validated(config: NodeConfig) -> NodeConfig:
         raise ConfigError("network.dial_timeout_s must be a positive number")
     if config.target_connections < 1:
         raise ConfigError("network.target_connections must be at least 1")
+    for name in ("autonat_confirmations", "relay_max_reservations", "relay_max_circuits",
+                 "relay_circuit_duration_s", "relay_circuit_bytes"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"network.{name} must be at least 1")
+    if not (math.isfinite(config.hole_punch_retry_s) and config.hole_punch_retry_s > 0):
+        raise ConfigError("network.hole_punch_retry_s must be a positive number")
     if config.log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log.level {config.log_level!r}: use debug, info, warning or error")
     if config.log_format not in ("json", "text"):

@@ -36,6 +36,7 @@ from meshnode.node.host import MeshHost
 from meshnode.node.knowledge import KnowledgeService
 from meshnode.node.lan import LanDiscovery
 from meshnode.node.membership import HELLO_TIMEOUT_S, Membership
+from meshnode.node.nat import NatService
 from meshnode.trust.service import TrustService
 from protocols.a2a import card_to_wire
 from protocols.peerid import Signer
@@ -106,6 +107,7 @@ class Node:
                 candidates=lan.candidates if lan else dict,
             )
             knowledge = KnowledgeService(config, host, membership, self.signer, store)
+            nat = NatService(config, host, membership)
             tasks = TaskService(host, config.agents, Answerer(store, llm), knowledge,
                                 version=__version__)
             trust = TrustService(config, host, self.signer)
@@ -117,7 +119,9 @@ class Node:
             app = ApiApp(self._token)
             add_node_routes(app, config, membership, lambda: time.monotonic() - self._started,
                             lambda: self.api_url,
-                            lambda: {"lan": lan.snapshot() if lan else None})
+                            lambda: {"lan": lan.snapshot() if lan else None,
+                                     **nat.snapshot()},
+                            nat.connection_kinds)
             add_memory_routes(app, knowledge)
             add_agent_routes(app, mesh, asker, trust)
             add_a2a_routes(app, mesh, require_token=not config.public_a2a)
@@ -126,6 +130,7 @@ class Node:
                 await nursery.start(membership.run)
                 if lan is not None:
                     await nursery.start(lan.run)
+                await nursery.start(nat.run)
                 await nursery.start(knowledge.run)
                 await nursery.start(trust.run)
                 await nursery.start(mesh.run)

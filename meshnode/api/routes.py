@@ -34,8 +34,10 @@ MAX_IMPORT_BATCH = 1000
 def add_node_routes(
     app: ApiApp, config: NodeConfig, membership: Membership, uptime: Callable[[], float],
     api_url: Callable[[], str], reach: Callable[[], dict[str, Any]] = dict,
+    connections: Callable[[], dict[str, str]] = dict,
 ) -> None:
-    """``reach``: how the node is reachable (LAN discovery, NAT, relays), for /v1/status."""
+    """``reach``: how the node is reachable (LAN discovery, NAT, relays), for /v1/status;
+    ``connections``: peer ID -> "direct" or "relayed", for /v1/peers."""
     async def status(_: Request) -> dict[str, Any]:
         return {
             "peer_id": membership.signer.peer_id,
@@ -53,7 +55,9 @@ def add_node_routes(
         }
 
     async def peers(_: Request) -> list[dict[str, Any]]:
-        return membership.peers_json()
+        kinds = connections()
+        return [{**row, "connection": kinds.get(row["peer_id"])}
+                for row in membership.peers_json()]
 
     async def gossip(request: Request) -> dict[str, Any]:
         return membership.gossip_json(_number(request, "since", 0.0))

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 GOSSIPSUB_PROTOCOLS = ["/meshsub/1.1.0", "/meshsub/1.0.0"]
 
 StreamHandler = Callable[[Libp2pStream], Awaitable[None]]
+#: Dials a peer through relays: (peer ID, /p2p-circuit addresses, deadline in seconds).
+CircuitDialer = Callable[[str, list[str], float], Awaitable[None]]
 
 
 class DialError(MeshnodeError):
@@ -153,10 +155,26 @@ class MeshHost:
         send, self.connection_events = trio.open_memory_channel[tuple[str, str]](1024)
         self._host.get_network().register_notifee(_ConnectionEvents(send))
         self._stack = AsyncExitStack()
+        # NAT traversal (meshnode.node.nat) fills these in: relayed addresses to advertise,
+        # and how to dial the /p2p-circuit addresses py-libp2p's swarm itself skips.
+        self._relay_addrs: list[str] = []
+        self._circuit_dialer: CircuitDialer | None = None
 
     @property
     def peer_id(self) -> str:
         return str(self._host.get_id())
+
+    @property
+    def libp2p(self) -> Any:
+        """The py-libp2p host, for py-libp2p services (relay, hole punching, AutoNAT)."""
+        return self._host
+
+    def set_relay_addrs(self, addrs: list[str]) -> None:
+        """Relayed addresses (…/p2p/<relay>/p2p-circuit/p2p/<self>) to advertise too."""
+        self._relay_addrs = list(addrs)
+
+    def set_circuit_dialer(self, dialer: CircuitDialer | None) -> None:
+        self._circuit_dialer = dialer
 
     async def __aenter__(self) -> MeshHost:
         await self._stack.__aenter__()
@@ -183,23 +201,36 @@ class MeshHost:
         out: list[str] = []
         for addr in self._host.get_addrs():
             out += _expand_unspecified(str(addr))
-        return out
+        return out + [a for a in self._relay_addrs if a not in out]
 
     def connected_peers(self) -> set[str]:
         return {str(p) for p in self._host.get_network().connections}
 
     async def connect(self, peer_id: str, addrs: list[str], *, timeout: float) -> None:
+        """Dial ``peer_id`` directly, or through a relay (``/p2p-circuit`` addresses) if no
+        direct address works and NAT traversal is on."""
+        circuits = [a for a in addrs if "/p2p-circuit" in a]
+        direct = [a for a in addrs if a not in circuits]
+        if not direct and circuits and self._circuit_dialer is not None:
+            await self._circuit_dialer(peer_id, circuits, timeout)
+            return
         try:
-            info = PeerInfo(ID.from_base58(peer_id), [multiaddr.Multiaddr(a) for a in addrs])
+            info = PeerInfo(ID.from_base58(peer_id), [multiaddr.Multiaddr(a) for a in direct])
         except Exception as exc:
             raise DialError(f"unusable address for {peer_id}: {exc}") from None
         try:
             with trio.fail_after(timeout):
                 await self._host.connect(info)
         except trio.TooSlowError:
-            raise DialError(f"dialing {peer_id} timed out after {timeout:.0f} s") from None
+            error = DialError(f"dialing {peer_id} timed out after {timeout:.0f} s")
         except Exception as exc:  # py-libp2p raises many unrelated types on a failed dial
-            raise DialError(f"dialing {peer_id} failed: {exc or type(exc).__name__}") from None
+            error = DialError(f"dialing {peer_id} failed: {exc or type(exc).__name__}")
+        else:
+            return
+        if circuits and self._circuit_dialer is not None:
+            await self._circuit_dialer(peer_id, circuits, timeout)
+            return
+        raise error
 
     async def disconnect(self, peer_id: str) -> None:
         with trio.move_on_after(5):

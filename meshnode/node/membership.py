@@ -177,7 +177,10 @@ class Membership:
     async def _connection_events(self, nursery: trio.Nursery) -> None:
         async for kind, peer_id in self.host.connection_events:
             if kind == "connected":
-                nursery.start_soon(self._greet, peer_id)
+                # One hello per peer: a second connection (a direct one replacing a relayed
+                # one, an AutoNAT dial-back) changes nothing the first one proved.
+                if not self.gate.greeted(peer_id):
+                    nursery.start_soon(self._greet, peer_id)
                 continue
             if peer_id not in self.host.connected_peers():
                 self.gate.gone(peer_id)

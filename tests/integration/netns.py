@@ -82,22 +82,37 @@ class Lab:
         sh("ip", "-n", ns, "route", "add", "default", "via", via)
 
     def masquerade(self, ns: str, *, private: str, public_if: str) -> None:
-        """Make ``ns`` a NAT router: forward, and masquerade ``private`` out ``public_if``.
+        """Make ``ns`` a home router: forward, masquerade ``private`` out ``public_if``, and
+        drop connections that start outside (no port forwarding, as most routers do).
 
         Linux masquerading keeps a flow's source port when it is free (endpoint-independent
         mapping in practice) unless told ``random``: that is what lets hole punching work.
         """
         self.run(ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-        ruleset = f"""
+        self.nft(ns, f"""
 table ip nat {{
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
         ip saddr {private} oifname "{public_if}" masquerade
     }}
 }}
-"""
-        subprocess.run([*self.exec_prefix(ns), "nft", "-f", "-"], input=ruleset, text=True,
-                       check=True, capture_output=True, timeout=30)
+table ip firewall {{
+    chain input {{
+        type filter hook input priority filter; policy accept;
+        iifname "{public_if}" ct state new drop
+    }}
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+        iifname "{public_if}" ct state new drop
+    }}
+}}
+""")
+
+    def nft(self, ns: str, ruleset: str) -> None:
+        result = subprocess.run([*self.exec_prefix(ns), "nft", "-f", "-"], input=ruleset,
+                                text=True, capture_output=True, timeout=30)
+        if result.returncode != 0:
+            raise RuntimeError(f"nft in {ns} failed: {result.stderr.strip()}\n{ruleset}")
 
     def close(self) -> None:
         for ns in reversed(self.namespaces):
