@@ -168,6 +168,8 @@ class Membership:
             self.report_bad_message(peer_id, exc)
         else:
             self.dialer.failed(peer_id, time.time())  # slow or gone: back off and retry
+            if self.gate.greeted(peer_id):
+                return  # another connection already proved the peer: keep that one
         await self.host.disconnect(peer_id)
 
     def report_bad_message(self, peer_id: str, exc: ProtocolError) -> None:

@@ -57,6 +57,7 @@ DIALBACK_INTERVAL_S = 30.0
 RESERVE_TIMEOUT_S = 15.0
 RELAY_RETRY_S = 600.0
 PUNCH_TIMEOUT_S = 60.0
+PUNCH_DIAL_TIMEOUT_S = 4
 
 
 class DialBackAutoNAT(AutoNATService):  # type: ignore[misc]
@@ -132,7 +133,10 @@ class NatService:
         self.transport = CircuitV2Transport(raw, self.relay,
                                             RelayConfig(roles=roles, limits=self.limits))
         self.autonat = DialBackAutoNAT(raw)
-        self.dcutr = DCUtRProtocol(raw)
+        # py-libp2p first tries a plain direct dial and waits up to dial_timeout (10 s) for
+        # it, and as long for each hole-punch dial: behind a NAT that drops unsolicited
+        # connections that plain dial can only time out. Simultaneous open takes one RTT.
+        self.dcutr = DCUtRProtocol(raw, dial_timeout=PUNCH_DIAL_TIMEOUT_S)
 
     @property
     def reachability(self) -> str:

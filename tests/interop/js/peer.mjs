@@ -3,7 +3,9 @@
 // Commands, one JSON object a line on stdin:
 //   {"op": "dial", "addr": "/ip4/…/tcp/…/p2p/…"}
 //   {"op": "subscribe", "topic": "…"}
-//   {"op": "publish", "topic": "…", "data": "<base64>"}
+//   {"op": "publish", "topic": "…", "data": "<base64>"}   (or "stamp": "<json>", see below)
+//   {"op": "request", "addr": "…", "protocol": "…", "data": "<base64>", "timeout_ms": 5000}
+//   {"op": "mesh", "topic": "…"}
 //   {"op": "ping", "addr": "…"}
 //   {"op": "stop"}
 // Events, one JSON object a line on stdout: ready, dialed, subscribed, published, message,
@@ -72,7 +74,11 @@ async function handle (cmd) {
       node.services.pubsub.subscribe(cmd.topic)
       return { event: 'subscribed', topic: cmd.topic }
     case 'publish': {
-      const result = await node.services.pubsub.publish(cmd.topic, Buffer.from(cmd.data, 'base64'))
+      // "stamp": a JSON object sent with the publish time (ms resolution) added, for bench/.
+      const data = cmd.stamp != null
+        ? Buffer.from(JSON.stringify({ ...JSON.parse(cmd.stamp), t: Date.now() / 1000 }))
+        : Buffer.from(cmd.data, 'base64')
+      const result = await node.services.pubsub.publish(cmd.topic, data)
       return {
         event: 'published',
         topic: cmd.topic,
