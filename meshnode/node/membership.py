@@ -184,8 +184,9 @@ class Membership:
                 if not self.gate.greeted(peer_id):
                     nursery.start_soon(self._greet, peer_id)
                 continue
-            if peer_id not in self.host.connected_peers():
-                self.gate.gone(peer_id)
+            if peer_id in self.host.connected_peers():
+                continue  # one of several connections closed (a relayed one, a dial-back)
+            self.gate.gone(peer_id)
             if peer_id in self.table:
                 log.info("peer disconnected", extra={"peer": peer_id})
 

@@ -81,19 +81,20 @@ class Lab:
     def route_default(self, ns: str, via: str) -> None:
         sh("ip", "-n", ns, "route", "add", "default", "via", via)
 
-    def masquerade(self, ns: str, *, private: str, public_if: str) -> None:
+    def masquerade(self, ns: str, *, private: str, public_if: str, random: bool = False) -> None:
         """Make ``ns`` a home router: forward, masquerade ``private`` out ``public_if``, and
         drop connections that start outside (no port forwarding, as most routers do).
 
         Linux masquerading keeps a flow's source port when it is free (endpoint-independent
-        mapping in practice) unless told ``random``: that is what lets hole punching work.
+        mapping in practice) unless told ``random`` (a new port per flow, as symmetric NATs
+        do): the kept port is what lets hole punching work.
         """
         self.run(ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
         self.nft(ns, f"""
 table ip nat {{
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
-        ip saddr {private} oifname "{public_if}" masquerade
+        ip saddr {private} oifname "{public_if}" masquerade{" random" if random else ""}
     }}
 }}
 table ip firewall {{

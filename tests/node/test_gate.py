@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import trio
 import trio.testing
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from meshnode.config import NodeConfig
 from meshnode.node.gate import HelloGate
+from meshnode.node.host import MeshHost
+from meshnode.node.membership import Membership
+from protocols.peerid import Signer
+
+LISTEN = ["/ip4/127.0.0.1/tcp/0"]
 
 
 async def test_a_greeted_peer_is_admitted_at_once() -> None:
@@ -74,3 +83,30 @@ def test_gossip_only_peers_are_bounded() -> None:
     gate.gone("J1")
     assert gate.no_hello("J3")
     assert gate.gossip_only == {"J2", "J3"}
+
+
+async def test_a_failed_second_hello_keeps_the_connection_the_first_proved(
+    tmp_path: Path,
+) -> None:
+    """A new connection (a hole-punched one, an AutoNAT dial-back) whose hello breaks off
+    must not cost the peer the connection its first hello proved."""
+    keys = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    config = NodeConfig(home=tmp_path, network_id="gate-test", mdns=False)
+    async with (
+        MeshHost(keys[0], listen=LISTEN, gossip=config.gossip) as host_a,
+        MeshHost(keys[1], listen=LISTEN, gossip=config.gossip) as host_b,
+        trio.open_nursery() as nursery,
+    ):
+        a = Membership(config, host_a, Signer(keys[0]), version="test")
+        b = Membership(config, host_b, Signer(keys[1]), version="test")
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        await host_a.connect(host_b.peer_id, host_b.listen_addrs()[:1], timeout=10)
+        assert await a.gate.wait(host_b.peer_id, timeout=20)
+        await a._refuse(host_b.peer_id, trio.BrokenResourceError("second connection closed"))
+        assert host_b.peer_id in host_a.connected_peers()
+        # A peer that never proved itself is still dropped.
+        a.gate.gone(host_b.peer_id)
+        await a._refuse(host_b.peer_id, trio.BrokenResourceError("no hello"))
+        assert host_b.peer_id not in host_a.connected_peers()
+        nursery.cancel_scope.cancel()
