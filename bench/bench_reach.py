@@ -159,28 +159,21 @@ def _summary(name: str, values: list[float]) -> str:
 
 
 def nat_part(rounds: int, pings: int) -> list[str]:
-    from tests.integration.netns import lab
-    from tests.integration.test_nat import RELAY_IP, _block, _home_router
+    from tests.integration.netns import lab, two_nats
 
     rows = []
     with lab() as net:
-        inet = net.netns("inet")
-        net.bridge(inet)
-        relay_ns = net.netns("relay")
-        net.wire(relay_ns, f"{RELAY_IP}/24", to=inet, bridge="br0")
-        router_a = _home_router(net, inet, "a", "192.0.2.21", "10.1.0")
-        router_b = _home_router(net, inet, "b", "192.0.2.22", "10.2.0")
-        _block(net, router_a, "no_direct", "192.0.2.22")
-        _block(net, router_b, "no_direct", "192.0.2.21")
+        world = two_nats(net)
+        world.separate()
         workers = []
         try:
-            relay = Worker(net.exec_prefix(relay_ns), f"/ip4/{RELAY_IP}/tcp/4001", "--relay")
+            relay = Worker(net.exec_prefix(world.relay), f"/ip4/{world.relay_ip}/tcp/4001",
+                           "--relay")
             workers.append(relay)
             relay_addr = relay.addrs[0]
-            a = Worker(net.exec_prefix(f"{net.tag}-ha"), "/ip4/10.1.0.2/tcp/4001",
-                       "--bootstrap", relay_addr)
-            b = Worker(net.exec_prefix(f"{net.tag}-hb"), "/ip4/10.2.0.2/tcp/4001",
-                       "--bootstrap", relay_addr)
+            a, b = (Worker(net.exec_prefix(world.hosts[side]),
+                           f"/ip4/{world.host_ips[side]}/tcp/4001", "--bootstrap", relay_addr)
+                    for side in "ab")
             workers += [a, b]
             status_a = a.wait("a to hold a relay slot", lambda s: s["relays"] != [])
             b.wait("b to know it is private", lambda s: s["reachability"] == "private")
@@ -200,8 +193,7 @@ def nat_part(rounds: int, pings: int) -> list[str]:
             rtt_relayed = b("ping", peer=a.peer_id, n=pings)
             rows.append(_summary("ping RTT, relayed", rtt_relayed["ms"]))
 
-            net.nft(router_a, "delete table ip no_direct")
-            net.nft(router_b, "delete table ip no_direct")
+            world.join()
             punches = []
             for _ in range(min(rounds, 5)):
                 fresh(b, a.peer_id, circuit)

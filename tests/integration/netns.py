@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 _counter = itertools.count()
 
@@ -128,3 +129,52 @@ def lab() -> Iterator[Lab]:
         yield built
     finally:
         built.close()
+
+
+@dataclass(frozen=True)
+class TwoNats:
+    """A public relay on an "internet" bridge (192.0.2.0/24) and two home networks behind
+    two NAT routers: host a at 10.1.0.2 behind 192.0.2.21, host b at 10.2.0.2 behind
+    192.0.2.22 (the NAT lab of tests/integration/test_nat.py and bench/bench_reach.py)."""
+
+    net: Lab
+    relay: str  # namespaces
+    routers: dict[str, str]
+    hosts: dict[str, str]
+    relay_ip = "192.0.2.10"
+    public_ips = {"a": "192.0.2.21", "b": "192.0.2.22"}
+    host_ips = {"a": "10.1.0.2", "b": "10.2.0.2"}
+
+    def block(self, side: str, ip: str, table: str) -> None:
+        """Router ``side`` drops everything to and from ``ip`` (until ``unblock``)."""
+        self.net.nft(self.routers[side],
+                     f"table ip {table} {{ chain gate {{ type filter hook forward priority -10;"
+                     f" policy accept; ip daddr {ip} drop; ip saddr {ip} drop; }}; }}")
+
+    def unblock(self, side: str, table: str) -> None:
+        self.net.nft(self.routers[side], f"delete table ip {table}")
+
+    def separate(self) -> None:
+        """The routers drop each other's traffic: the relay is the only way between a and b."""
+        self.block("a", self.public_ips["b"], "no_direct")
+        self.block("b", self.public_ips["a"], "no_direct")
+
+    def join(self) -> None:
+        self.unblock("a", "no_direct")
+        self.unblock("b", "no_direct")
+
+
+def two_nats(net: Lab, *, random_ports: bool = False) -> TwoNats:
+    inet = net.netns("inet")
+    net.bridge(inet)
+    relay = net.netns("relay")
+    net.wire(relay, f"{TwoNats.relay_ip}/24", to=inet, bridge="br0")
+    routers, hosts = {}, {}
+    for side, lan in (("a", "10.1.0"), ("b", "10.2.0")):
+        router = routers[side] = net.netns(f"r{side}")
+        public_if = net.wire(router, f"{TwoNats.public_ips[side]}/24", to=inet, bridge="br0")
+        host = hosts[side] = net.netns(f"h{side}")
+        net.wire(host, f"{lan}.2/24", to=router, peer_addr=f"{lan}.1/24")
+        net.route_default(host, f"{lan}.1")
+        net.masquerade(router, private=f"{lan}.0/24", public_if=public_if, random=random_ports)
+    return TwoNats(net, relay, routers, hosts)
