@@ -61,6 +61,10 @@ class NoKnowledge:
 
 
 
+async def _admit_all(_: str) -> bool:
+    return True
+
+
 async def roundtrips(tasks: int, concurrency: list[int]) -> None:
     key_a, key_b = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     listen = ["/ip4/127.0.0.1/tcp/0"]
@@ -68,7 +72,7 @@ async def roundtrips(tasks: int, concurrency: list[int]) -> None:
             MeshHost(key_b, listen=listen, gossip=GossipSettings()) as b:
         service = TaskService(b, (NOOP,), NoopAnswerer(), NoKnowledge(Signer(key_b)),  # type: ignore[arg-type]
                               version="bench")
-        service.serve()
+        service.serve(admit=_admit_all)  # two bare hosts: no hello runs here
         await a.connect(b.peer_id, b.listen_addrs(), timeout=10)
 
         async def one() -> float:

@@ -186,6 +186,39 @@ class NodeConfig:
         "it has this many.", section="network", check=at_least(1))
     dial_timeout_s: float = setting(
         10.0, "Deadline for one dial (seconds).", section="network", check=positive)
+    mdns: bool = setting(
+        True, "Find the nodes of this mesh on the local network by mDNS, with no bootstrap "
+        "address. Announces this node's non-loopback addresses under a service name derived "
+        "from the network ID (and secret); the hello handshake still checks everyone it "
+        "finds.", section="network")
+    autonat_confirmations: int = setting(
+        3, "NAT traversal. Every node learns from its peers whether it is publicly reachable "
+        "(AutoNAT; shown by `meshnode status`). A node that is not reserves a slot on up to "
+        "two relay-capable peers and advertises its relayed address, so the mesh can reach "
+        "it, then upgrades each relayed connection to a direct one by hole punching when the "
+        "NATs allow. This many agreeing AutoNAT verdicts decide reachability (fewer if fewer "
+        "peers answer).", section="network", check=at_least(1))
+    hole_punching: bool = setting(
+        True, "Try to replace relayed connections by direct ones (DCUtR).", section="network")
+    hole_punch_retry_s: float = setting(
+        60.0, "How often a failed hole punch is retried (seconds).", section="network",
+        check=positive)
+    relay_service: bool = setting(
+        False, "Serve as a relay for nodes behind NAT. Only for a publicly reachable node, and "
+        "it costs bandwidth: every relayed connection passes through it, within the limits "
+        "below.", section="network")
+    relay_max_reservations: int = setting(
+        32, "Relay slots this node grants at once.", section="network", check=at_least(1))
+    relay_max_circuits: int = setting(
+        16, "Relayed connections through this node at once.", section="network",
+        check=at_least(1))
+    relay_circuit_duration_s: int = setting(
+        600, "A relayed connection is cut after this long (seconds) or this many bytes (both "
+        "directions); the nodes redial, through the relay again if hole punching has not "
+        "worked by then.", section="network", check=at_least(1))
+    relay_circuit_bytes: int = setting(
+        16 * 1024 * 1024, "Bytes a relayed connection may carry (both directions).",
+        section="network", check=at_least(1))
     gossip: GossipSettings = field(default_factory=GossipSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)

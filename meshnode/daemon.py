@@ -7,9 +7,10 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,9 @@ from meshnode.node.faults import Faults
 from meshnode.node.home import clear_runtime, load_private_key, load_token, write_runtime
 from meshnode.node.host import MeshHost
 from meshnode.node.knowledge import KnowledgeService
-from meshnode.node.membership import Membership
+from meshnode.node.lan import LanDiscovery
+from meshnode.node.membership import HELLO_TIMEOUT_S, Membership
+from meshnode.node.nat import NatService
 from meshnode.node.sdnotify import notify
 from meshnode.node.transport import Host
 from meshnode.trust.service import TrustService
@@ -104,7 +107,10 @@ class NodeServices:
         *,
         clock: Callable[[], float] = time.time,
         faults: Faults | None = None,
+        candidates: Callable[[], Mapping[str, Sequence[str]]] = dict,
     ) -> NodeServices:
+        """``candidates``: peers found by LAN discovery (peer ID -> addresses), dialed as the
+        peers learned by gossip are."""
         faults = faults if faults is not None else Faults()
         task_store = TaskStore(faults=faults)
         tasks: TaskService | None = None
@@ -112,7 +118,7 @@ class NodeServices:
             config, host, signer, version=__version__,
             agent_cards=lambda: [card_to_wire(c) for c in tasks.cards()] if tasks else [],
             load=lambda: float(task_store.running()),
-            clock=clock, faults=faults,
+            clock=clock, faults=faults, candidates=candidates,
         )
         knowledge = KnowledgeService(config, host, membership, signer, store, faults=faults)
         tasks = TaskService(host, config.agents, Answerer(store, llm), knowledge,
@@ -127,7 +133,8 @@ class NodeServices:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the mesh until cancelled."""
-        self.tasks.serve()
+        # Agents are for nodes of this mesh: a peer without a verified hello gets no task run.
+        self.tasks.serve(admit=partial(self.membership.gate.wait, timeout=HELLO_TIMEOUT_S))
         async with trio.open_nursery() as nursery:
             await nursery.start(self.membership.run)
             await nursery.start(self.knowledge.run)
@@ -164,11 +171,19 @@ class Node:
             MeshHost(self._key, listen=list(config.listen), gossip=config.gossip, psk=psk,
                      faults=faults) as host,
         ):
+            lan = LanDiscovery(peer_id=self.signer.peer_id, network_id=config.network_id,
+                               secret=config.network_secret,
+                               addrs=host.listen_addrs) if config.mdns else None
             services = NodeServices.build(config, host, self.signer, store, embedder, llm,
-                                          faults=faults)
+                                          faults=faults,
+                                          candidates=lan.candidates if lan else dict)
+            # NAT traversal drives py-libp2p's relay, DCUtR and AutoNAT: the real host only.
+            nat = NatService(config, host, services.membership)
             app = ApiApp(self._token)
             add_node_routes(app, config, services.membership,
-                            lambda: time.monotonic() - self._started, lambda: self.api_url, faults)
+                            lambda: time.monotonic() - self._started, lambda: self.api_url, faults,
+                            lambda: {"lan": lan.snapshot() if lan else None, **nat.snapshot()},
+                            nat.connection_kinds)
             add_memory_routes(app, services.knowledge)
             add_agent_routes(app, services.mesh, services.asker, services.trust)
             add_a2a_routes(app, services.mesh, require_token=not config.public_a2a)
@@ -186,6 +201,9 @@ class Node:
             ))
             async with trio.open_nursery() as nursery:
                 await nursery.start(services.run)
+                if lan is not None:
+                    await nursery.start(lan.run)
+                await nursery.start(nat.run)
                 self.api_url = await nursery.start(serve_api, app, config.api_listen, shutdown)
                 write_runtime(
                     config.home,

@@ -71,6 +71,8 @@ ASKER_KEY = "meshnode/asker"
 FORWARD_KEY = "meshnode/forward"
 MAX_VISITED = 64
 
+#: Whether a peer may use this node's agents: peer ID -> allowed (may wait a little).
+Admit = Callable[[str], Awaitable[bool]]
 #: Answers a forwarded question through this node's own routing: (question, hops,
 #: visited, deadline) -> the answer data of whichever agent answered.
 Forwarder = Callable[[str, int, frozenset[str], float], Awaitable[dict[str, Any]]]
@@ -109,6 +111,10 @@ def answer_data(answer: Answer, *, agent: str, peer: str) -> dict[str, Any]:
     return {"agent": agent, "peer": peer, **answer.to_dict()}
 
 
+async def _refuse_all(_: str) -> bool:
+    return False
+
+
 def _deadline(message: Message) -> float:
     deadline = message.metadata.get(DEADLINE_KEY, DEFAULT_TASK_S)
     if isinstance(deadline, bool) or not isinstance(deadline, int | float):
@@ -136,6 +142,7 @@ class TaskService:
         self.forwarder: Forwarder | None = None
         #: This node's tasks: its agents' and (through MeshA2A) the mesh asks made here.
         self.store = store if store is not None else TaskStore()
+        self._admit: Admit = _refuse_all
 
     def cards(self) -> list[AgentCard]:
         return [agent_card(spec, version=self.version) for spec in self.specs.values()]
@@ -149,7 +156,10 @@ class TaskService:
             version=self.version, skills=skills,
         )
 
-    def serve(self) -> None:
+    def serve(self, *, admit: Admit) -> None:
+        """Answer A2A streams from the peers ``admit`` lets in (the daemon's: those with a
+        verified hello, so a libp2p peer outside the mesh never gets a task run)."""
+        self._admit = admit
         self.host.set_stream_handler(A2A_PROTOCOL, self._serve)
 
     # ---- running a task ------------------------------------------------------------
@@ -234,6 +244,10 @@ class TaskService:
     # ---- the stream protocol --------------------------------------------------------
 
     async def _serve(self, stream: ByteStream) -> None:
+        peer_id = getattr(stream, "peer_id", "?")
+        if not await self._admit(peer_id):
+            log.info("a2a stream refused: peer not admitted", extra={"peer": peer_id})
+            return
         request_id = ""
         try:
             frame = await read_frame(stream, FrameDecoder(), timeout=REQUEST_TIMEOUT_S)

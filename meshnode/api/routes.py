@@ -37,8 +37,11 @@ MAX_IMPORT_BATCH = 1000
 
 def add_node_routes(
     app: ApiApp, config: NodeConfig, membership: Membership, uptime: Callable[[], float],
-    api_url: Callable[[], str], faults: Faults,
+    api_url: Callable[[], str], faults: Faults, reach: Callable[[], dict[str, Any]] = dict,
+    connections: Callable[[], dict[str, str]] = dict,
 ) -> None:
+    """``reach``: how the node is reachable (LAN discovery, NAT, relays), for /v1/status;
+    ``connections``: peer ID -> "direct" or "relayed", for /v1/peers."""
     async def status(_: Request) -> dict[str, Any]:
         return {
             "peer_id": membership.signer.peer_id,
@@ -47,6 +50,7 @@ def add_node_routes(
             "version": __version__,
             "listen_addrs": membership.host.listen_addrs(),
             "connected_peers": len(membership.verified_connected()),
+            "gossip_only_peers": len(membership.gate.gossip_only),
             "known_peers": len(membership.table),
             "uptime_s": round(uptime(), 1),
             "bootstrap": list(config.bootstrap),
@@ -54,10 +58,13 @@ def add_node_routes(
             "handshakes": dict(membership.handshakes),
             "dials": dict(membership.dials),
             "faults": faults.counts(),
+            **reach(),
         }
 
     async def peers(_: Request) -> list[dict[str, Any]]:
-        return membership.peers_json()
+        kinds = connections()
+        return [{**row, "connection": kinds.get(row["peer_id"])}
+                for row in membership.peers_json()]
 
     async def gossip(request: Request) -> dict[str, Any]:
         return membership.gossip_json(_number(request, "since", 0.0))

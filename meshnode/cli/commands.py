@@ -62,13 +62,32 @@ def cmd_status(args: argparse.Namespace) -> int:
             ("uptime", f"{s['uptime_s']:.0f} s"),
             ("peers", f"{s['connected_peers']} connected, {s['known_peers']} known"),
             ("API", s.get("api")),
-        ] + [("listening", a) for a in s["listen_addrs"]]
+        ] + [("listening", a) for a in s["listen_addrs"]] + _reach_rows(s)
         if s.get("faults"):  # contained, but an operator wants to know
             rows.append(("faults", ", ".join(f"{k}: {n}" for k, n in s["faults"].items())))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
     return emit(args, status, human)
+
+
+def _reach_rows(s: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Reachability, relays and LAN discovery (absent from older daemons' status)."""
+    rows: list[tuple[str, Any]] = []
+    if "reachability" in s:
+        rows.append(("reachability", s["reachability"]))
+        rows += [("relay", f"{r['peer_id']} (expires in {r['expires_in_s']} s)")
+                 for r in s.get("relays", [])]
+        service = s.get("relay_service") or {}
+        if service.get("enabled"):
+            rows.append(("relay service", f"{service['reservations']} reservations, "
+                                          f"{service['circuits']} circuits"))
+    if s.get("gossip_only_peers"):
+        rows.append(("gossip-only", f"{s['gossip_only_peers']} peers without hello"))
+    lan = s.get("lan")
+    if lan is not None:
+        rows.append(("mDNS", f"{lan['discovered']} found on the LAN"))
+    return rows
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
@@ -80,7 +99,8 @@ def cmd_peers(args: argparse.Namespace) -> int:
         rows = [
             (
                 p["peer_id"],
-                "yes" if p["connected"] else "no",
+                (f"yes ({p['connection']})" if p.get("connection") else "yes")
+                if p["connected"] else "no",
                 "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f}",
                 ago(p["last_seen"]),
                 len(p.get("agents", [])),
