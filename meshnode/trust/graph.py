@@ -16,6 +16,13 @@ identity starts at 0, and a clique that only vouches for itself can hold at most
 refreshed within ``attestation_ttl_s`` are dropped. Routing reads :meth:`relative_trust`
 and this node's own record, :meth:`experience`.
 
+Evidence is bounded without letting new identities push out the evidence that carries
+trust: peers this node has seen do good work (some satisfactory evidence) are kept in one
+table of ``max_peers``, where the worst record (then the stalest) makes room; peers it has
+only bad evidence about (a malformed hello, a refused flood) go to a second table as big,
+where the stalest makes room. A flood of Sybils with one bad message each can therefore only
+displace each other.
+
 Pure data, no I/O except :meth:`TrustGraph.save` and :meth:`TrustGraph.load`; the caller
 passes the time of every event.
 """
@@ -25,6 +32,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +61,8 @@ class Outcome(enum.Enum):
     TIMEOUT = "timeout"
     MALFORMED = "malformed"
     BAD_SIGNATURE = "bad_signature"
+    #: The peer went over one of this node's budgets (streams, requests, tasks).
+    REFUSED = "refused"
 
     @property
     def weight(self) -> float:
@@ -73,6 +83,9 @@ _WEIGHTS = {
     # Record this against the peer on the authenticated connection that delivered the
     # message, never against the signer it claims: anyone can claim a name.
     Outcome.BAD_SIGNATURE: -4.0,
+    # Reported at most once per peer every few seconds, however hard it floods: the
+    # flooder's cost, without letting a burst sink an honest but busy peer.
+    Outcome.REFUSED: -0.5,
 }
 
 
@@ -111,6 +124,11 @@ class _Evidence:
     last: float
     counts: dict[str, int] = field(default_factory=dict)  # never decayed: for display
     skills: dict[str, _Tally] = field(default_factory=dict)
+
+    def standing(self, now: float, half_life_s: float | None) -> tuple[float, float]:
+        """What eviction compares: net satisfaction now, then how recent."""
+        sat, unsat = self.tally.decayed(now, half_life_s)
+        return sat - unsat, self.last
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +209,10 @@ class TrustGraph:
         self.attestation_ttl_s = attestation_ttl_s
         self.eps = eps
         self.max_iterations = max_iterations
+        #: Peers this node has some satisfactory evidence about.
         self._evidence: dict[str, _Evidence] = {}
+        #: Peers it has only unsatisfactory evidence about, stalest first.
+        self._suspects: OrderedDict[str, _Evidence] = OrderedDict()
         self._attestations: dict[str, _Kept] = {}
         self._global: dict[str, float] = {}
         self._typical = 0.0  # the trust-weighted mean global trust of the other peers
@@ -208,10 +229,11 @@ class TrustGraph:
         self._clock = max(self._clock, now)
         evidence = self._evidence.get(peer)
         if evidence is None:
-            if len(self._evidence) >= self.max_peers:
-                stalest = min(self._evidence, key=lambda p: self._evidence[p].last)
-                del self._evidence[stalest]
-            evidence = self._evidence[peer] = _Evidence(_Tally(at=now), last=now)
+            evidence = self._suspects.pop(peer, None) or _Evidence(_Tally(at=now), last=now)
+            if outcome.weight > 0:
+                self._keep(peer, evidence)
+            else:
+                self._suspect(peer, evidence)
         evidence.tally.add(outcome.weight, now, self.half_life_s)
         evidence.last = max(evidence.last, now)
         evidence.counts[outcome.value] = evidence.counts.get(outcome.value, 0) + 1
@@ -221,6 +243,29 @@ class TrustGraph:
                 tally = evidence.skills[skill] = _Tally(at=now)
             if tally is not None:
                 tally.add(outcome.weight, now, self.half_life_s)
+
+    def _keep(self, peer: str, evidence: _Evidence) -> None:
+        """Into the table of peers with good evidence; the worst record (then the stalest)
+        makes room."""
+        if len(self._evidence) >= self.max_peers:
+            worst = min(self._evidence, key=lambda p: self._evidence[p].standing(
+                self._clock, self.half_life_s))
+            del self._evidence[worst]
+        self._evidence[peer] = evidence
+
+    def _suspect(self, peer: str, evidence: _Evidence) -> None:
+        """Into the table of peers with only bad evidence; the stalest makes room."""
+        self._suspects[peer] = evidence
+        while len(self._suspects) > self.max_peers:
+            self._suspects.popitem(last=False)
+
+    def _find(self, peer: str) -> _Evidence | None:
+        return self._evidence.get(peer) or self._suspects.get(peer)
+
+    def _all_evidence(self) -> list[tuple[str, _Evidence]]:
+        # Copies (one step under the GIL each), so that a worker thread saving the state
+        # cannot fail with "dictionary changed size" while the event loop records.
+        return list(self._evidence.items()) + list(self._suspects.items())
 
     def _pre_trusted_row(self) -> dict[str, float]:
         others = sorted(self.pre_trusted - {self.self_id})
@@ -252,7 +297,7 @@ class TrustGraph:
     def evidence_totals(self) -> dict[str, int]:
         """Evidence held, per outcome, summed over every peer (for the metrics)."""
         totals: dict[str, int] = {}
-        for evidence in list(self._evidence.values()):
+        for _, evidence in self._all_evidence():
             for outcome, count in evidence.counts.items():
                 totals[outcome] = totals.get(outcome, 0) + count
         return totals
@@ -263,8 +308,13 @@ class TrustGraph:
         return len(self._attestations)
 
     def evidence_counts(self, peer: str) -> dict[str, int]:
-        evidence = self._evidence.get(peer)
+        evidence = self._find(peer)
         return dict(evidence.counts) if evidence else {}
+
+    @property
+    def evidence_peers(self) -> tuple[int, int]:
+        """How many peers are held with some good evidence, and with bad evidence only."""
+        return len(self._evidence), len(self._suspects)
 
     def experience(self, peer: str, skill: str | None = None) -> float:
         """This node's own record with ``peer`` (and ``skill``) as a factor in (0, 2).
@@ -274,7 +324,7 @@ class TrustGraph:
         local trust cannot tell a known liar from a stranger (both are 0), nor does global
         trust reflect this node's own finds until others vouch for them; routing needs both.
         """
-        evidence = self._evidence.get(peer)
+        evidence = self._find(peer)
         if evidence is None:
             return 1.0
         factor = evidence.tally.experience(self._clock, self.half_life_s)
@@ -374,7 +424,10 @@ class TrustGraph:
         """The ``meshnode trust --json`` view: the ``limit`` most trusted peers and more."""
         local = self.local_trust()
         peers = set(self._global) | set(self._evidence) | set(self._attestations) | set(local)
+        # Peers with bad evidence only come last, worst first, after every other peer.
         ordered = sorted(peers, key=lambda p: (-self._global.get(p, 0.0), p))[:limit]
+        suspects = sorted(self._suspects, key=lambda p: (self.experience(p), p))
+        ordered += [p for p in suspects if p not in peers][: max(0, limit - len(ordered))]
         listed = [
             {
                 "peer_id": peer,
@@ -395,7 +448,8 @@ class TrustGraph:
             "alpha": self.alpha,
             "half_life_s": self.half_life_s,
             "authors": len(self._attestations),
-            "known_peers": len(peers),
+            "known_peers": len(peers) + len(self._suspects),
+            "suspects": len(self._suspects),
             "last_run": dict(self.last_run),
             "peers": listed,
         }
@@ -417,7 +471,7 @@ class TrustGraph:
                     "counts": dict(e.counts),
                     "skills": {s: [t.sat, t.unsat, t.at] for s, t in list(e.skills.items())},
                 }
-                for peer, e in list(self._evidence.items())
+                for peer, e in self._all_evidence()
             },
             "attestations": {
                 author: {"seen": k.seen, "body": k.attestation.to_body()}
@@ -444,7 +498,10 @@ class TrustGraph:
                 evidence = _Evidence(_tally(e["tally"]), last=_finite(e["last"]))
                 evidence.counts = {str(k): int(v) for k, v in e["counts"].items()}
                 evidence.skills = {str(s): _tally(t) for s, t in e["skills"].items()}
-                graph._evidence[str(peer)] = evidence
+                if evidence.tally.sat > 0.0:
+                    graph._evidence[str(peer)] = evidence
+                else:
+                    graph._suspects[str(peer)] = evidence
             for author, k in data["attestations"].items():
                 body = k["body"]
                 scores = {str(p): _finite(s) for p, s in body["scores"].items()}
@@ -460,6 +517,7 @@ class TrustGraph:
         # The identity may have changed since (``meshnode init --force``): a node must hold
         # no evidence about, nor an attestation from, itself.
         graph._evidence.pop(self_id, None)
+        graph._suspects.pop(self_id, None)
         graph._attestations.pop(self_id, None)
         graph.compute_global()
         return graph
