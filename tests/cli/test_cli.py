@@ -299,15 +299,16 @@ def test_peers_human(
         {"peer_id": "12D3KooWAaaa", "connected": True, "rtt_ms": 1.234,
          "last_seen": time.time() - 5, "addrs": ["/ip4/10.0.0.1/tcp/1"], "agents": [{}, {}]},
         {"peer_id": "12D3KooWBbbbbbbb", "connected": False, "rtt_ms": None,
-         "last_seen": time.time() - 600, "addrs": []},
+         "last_seen": time.time() - 600, "addrs": [],
+         "refused": {"rate:a2a": 3, "streams:a2a": 1}},
     ]
     assert cli.main(["peers", "--home", str(home)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["PEER", "CONNECTED", "RTT", "ms", "LAST", "SEEN", "AGENTS",
-                                "ADDRESS"]
-    assert lines[2].split() == ["12D3KooWAaaa", "yes", "1.2", "5s", "ago", "2",
+                                "REFUSED", "ADDRESS"]
+    assert lines[2].split() == ["12D3KooWAaaa", "yes", "1.2", "5s", "ago", "2", "-",
                                 "/ip4/10.0.0.1/tcp/1"]
-    assert lines[3].split() == ["12D3KooWBbbbbbbb", "no", "-", "10m", "ago", "0", "-"]
+    assert lines[3].split() == ["12D3KooWBbbbbbbb", "no", "-", "10m", "ago", "0", "4", "-"]
 
 
 def test_peers_human_empty(
