@@ -61,7 +61,7 @@ from protocols.a2a import (
     encode_request,
     encode_result,
 )
-from protocols.codec import FrameDecoder
+from protocols.codec import MAX_FRAME, FrameDecoder
 from protocols.errors import ProtocolError
 
 log = logging.getLogger("meshnode.a2a.tasks")
@@ -285,7 +285,7 @@ class TaskService:
         elif isinstance(op, GetTask):
             result = apply_history_length(self.store.get(op.task_id, owner), op.history_length)
         elif isinstance(op, ListTasks):
-            result = self.store.list(op, owner)
+            result = _fitting(request_id, self.store.list(op, owner))
         elif isinstance(op, CancelTask):
             result = self.store.cancel(op.task_id, owner)
         elif isinstance(op, GetAgentCard):
@@ -293,6 +293,13 @@ class TaskService:
         else:
             raise A2AError(INVALID_PARAMS, f"unsupported operation {type(op).__name__}")
         await self._reply(stream, encode_result(request_id, result))
+
+
+def _fitting(request_id: str, tasks: tuple[Task, ...]) -> tuple[Task, ...]:
+    """The newest of ``tasks`` that fit in one result frame (a page of big tasks may not)."""
+    while len(tasks) > 1 and len(encode_result(request_id, tasks)) > MAX_FRAME:
+        tasks = tasks[: len(tasks) // 2]
+    return tasks
 
 
 async def call_agent(

@@ -59,7 +59,8 @@ from meshnode.errors import MeshnodeError
 from meshnode.node.faults import Faults
 from meshnode.node.membership import Membership
 from meshnode.node.transport import DialError, Host
-from meshnode.trust.graph import Outcome, TrustGraph
+from meshnode.trust.evidence import Outcome
+from meshnode.trust.graph import TrustGraph
 from protocols.a2a import (
     A2AError,
     AgentCard,

@@ -122,6 +122,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
                 for p in t["peers"]]
         run = t.get("last_run") or {}
         header = (f"pre-trusted: {len(t['pre_trusted'])}   attestations: {t['authors']}   "
+                  f"with bad evidence only: {t.get('suspects', 0)}   "
                   f"last computation: {run.get('iterations', '-')} iterations")
         table = render_table(["PEER", "PRE-TRUSTED", "LOCAL", "GLOBAL", "EVIDENCE",
                               "REFUSED", "ATTESTED"], rows)

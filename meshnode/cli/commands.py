@@ -78,6 +78,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         ] + [("listening", a) for a in s["listen_addrs"]]
         if s.get("faults"):  # contained, but an operator wants to know
             rows.append(("faults", ", ".join(f"{k}: {n}" for k, n in s["faults"].items())))
+        if s.get("refused"):  # what the per-peer budgets refused
+            rows.append(("refused", ", ".join(f"{k}: {n}" for k, n in s["refused"].items())))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 

@@ -20,7 +20,8 @@ import trio
 from meshnode.config import NodeConfig
 from meshnode.node.topics import EnvelopeCodec, Signed, SignedTopic
 from meshnode.node.transport import GossipMessage, Host
-from meshnode.trust.graph import Outcome, TrustGraph
+from meshnode.trust.evidence import Outcome
+from meshnode.trust.graph import TrustGraph
 from protocols.envelope import EnvelopeGuard
 from protocols.errors import BadSignature, DecodeError, ProtocolError
 from protocols.peerid import Signer

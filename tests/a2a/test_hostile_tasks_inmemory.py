@@ -205,3 +205,17 @@ async def test_running_tasks_are_budgeted_per_peer_and_for_strangers(
     assert all(isinstance(r, list) and r[-1].status.state == TaskState.COMPLETED  # type: ignore[union-attr]
                for r in results)
     no_faults(mesh)
+
+
+async def test_a_listing_too_big_for_one_frame_is_cut_not_failed(nursery: trio.Nursery,
+                                                                 tmp_path: Path) -> None:
+    mesh = InMemoryMesh()
+    [victim] = await start_nodes(nursery, mesh, tmp_path, [(EXPERT,)])
+    peer = await start_hostile(nursery, mesh, 9)
+    await peer.join(victim.id, victim.host.listen_addrs())
+    await _flood(peer, victim, 5, 400 * 1024)  # its own: 2 MB, over one 1 MiB frame
+    listing = await peer.request(victim.id, ListTasks())
+    assert isinstance(listing, Result) and isinstance(listing.value, tuple)
+    assert 1 <= len(listing.value) < 5  # the newest that fit
+    assert listing.value[0].history[0].text.startswith("4 ")
+    no_faults(mesh)
