@@ -247,8 +247,11 @@ class NodeConfig:
         "picks a free port.", section="api", key="listen")
     public_a2a: bool = setting(
         False, "Serve the A2A endpoint (agent card and JSON-RPC) without the token, for A2A "
-        "clients on other machines (then also listen on a reachable address). Off: A2A "
-        "clients send the token.", section="api")
+        "clients on other machines (then also listen on a reachable address). A client "
+        "without the token is anonymous, known by its address (behind a reverse proxy, "
+        "all of them are one): it sees only its own tasks, has a peer's budgets ([limits]), "
+        "and its questions make no trust evidence. Off: A2A clients send the token.",
+        section="api")
     allowed_hosts: tuple[str, ...] = setting(
         (), "Host names (besides localhost and IP addresses) under which browsers and A2A "
         "clients may reach the API, e.g. [\"node1.example.org\"]. A request naming another "

@@ -13,7 +13,6 @@ import trio
 
 from meshnode.a2a.owners import BUSY, MIB, OPERATOR, peer_owner
 from meshnode.a2a.tasks import AGENT_KEY
-from meshnode.agents.specs import AgentSpec, SkillSpec
 from meshnode.config import LimitSettings
 from meshnode.node.inmemory import InMemoryMesh
 from meshnode.trust.graph import Outcome
@@ -28,14 +27,10 @@ from protocols.a2a import (
     Task,
     TaskState,
 )
-from tests.a2a.test_tasks_inmemory import Gated
+from tests.a2a.test_tasks_inmemory import EXPERT, TIP, Gated
 from tests.hostile import Hostile, question, start_hostile
 from tests.inmemory import Node, connect, eventually, no_faults, start_nodes
 
-EXPERT = AgentSpec(name="milvus-expert", description="Milvus indexes", instructions="",
-                   skills=(SkillSpec(id="milvus", name="Milvus", description="Milvus indexes",
-                                     tags=("milvus",)),))
-TIP = "HNSW is the Milvus index for low-latency vector search."
 #: What the operator of the asking node asks: it must never reach the attacker.
 SECRET = "Which Milvus index fits the confidential-project-7 search?"
 
