@@ -31,12 +31,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.stats import pct
-
 from meshnode.config import GossipSettings, NodeConfig
 from meshnode.node.host import MeshHost
 from meshnode.node.membership import Membership
 from meshnode.node.nat import NatService
+from meshnode.stats import quantile as pct
 from protocols.peerid import Signer
 
 NETWORK = "bench-reach"

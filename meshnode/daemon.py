@@ -40,6 +40,7 @@ from meshnode.node.home import clear_runtime, load_private_key, load_token, writ
 from meshnode.node.host import MeshHost
 from meshnode.node.knowledge import KnowledgeService
 from meshnode.node.lan import LanDiscovery
+from meshnode.node.limits import LimitedHost, PeerLimits
 from meshnode.node.membership import HELLO_TIMEOUT_S, Membership
 from meshnode.node.nat import NatService
 from meshnode.node.sdnotify import notify
@@ -79,13 +80,21 @@ def make_embedder(settings: MemorySettings) -> Embedder:
         raise ConfigError(f"memory.embedder: {exc}") from None
 
 
+def api_hosts(config: NodeConfig) -> tuple[str, ...]:
+    """The host names the local API answers for: the configured ones, and the name it
+    listens on (localhost and IP addresses always)."""
+    name = config.api_listen.rpartition(":")[0].strip("[]")
+    return (*config.allowed_hosts, *([name] if name else []))
+
+
 @dataclass
 class NodeServices:
     """The services of one node, wired to each other, over any :class:`Host`.
 
     The daemon builds them over a MeshHost; in-process tests build them the same way over an
     InMemoryHost. ``clock`` is the wall clock of signatures, ages and expiry (tests drive it
-    from trio's clock).
+    from trio's clock). The services see the host through the node's per-peer budgets
+    (``limits``): what a peer's streams may make them do is bounded before they see it.
     """
 
     membership: Membership
@@ -94,6 +103,7 @@ class NodeServices:
     trust: TrustService
     asker: Asker
     mesh: MeshA2A
+    limits: PeerLimits
 
     @classmethod
     def build(
@@ -112,7 +122,9 @@ class NodeServices:
         """``candidates``: peers found by LAN discovery (peer ID -> addresses), dialed as the
         peers learned by gossip are."""
         faults = faults if faults is not None else Faults()
-        task_store = TaskStore(faults=faults)
+        limits = PeerLimits(config.limits)
+        host = LimitedHost(host, limits)
+        task_store = TaskStore(faults=faults, limits=limits)
         tasks: TaskService | None = None
         membership = Membership(
             config, host, signer, version=__version__,
@@ -125,11 +137,14 @@ class NodeServices:
                             version=__version__, store=task_store)
         trust = TrustService(config, host, signer, clock=clock)
         membership.bad_message_listeners.append(trust.bad_message)
+        # Refused work is evidence against the peer; shared budgets favour good records.
+        limits.listeners.append(trust.refused)
+        limits.standing = trust.graph.experience
         asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
                       trust.graph, settings=config.routing, faults=faults)
         tasks.forwarder = asker.answer_forwarded
         mesh = MeshA2A(asker, tasks, network_id=config.network_id, version=__version__)
-        return cls(membership, knowledge, tasks, trust, asker, mesh)
+        return cls(membership, knowledge, tasks, trust, asker, mesh, limits)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the mesh until cancelled."""
@@ -179,14 +194,16 @@ class Node:
                                           candidates=lan.candidates if lan else dict)
             # NAT traversal drives py-libp2p's relay, DCUtR and AutoNAT: the real host only.
             nat = NatService(config, host, services.membership)
-            app = ApiApp(self._token)
+            app = ApiApp(self._token, allowed_hosts=api_hosts(config))
             add_node_routes(app, config, services.membership,
                             lambda: time.monotonic() - self._started, lambda: self.api_url, faults,
-                            lambda: {"lan": lan.snapshot() if lan else None, **nat.snapshot()},
-                            nat.connection_kinds)
+                            limits=services.limits, tasks=services.tasks.store,
+                            reach=lambda: {"lan": lan.snapshot() if lan else None,
+                                           **nat.snapshot()},
+                            connections=nat.connection_kinds)
             add_memory_routes(app, services.knowledge)
             add_agent_routes(app, services.mesh, services.asker, services.trust)
-            add_a2a_routes(app, services.mesh, require_token=not config.public_a2a)
+            add_a2a_routes(app, services.mesh.handler, require_token=not config.public_a2a)
             collector = NodeCollector(
                 peer_id=self.signer.peer_id, network_id=config.network_id, version=__version__,
                 membership=services.membership, tasks=services.tasks, trust=services.trust,

@@ -3,6 +3,11 @@
 One request per stream: the asker writes a request frame; the node answers with a result,
 or, for a streaming request, with events until the task ends and an end frame. The work of
 a task runs inside the stream handler, so an asker that goes away cancels it.
+
+A task sent over a stream belongs to the peer at the other end of it (the connection
+authenticated it): GetTask, ListTasks and CancelTask show and touch that peer's tasks only.
+A forwarded question is routed on for its sender, never back to it, and what comes of it is
+no trust evidence here (see meshnode.ask.asker).
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ from typing import Any
 import trio
 
 from meshnode.a2a.lifecycle import Emit, TaskRun, TaskStore, no_emit
+from meshnode.a2a.owners import BUSY, Owner, peer_owner
 from meshnode.agents.answering import AgentError, Answer, Answerer
 from meshnode.agents.llm import LLMError
 from meshnode.agents.specs import AgentSpec
 from meshnode.errors import MeshnodeError
 from meshnode.node.knowledge import KnowledgeService
 from meshnode.node.streams import ByteStream, read_frame, write_frame
-from meshnode.node.transport import Host
+from meshnode.node.transport import Host, Stream
 from protocols.a2a import (
     A2A_PROTOCOL,
     INVALID_PARAMS,
@@ -55,7 +61,7 @@ from protocols.a2a import (
     encode_request,
     encode_result,
 )
-from protocols.codec import FrameDecoder
+from protocols.codec import MAX_FRAME, FrameDecoder
 from protocols.errors import ProtocolError
 
 log = logging.getLogger("meshnode.a2a.tasks")
@@ -74,8 +80,12 @@ MAX_VISITED = 64
 #: Whether a peer may use this node's agents: peer ID -> allowed (may wait a little).
 Admit = Callable[[str], Awaitable[bool]]
 #: Answers a forwarded question through this node's own routing: (question, hops,
-#: visited, deadline) -> the answer data of whichever agent answered.
-Forwarder = Callable[[str, int, frozenset[str], float], Awaitable[dict[str, Any]]]
+#: visited, deadline, the task's owner) -> the answer data of whichever agent answered.
+Forwarder = Callable[[str, int, frozenset[str], float, Owner], Awaitable[dict[str, Any]]]
+
+
+class PeerBusy(MeshnodeError):
+    """The peer refused a task because too many of ours (or of everyone's) are under way."""
 
 
 def forward_params(message: Message) -> tuple[int, frozenset[str]] | None:
@@ -170,16 +180,18 @@ class TaskService:
             return self.specs.get(name)
         return next(iter(self.specs.values())) if len(self.specs) == 1 else None
 
-    async def run_task(self, message: Message, emit: Emit = no_emit) -> Task:
-        """Answer ``message`` as the agent it names; every state change goes to ``emit``.
+    async def run_task(self, message: Message, emit: Emit = no_emit, *, owner: Owner) -> Task:
+        """Answer ``message`` for ``owner`` as the agent it names; every state change goes
+        to ``emit``.
 
         Never raises for a failure of the work (the task fails instead); A2AError for a
-        malformed forward marker, before any task exists.
+        malformed forward marker or an owner with too many tasks (BUSY), before any task
+        exists.
         """
         forward = forward_params(message)
-        async with self.store.run(message, emit, where="a2a task") as run:
+        async with self.store.run(message, emit, owner=owner, where="a2a task") as run:
             if forward is not None and AGENT_KEY not in message.metadata:
-                await self._forwarded(run, message, forward)
+                await self._forwarded(run, message, forward, owner)
             else:
                 await self._answer(run, message)
         return run.task
@@ -212,15 +224,17 @@ class TaskService:
         await self._record(spec, message, answer, run.task.id)  # after the asker has it
 
     async def _forwarded(
-        self, run: TaskRun, message: Message, forward: tuple[int, frozenset[str]]
+        self, run: TaskRun, message: Message, forward: tuple[int, frozenset[str]], owner: Owner
     ) -> None:
         if self.forwarder is None or not message.text.strip():
             await run.reject("this node does not forward")
             return
         await run.working()
         hops, visited = forward
+        if owner.peer is not None:
+            visited |= {owner.peer}  # never back to the sender, whatever it says it visited
         try:
-            data = await self.forwarder(message.text, hops, visited, _deadline(message))
+            data = await self.forwarder(message.text, hops, visited, _deadline(message), owner)
         except MeshnodeError as exc:
             await run.fail(str(exc))
             return
@@ -243,8 +257,8 @@ class TaskService:
 
     # ---- the stream protocol --------------------------------------------------------
 
-    async def _serve(self, stream: ByteStream) -> None:
-        peer_id = getattr(stream, "peer_id", "?")
+    async def _serve(self, stream: Stream) -> None:
+        peer_id = stream.peer_id
         if not await self._admit(peer_id):
             log.info("a2a stream refused: peer not admitted", extra={"peer": peer_id})
             return
@@ -268,28 +282,38 @@ class TaskService:
         with suppress(trio.TooSlowError, trio.BrokenResourceError):
             await write_frame(stream, payload, timeout=WRITE_TIMEOUT_S)
 
-    async def _dispatch(self, stream: ByteStream, request_id: str, op: object) -> None:
+    async def _dispatch(self, stream: Stream, request_id: str, op: object) -> None:
+        # The peer the connection authenticated: the owner of what it sends, and the only
+        # one whose tasks it may see.
+        owner = peer_owner(stream.peer_id)
         if isinstance(op, SendStreamingMessage):
             async def emit(event: StreamEvent) -> None:
                 await write_frame(stream, encode_event(request_id, event), timeout=WRITE_TIMEOUT_S)
 
-            await self.run_task(op.message, emit)
+            await self.run_task(op.message, emit, owner=owner)
             await self._reply(stream, encode_end(request_id))
             return
         if isinstance(op, SendMessage):
-            task = await self.run_task(op.message)
+            task = await self.run_task(op.message, owner=owner)
             result: Any = apply_history_length(task, op.history_length)
         elif isinstance(op, GetTask):
-            result = apply_history_length(self.store.get(op.task_id), op.history_length)
+            result = apply_history_length(self.store.get(op.task_id, owner), op.history_length)
         elif isinstance(op, ListTasks):
-            result = self.store.list(op)
+            result = _fitting(request_id, self.store.list(op, owner))
         elif isinstance(op, CancelTask):
-            result = self.store.cancel(op.task_id)
+            result = self.store.cancel(op.task_id, owner)
         elif isinstance(op, GetAgentCard):
             result = self.node_card()
         else:
             raise A2AError(INVALID_PARAMS, f"unsupported operation {type(op).__name__}")
         await self._reply(stream, encode_result(request_id, result))
+
+
+def _fitting(request_id: str, tasks: tuple[Task, ...]) -> tuple[Task, ...]:
+    """The newest of ``tasks`` that fit in one result frame (a page of big tasks may not)."""
+    while len(tasks) > 1 and len(encode_result(request_id, tasks)) > MAX_FRAME:
+        tasks = tasks[: len(tasks) // 2]
+    return tasks
 
 
 async def call_agent(
@@ -303,8 +327,8 @@ async def call_agent(
     """Send ``message`` to ``peer`` as a streaming task; each event goes to ``on_event``.
 
     Raises DialError or trio.BrokenResourceError when the peer cannot be reached or goes
-    away, ProtocolError when it answers with an error or garbage, and trio.TooSlowError
-    past ``timeout`` seconds.
+    away, PeerBusy when it refuses the task for now, ProtocolError when it answers with
+    another error or garbage, and trio.TooSlowError past ``timeout`` seconds.
     """
     with trio.fail_after(timeout):
         async with host.open_stream(peer, A2A_PROTOCOL, timeout=min(10.0, timeout)) as stream:
@@ -320,6 +344,8 @@ async def call_agent(
                     await on_event(reply.event)
                     if isinstance(reply.event, TaskStatusUpdateEvent) and reply.event.final:
                         return  # what the agent's node does after this is its own business
+                elif isinstance(reply, ErrorReply) and reply.code == BUSY:
+                    raise PeerBusy(f"busy: {reply.message}")
                 elif isinstance(reply, ErrorReply):
                     raise ProtocolError(f"error {reply.code}: {reply.message}")
                 else:  # End, or a Result for a peer that answered without streaming

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from meshnode.cli.client import DaemonClient
-from meshnode.cli.output import ago, emit, render_table
+from meshnode.cli.output import ago, emit, render_table, say
 from meshnode.errors import MeshnodeError
 from meshnode.node.home import resolve_home
 
@@ -86,7 +86,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.rate:
         result["rating"] = client.post("/v1/rate", {"task_id": result["task_id"],
                                                     "rating": args.rate})
-    print(json.dumps(result, indent=2) if args.json else format_answer(result, args.explain))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        say(format_answer(result, args.explain))
     return 0
 
 
@@ -100,7 +103,7 @@ def _print_progress(p: dict[str, Any]) -> None:
         text = f"{p['agent']}: {p['state']}"
     else:
         return
-    print(f"... {text}", file=sys.stderr, flush=True)
+    say(f"... {text}", file=sys.stderr, flush=True)
 
 
 def cmd_rate(args: argparse.Namespace) -> int:
@@ -112,14 +115,17 @@ def cmd_trust(args: argparse.Namespace) -> int:
     def human(t: dict[str, Any]) -> str:
         rows = [(p["peer_id"][-8:] + (" (self)" if p["self"] else ""),
                  "yes" if p["pre_trusted"] else "", f"{p['local']:.3f}", f"{p['global']:.4f}",
-                 " ".join(f"{k}={v}" for k, v in sorted(p["evidence"].items())) or "-",
+                 " ".join(f"{k}={v}" for k, v in sorted(p["evidence"].items())
+                          if k != "refused") or "-",
+                 p["evidence"].get("refused", "-"),
                  ago(p["attestation"]["last_seen"]) if p["attestation"] else "-")
                 for p in t["peers"]]
         run = t.get("last_run") or {}
         header = (f"pre-trusted: {len(t['pre_trusted'])}   attestations: {t['authors']}   "
+                  f"with bad evidence only: {t.get('suspects', 0)}   "
                   f"last computation: {run.get('iterations', '-')} iterations")
         table = render_table(["PEER", "PRE-TRUSTED", "LOCAL", "GLOBAL", "EVIDENCE",
-                              "ATTESTED"], rows)
+                              "REFUSED", "ATTESTED"], rows)
         return header + "\n" + table
 
     return emit(args, _client(args).get("/v1/trust"), human)
