@@ -76,6 +76,17 @@ QUALITY_S = 0.5
 FORWARDED = "(forwarded)"
 
 
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """What an ask made on behalf of an agent's task carries (meshnode.ask.delegation):
+    extra message metadata, the task's conversation, and agents it must not ask."""
+
+    metadata: dict[str, Any]
+    context_id: str | None = None
+    #: (peer ID, agent name) of agents not to ask (those already in the chain).
+    exclude: frozenset[tuple[str, str]] = frozenset()
+
+
 class AskError(MeshnodeError):
     """No agent of the mesh produced an acceptable answer."""
 
@@ -165,6 +176,7 @@ class Asker:
     async def ask(
         self, question: str, *, agent: str | None = None, timeout: float = 60.0,
         progress: Progress = _ignore, hops: int = 0, visited: frozenset[str] = frozenset(),
+        carried: Carried | None = None,
     ) -> dict[str, Any]:
         """Route ``question`` and return the chosen answer with how it was chosen.
 
@@ -178,7 +190,7 @@ class Asker:
             try:
                 with trio.fail_after(timeout):
                     result = await self._route(question, agent, timeout, progress, hops,
-                                               visited, stage)
+                                               visited, stage, carried)
             except trio.TooSlowError:
                 raise AskError(f"the ask's deadline of {timeout:g} s passed while {stage[0]}") \
                     from None
@@ -190,11 +202,13 @@ class Asker:
 
     async def _route(
         self, question: str, agent: str | None, timeout: float, progress: Progress, hops: int,
-        visited: frozenset[str], stage: list[str],
+        visited: frozenset[str], stage: list[str], carried: Carried | None = None,
     ) -> dict[str, Any]:
         started = time.monotonic()
         deadline = started + timeout
         known = self.known_agents()
+        if carried is not None:
+            known = [(p, c) for p, c in known if (p, c.name) not in carried.exclude]
         if agent is not None:
             known = [(peer, card) for peer, card in known if card.name == agent]
             if not known:
@@ -237,7 +251,8 @@ class Asker:
             remaining = deadline - time.monotonic()
             if remaining <= MARGIN_S:
                 break
-            outcomes = await self._ask_wave(wave, question, remaining, progress, forward)
+            outcomes = await self._ask_wave(wave, question, remaining, progress, forward,
+                                            carried)
             choice = choose_answer([(o.scored.candidate, o.quality) for o in outcomes],
                                    min_quality=self.settings.min_quality, policy=self.policy)
             explain["waves"].append({
@@ -278,18 +293,18 @@ class Asker:
 
     async def _ask_wave(
         self, wave: list[Scored], question: str, remaining: float, progress: Progress,
-        forward: dict[str, Any] | None,
+        forward: dict[str, Any] | None, carried: Carried | None = None,
     ) -> list[_Outcome]:
         outcomes = [_Outcome(s) for s in wave]
         async with trio.open_nursery() as nursery:
             for outcome in outcomes:
                 nursery.start_soon(self._ask_one, outcome, question, remaining, progress,
-                                   forward)
+                                   forward, carried)
         return outcomes
 
     async def _ask_one(
         self, outcome: _Outcome, question: str, remaining: float, progress: Progress,
-        forward: dict[str, Any] | None,
+        forward: dict[str, Any] | None, carried: Carried | None = None,
     ) -> None:
         candidate = outcome.scored.candidate
         await progress({"stage": "asking", "agent": candidate.agent, "peer": candidate.peer_id,
@@ -300,8 +315,11 @@ class Asker:
             metadata[AGENT_KEY] = candidate.agent
         else:
             metadata[FORWARD_KEY] = forward
+        if carried is not None:
+            metadata.update(carried.metadata)
         message = Message(role="user", parts=(TextPart(question),),
-                          message_id=str(uuid.uuid4()), metadata=metadata)
+                          message_id=str(uuid.uuid4()), metadata=metadata,
+                          context_id=carried.context_id if carried else None)
         started = time.monotonic()
         final: list[Task | None] = [None]
 
