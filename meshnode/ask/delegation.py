@@ -175,9 +175,11 @@ class Delegator:
                    reused=int(_finite(report.get("reused"))),
                    searched=report.get("searched") is not False,
                    consulted=peer_hops(data.get("consulted")))
-        reply = Reply(text=_text(data.get("text"), 100_000), citations=tuple(peer_citations(
-            data)), agent=hop["agent"], peer=hop["peer"], data={"mode": _text(data.get(
-                "mode"), 32)})
+        extra = data.get("data")  # an agent in code's own data (plain: it was decoded)
+        reply = Reply(text=_text(data.get("text"), 100_000),
+                      citations=tuple(peer_citations(data)), agent=hop["agent"],
+                      peer=hop["peer"], data={"mode": _text(data.get("mode"), 32),
+                                              "data": extra if isinstance(extra, dict) else {}})
         return Consulted(reply, hop)
 
 
