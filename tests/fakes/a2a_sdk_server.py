@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import select
 import socket
+import subprocess
 import sys
+from collections.abc import Iterator
 
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
@@ -132,3 +136,20 @@ if __name__ == "__main__":
         asyncio.run(main())
     except KeyboardInterrupt:
         sys.exit(0)
+
+
+@contextlib.contextmanager
+def running(dialect: str = "1.0", token: str = "", timeout: float = 60.0) -> Iterator[str]:
+    """Run the server in a subprocess; yields its base URL, kills it afterwards."""
+    args = [sys.executable, __file__, "--dialect", dialect] + (["--token", token] if token else [])
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        ready = select.select([proc.stdout], [], [], timeout)[0]
+        line = proc.stdout.readline() if ready else ""
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"the a2a-sdk server did not start: {line!r}")
+        yield f"http://127.0.0.1:{int(line.split()[1])}"
+    finally:
+        proc.kill()
+        proc.wait()
