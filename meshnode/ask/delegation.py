@@ -60,7 +60,9 @@ MAX_PARTS = 4
 MAX_HOPS_SHOWN = 8
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 _SENTENCE_END = re.compile(r"(?<=[.?!;])\s+")
-_AND = re.compile(r",?\s+(?:and also|and then|and)\s+", re.IGNORECASE)
+#: Where a sentence splits into two questions: ", and" first, else a bare "and".
+_ANDS = (re.compile(r",\s+(?:and also|and then|and)\s+", re.IGNORECASE),
+         re.compile(r"\s+(?:and also|and then|and)\s+", re.IGNORECASE))
 
 
 class ConsultFailed(AskError):
@@ -76,11 +78,14 @@ def question_parts(question: str) -> list[str]:
     "and" when both halves are substantial (at least three words each)."""
     parts: list[str] = []
     for sentence in _SENTENCE_END.split(question.strip()):
-        pieces = _AND.split(sentence, maxsplit=1)
-        if len(pieces) == 2 and all(len(p.split()) >= 3 for p in pieces):
-            parts += [p.strip(" ,") for p in pieces]
-        elif sentence.strip():
-            parts.append(sentence.strip())
+        for pattern in _ANDS:
+            pieces = pattern.split(sentence, maxsplit=1)
+            if len(pieces) == 2 and all(len(p.split()) >= 3 for p in pieces):
+                parts += [p.strip(" ,") for p in pieces]
+                break
+        else:
+            if sentence.strip():
+                parts.append(sentence.strip())
     if len(parts) > MAX_PARTS:  # a long text: its last parts go together
         parts = [*parts[: MAX_PARTS - 1], " ".join(parts[MAX_PARTS - 1:])]
     return parts
