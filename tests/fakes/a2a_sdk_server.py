@@ -24,11 +24,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+from a2a.helpers.proto_helpers import new_task_from_user_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
-from a2a.helpers.proto_helpers import new_task_from_user_message
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import (
     AgentCapabilities,
@@ -36,7 +36,6 @@ from a2a.types import (
     AgentInterface,
     AgentSkill,
     Part,
-    TaskState,
 )
 from hypercorn.asyncio import serve
 from hypercorn.config import Config

@@ -21,7 +21,8 @@ from protocols.errors import DecodeError
 
 def test_sse_decoder_joins_data_lines_and_skips_the_rest() -> None:
     decoder = SseDecoder()
-    stream = b": keep-alive\n\nevent: x\ndata: {\"a\":\r\ndata: 1}\n\nid: 3\nretry: 5\n\ndata: 2\n\n"
+    stream = (b": keep-alive\n\nevent: x\ndata: {\"a\":\r\ndata: 1}\n\n"
+              b"id: 3\nretry: 5\n\ndata: 2\n\n")
     events: list[str] = []
     for i in range(0, len(stream), 3):  # split anywhere, even inside a line
         events += decoder.feed(stream[i:i + 3])
