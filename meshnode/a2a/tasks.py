@@ -16,10 +16,11 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
+from memory.store import SearchHit
 from meshnode.a2a.lifecycle import Emit, TaskRun, TaskStore, no_emit
 from meshnode.a2a.owners import BUSY, Owner, peer_owner
 from meshnode.agents.answering import AgentError, Answer, Answerer
@@ -62,6 +63,7 @@ from protocols.a2a import (
     encode_result,
 )
 from protocols.codec import MAX_FRAME, FrameDecoder
+from protocols.delegation import DELEGATION_KEY, Delegation, decode_delegation
 from protocols.errors import ProtocolError
 
 log = logging.getLogger("meshnode.a2a.tasks")
@@ -103,6 +105,44 @@ def forward_params(message: Message) -> tuple[int, frozenset[str]] | None:
     return hops, frozenset(visited)
 
 
+def received_delegation(message: Message, tenant: str) -> Delegation | None:
+    """The delegation a consulting agent sent along (protocols.delegation), with only the
+    shared records of this node's tenant; None if the question was asked directly.
+    A2AError (INVALID_PARAMS) if it is malformed."""
+    value = message.metadata.get(DELEGATION_KEY)
+    if value is None:
+        return None
+    try:
+        delegation = decode_delegation(value)
+    except ProtocolError as exc:
+        raise A2AError(INVALID_PARAMS, f"delegation: {exc}") from None
+    kept = tuple(s for s in delegation.shared if s.record.tenant == tenant)
+    return Delegation(delegation.depth, delegation.chain, kept,
+                      delegation.rejected + len(delegation.shared) - len(kept))
+
+
+def shared_hits(delegation: Delegation | None) -> list[SearchHit]:
+    """The shared records as search hits (scored by the sender: the answerer re-scores)."""
+    return [SearchHit(s.record, s.score, s.record.collection)
+            for s in (delegation.shared if delegation else ())]
+
+
+class HostedAgent(Protocol):
+    """An agent behind a spec that does not answer by the built-in retrieval + LLM: an agent
+    in code, an existing A2A server, an agent that consults others (see a2a.hosted and
+    ask.delegation). It drives the task's run to a final state."""
+
+    def card(self) -> AgentCard | None:
+        """Its card, None while it cannot be advertised (an A2A server not read yet)."""
+        ...
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = ...) -> None:
+        """Whatever it runs in the background for as long as the node runs."""
+        ...
+
+    async def run(self, run: TaskRun, message: Message) -> None: ...
+
+
 def agent_card(spec: AgentSpec, *, version: str) -> AgentCard:
     return AgentCard(
         name=spec.name,
@@ -125,7 +165,8 @@ async def _refuse_all(_: str) -> bool:
     return False
 
 
-def _deadline(message: Message) -> float:
+def deadline_of(message: Message) -> float:
+    """The seconds a task may take: what its asker said, within 1..MAX_TASK_S."""
     deadline = message.metadata.get(DEADLINE_KEY, DEFAULT_TASK_S)
     if isinstance(deadline, bool) or not isinstance(deadline, int | float):
         deadline = DEFAULT_TASK_S
@@ -153,9 +194,17 @@ class TaskService:
         #: This node's tasks: its agents' and (through MeshA2A) the mesh asks made here.
         self.store = store if store is not None else TaskStore()
         self._admit: Admit = _refuse_all
+        #: The agents (by name, one per spec) not answered by the built-in answering.
+        self.hosted: dict[str, HostedAgent] = {}
 
     def cards(self) -> list[AgentCard]:
-        return [agent_card(spec, version=self.version) for spec in self.specs.values()]
+        cards = []
+        for spec in self.specs.values():
+            hosted = self.hosted.get(spec.name)
+            card = hosted.card() if hosted else agent_card(spec, version=self.version)
+            if card is not None:
+                cards.append(card)
+        return cards
 
     def node_card(self) -> AgentCard:
         """One card for the whole node: every hosted agent's skills."""
@@ -202,24 +251,59 @@ class TaskService:
             await run.reject("the message has no text" if spec is not None else
                              f"this node hosts no agent {message.metadata.get(AGENT_KEY)!r}")
             return
+        hosted = self.hosted.get(spec.name)
+        if hosted is not None:
+            await hosted.run(run, message)
+            return
+        received = None
+        if DELEGATION_KEY in message.metadata:  # a question from an agent consulting this one
+            try:
+                received = received_delegation(message, self.knowledge.config.tenant)
+            except A2AError as exc:
+                await run.reject(exc.message)
+                return
         await run.working()
+        answer = await self.answer_builtin(run, spec, message.text, deadline_of(message),
+                                           shared=shared_hits(received))
+        if answer is not None:
+            await self.finish(run, spec, message, answer, received=received)
+
+    async def answer_builtin(
+        self, run: TaskRun, spec: AgentSpec, question: str, deadline_s: float, *,
+        shared: list[SearchHit] | None = None,
+    ) -> Answer | None:
+        """The built-in answer (retrieval + LLM or extractive) of ``spec``; None when it
+        failed, and then ``run`` has failed with the reason."""
         try:
-            answer = await self.answerer.answer(spec, message.text,
-                                                deadline_s=_deadline(message))
+            if shared:
+                return await self.answerer.answer(spec, question, deadline_s=deadline_s,
+                                                  shared=shared)
+            return await self.answerer.answer(spec, question, deadline_s=deadline_s)
         except LLMError as exc:
             if exc.kind != "timeout":
                 self.store.faults.record("llm", exc, expected=True, agent=spec.name)
             await run.fail(f"{spec.name}: {exc}")
-            return
         except AgentError as exc:
             if exc.kind == "memory":
                 self.store.faults.record("memory", exc, expected=True, agent=spec.name)
             await run.fail(f"{spec.name}: {exc}")
-            return
+        return None
+
+    async def finish(
+        self, run: TaskRun, spec: AgentSpec, message: Message, answer: Answer, *,
+        received: Delegation | None = None, extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Complete ``run`` with a built-in ``answer`` (and ``extra`` answer data), then
+        record the exchange."""
+        data = answer_data(answer, agent=spec.name, peer=self.peer_id)
+        if received is not None:
+            data["shared"] = {"offered": len(received.shared) + received.rejected,
+                              "rejected": received.rejected, "reused": answer.reused,
+                              "searched": answer.searched}
+        data.update(extra or {})
         await run.complete(Artifact(
             artifact_id=str(uuid.uuid4()), name="answer",
-            parts=(TextPart(answer.text),
-                   DataPart(answer_data(answer, agent=spec.name, peer=self.peer_id))),
+            parts=(TextPart(answer.text), DataPart(data)),
         ))
         await self._record(spec, message, answer, run.task.id)  # after the asker has it
 
@@ -234,7 +318,7 @@ class TaskService:
         if owner.peer is not None:
             visited |= {owner.peer}  # never back to the sender, whatever it says it visited
         try:
-            data = await self.forwarder(message.text, hops, visited, _deadline(message), owner)
+            data = await self.forwarder(message.text, hops, visited, deadline_of(message), owner)
         except MeshnodeError as exc:
             await run.fail(str(exc))
             return

@@ -88,6 +88,17 @@ QUALITY_S = 0.5
 FORWARDED = "(forwarded)"
 
 
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """What an ask made on behalf of an agent's task carries (meshnode.ask.delegation):
+    extra message metadata, the task's conversation, and agents it must not ask."""
+
+    metadata: dict[str, Any]
+    context_id: str | None = None
+    #: (peer ID, agent name) of agents not to ask (those already in the chain).
+    exclude: frozenset[tuple[str, str]] = frozenset()
+
+
 class AskError(MeshnodeError):
     """No agent of the mesh produced an acceptable answer."""
 
@@ -179,7 +190,7 @@ class Asker:
     async def ask(
         self, question: str, *, agent: str | None = None, timeout: float = 60.0,
         progress: Progress = _ignore, hops: int = 0, visited: frozenset[str] = frozenset(),
-        owner: Owner = OPERATOR,
+        owner: Owner = OPERATOR, carried: Carried | None = None,
     ) -> dict[str, Any]:
         """Route ``question`` for ``owner`` and return the chosen answer with how it was
         chosen; only the operator's asks yield trust evidence.
@@ -194,7 +205,7 @@ class Asker:
             try:
                 with trio.fail_after(timeout):
                     result = await self._route(question, agent, timeout, progress, hops,
-                                               visited, stage, owner)
+                                               visited, stage, owner, carried)
             except trio.TooSlowError:
                 raise AskError(f"the ask's deadline of {timeout:g} s passed while {stage[0]}") \
                     from None
@@ -207,10 +218,13 @@ class Asker:
     async def _route(
         self, question: str, agent: str | None, timeout: float, progress: Progress, hops: int,
         visited: frozenset[str], stage: list[str], owner: Owner,
+        carried: Carried | None = None,
     ) -> dict[str, Any]:
         started = time.monotonic()
         deadline = started + timeout
         known = self.known_agents()
+        if carried is not None:
+            known = [(p, c) for p, c in known if (p, c.name) not in carried.exclude]
         if agent is not None:
             known = [(peer, card) for peer, card in known if card.name == agent]
             if not known:
@@ -253,7 +267,8 @@ class Asker:
             remaining = deadline - time.monotonic()
             if remaining <= MARGIN_S:
                 break
-            outcomes = await self._ask_wave(wave, question, remaining, progress, forward, owner)
+            outcomes = await self._ask_wave(wave, question, remaining, progress, forward, owner,
+                                            carried)
             choice = choose_answer([(o.scored.candidate, o.quality) for o in outcomes],
                                    min_quality=self.settings.min_quality, policy=self.policy)
             explain["waves"].append({
@@ -296,18 +311,18 @@ class Asker:
 
     async def _ask_wave(
         self, wave: list[Scored], question: str, remaining: float, progress: Progress,
-        forward: dict[str, Any] | None, owner: Owner,
+        forward: dict[str, Any] | None, owner: Owner, carried: Carried | None = None,
     ) -> list[_Outcome]:
         outcomes = [_Outcome(s) for s in wave]
         async with trio.open_nursery() as nursery:
             for outcome in outcomes:
                 nursery.start_soon(self._ask_one, outcome, question, remaining, progress,
-                                   forward, owner)
+                                   forward, owner, carried)
         return outcomes
 
     async def _ask_one(
         self, outcome: _Outcome, question: str, remaining: float, progress: Progress,
-        forward: dict[str, Any] | None, owner: Owner,
+        forward: dict[str, Any] | None, owner: Owner, carried: Carried | None = None,
     ) -> None:
         candidate = outcome.scored.candidate
         await progress({"stage": "asking", "agent": candidate.agent, "peer": candidate.peer_id,
@@ -318,8 +333,11 @@ class Asker:
             metadata[AGENT_KEY] = candidate.agent
         else:
             metadata[FORWARD_KEY] = forward
+        if carried is not None:
+            metadata.update(carried.metadata)
         message = Message(role="user", parts=(TextPart(question),),
-                          message_id=str(uuid.uuid4()), metadata=metadata)
+                          message_id=str(uuid.uuid4()), metadata=metadata,
+                          context_id=carried.context_id if carried else None)
         started = time.monotonic()
         final: list[Task | None] = [None]
 

@@ -43,7 +43,31 @@ def format_answer(result: dict[str, Any], explain: bool) -> str:
               f"{t['network_s']:.3f}, retrieval {t['retrieval_s']:.3f}, LLM {t['llm_s']:.3f})"]
     if explain:
         lines += ["", "why:", *_explain_lines(result["explain"])]
+        consulted = answer.get("consulted")
+        if isinstance(consulted, list) and consulted:
+            lines += ["consulted (as the answering node reports it):",
+                      *_hop_lines(consulted, "  ")]
     return "\n".join(lines)
+
+
+def _hop_lines(hops: list[Any], indent: str) -> list[str]:
+    """Who asked whom, what was shared and reused, how long each hop took."""
+    lines = []
+    for hop in hops:
+        if not isinstance(hop, dict):
+            continue
+        peer = str(hop.get("peer") or "")[-8:]
+        reuse = ""
+        if hop.get("shared"):
+            reuse = (f"; shared {hop['shared']} record(s), {hop.get('reused', 0)} reused, "
+                     + ("searched memory too" if hop.get("searched") else "no new search"))
+        lines.append(f"{indent}{hop.get('by')} -> {hop.get('agent')}"
+                     f"{'@' + peer if peer else ''}: {hop.get('state')} in "
+                     f"{float(hop.get('seconds') or 0):.2f} s{reuse}"
+                     + (f" ({hop['reason']})" if hop.get("reason") else ""))
+        lines.append(f"{indent}  on: {str(hop.get('question', ''))[:100]!r}")
+        lines += _hop_lines(hop.get("consulted") or [], indent + "  ")
+    return lines
 
 
 def _explain_lines(explain: dict[str, Any]) -> list[str]:
