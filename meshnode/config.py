@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.network import BootstrapError, parse_bootstrap
+from memory.budget import Limits
 from memory.uris import is_server_uri
 from meshnode.agents.llm import LLM_TEMPLATE, LLMSettings
 from meshnode.agents.specs import AGENTS_TEMPLATE, AgentSpec, agents_from_config
@@ -39,6 +40,7 @@ from protocols.peerid import validate_peer_id
 CONFIG_FILE = "config.toml"
 EMBEDDERS = ("hashing", "minilm", "openai")
 MAX_HOPS = 8
+_LIMITS = Limits()
 
 
 _network_id = accepted_by(validate_network_id, DecodeError)
@@ -118,10 +120,32 @@ class MemorySettings:
     sync_interval_s: float = setting(
         30.0, "How often this node runs anti-entropy with its connected peers (seconds).",
         check=positive)
+    author_records_per_hour: int = setting(
+        _LIMITS.author_records_per_hour, "Records of one author (other than this node) this "
+        "node stores per hour, from announcements and sync alike, after a first burst of as "
+        "many. Records over it are refused, counted and logged, and asked for again at a "
+        "later sync: a heavy author is slowed down, never cut off.", check=at_least(1))
+    author_max_bytes: int = setting(
+        _LIMITS.author_max_bytes, "Bytes of text and metadata of one author (other than this "
+        "node) this node holds at most (128 MiB). Its records past it are refused and "
+        "counted until it deletes some or this is raised.", check=at_least(1 << 20))
+    peer_sync_pulls_per_minute: int = setting(
+        _LIMITS.peer_sync_pulls_per_minute, "Sync requests (a summary or a pull) one peer may "
+        "make of this node a minute; past it the peer is told to come back later.",
+        check=at_least(1))
+    peer_sync_bytes_per_minute: int = setting(
+        _LIMITS.peer_sync_bytes_per_minute, "Bytes of records this node serves one syncing "
+        "peer a minute (64 MiB); past it the peer is told to come back later.",
+        check=at_least(1 << 20))
 
     @property
     def is_server(self) -> bool:
         return is_server_uri(self.uri)
+
+    def limits(self) -> Limits:
+        """The budgets (memory.budget) these settings describe."""
+        return Limits(self.author_records_per_hour, self.author_max_bytes,
+                      self.peer_sync_pulls_per_minute, self.peer_sync_bytes_per_minute)
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,23 @@ The client opens the stream; the conversation is strictly one message at a time:
     server → Batch(author, records, done)        ... repeated until nothing is missing
     client → Bye
 
-Nodes apply an author's records in seq order, so a map of author → highest seq is a
-complete summary of what a node holds. That makes sync idempotent (records at or below the
-mark are never asked for) and resumable (after a dropped connection the next sync starts
-from the new marks; nothing else needs remembering). A batch may skip seqs: those are
-records their author deleted (the tombstone, later in the sequence, made the store drop
-them). Nothing in a tombstone names the seq it frees, so a client cannot tell such a gap
-from a record the server withholds; it trusts the server's order, and signatures keep the
-server from forging or altering anything.
+**Positions.** An author's sequence is a line of positions 1, 2, 3, ... Each is accounted
+for by a record the author signed: the record with that seq, or the (version 2) tombstone
+that *frees* it (see :mod:`protocols.records`: the seq of the record it deleted). A node's
+mark for an author is the end of the unbroken run of positions it accounts for, so a map of
+author → mark summarises what it holds. That makes sync idempotent (positions at or below
+the mark are never asked for) and resumable (the next sync starts from the new marks).
+
+A Batch answers a Pull with one entry per position, in order: the record at that seq, or
+the tombstone freeing it (a tombstone may thus come twice: once for the seq it frees, once
+for its own). The client accepts an entry only if it accounts for the next position, so a
+server cannot skip a record it withholds: the batch stops at the gap, the mark stays before
+it, and the record is still wanted (from the next peer, or its author's announcement).
+Signatures keep the server from forging or altering anything; it can only stop early.
+
+After each batch the client waits for :meth:`SyncClient.applied`: it never asks for more of
+an author than its caller managed to keep (a store failing on one record, or an author over
+its budget, stops that author for this sync; the next sync asks again).
 
 Every frame is length-prefixed msgpack ``{"v": 1, "t": <type>, ...}``. Batches carry record
 wire dicts, not records: each is verified on its own so one bad record costs only itself and
@@ -55,6 +64,8 @@ _BATCH_OVERHEAD = 256
 ERR_WRONG_TENANT = "wrong_tenant"
 ERR_PROTOCOL = "protocol"
 ERR_INTERNAL = "internal"
+#: The server refuses to serve more to this peer for now (its sync budget is spent).
+ERR_BUSY = "busy"
 
 
 class UnexpectedMessage(DecodeError):
@@ -204,8 +215,9 @@ def decode_announcement(data: bytes, *, max_size: int = MAX_ANNOUNCEMENT) -> Mem
 
 @dataclass(frozen=True, slots=True)
 class RecordsReceived:
-    """A batch, checked: ``records`` continue the author's sequence, ready to store;
-    ``rejected`` explains the record that broke it (the rest of the batch is skipped)."""
+    """A batch, checked: ``records`` account for the author's next positions, in order,
+    ready to store; ``rejected`` explains the entry that broke the run (the rest of the
+    batch is skipped). Answer it with :meth:`SyncClient.applied`."""
 
     author: str
     records: tuple[MemoryRecord, ...]
@@ -293,6 +305,8 @@ class _Connection(ABC, Generic[_E]):
 class ClientState(Enum):
     AWAIT_SUMMARY = auto()
     PULLING = auto()
+    #: A batch was handed out; waiting for :meth:`SyncClient.applied`.
+    APPLYING = auto()
     DONE = auto()
 
 
@@ -300,7 +314,8 @@ class SyncClient(_Connection[Summary | RecordsReceived]):
     """The pulling side. Its Summary is queued at once; after the server's Summary it asks,
     one bounded Pull at a time, for every author where the server is ahead, then says Bye.
     Feed it with :meth:`receive_data`, store the records of each
-    :class:`RecordsReceived`, and send :meth:`data_to_send` after every feed.
+    :class:`RecordsReceived` and report with :meth:`applied`, and send
+    :meth:`data_to_send` after each of those calls.
     """
 
     def __init__(
@@ -320,6 +335,8 @@ class SyncClient(_Connection[Summary | RecordsReceived]):
         self._theirs: dict[str, int] = {}
         self._todo: list[str] = []
         self._pending: Pull | None = None
+        self._handed: RecordsReceived | None = None
+        self._handed_done = False
         # The server reads our marks only to see how far behind it is; a part is enough.
         self._send(self._summary(dict(islice(high_water.items(), MAX_AUTHORS))))
 
@@ -350,32 +367,50 @@ class SyncClient(_Connection[Summary | RecordsReceived]):
                 raise UnexpectedMessage("memsync: batch does not answer the pull")
             self._pending = None
             event = self._check_batch(msg)
-            if event.rejected or msg.done or not event.records:
-                self._todo.remove(msg.author)
-            self._request_next()
+            self._handed = event
+            self._handed_done = bool(event.rejected) or msg.done or not event.records
+            self.state = ClientState.APPLYING
             return event
         raise self._unexpected(msg, self.state)
 
+    def applied(self, kept: int | None = None) -> None:
+        """Report how many of the last batch's records (a prefix, in order) were stored:
+        all of them if ``kept`` is None. The mark moves past those only; with fewer, the
+        author is left for the next sync. Then the next Pull (or Bye) is queued."""
+        event = self._handed
+        if self.state is not ClientState.APPLYING or event is None:
+            raise SyncStateError(f"no batch to acknowledge in state {self.state.name}")
+        count = len(event.records) if kept is None else kept
+        if not 0 <= count <= len(event.records):
+            raise SyncStateError(f"kept {count} of {len(event.records)} records")
+        self._have[event.author] = self._have.get(event.author, 0) + count
+        if self._handed_done or count < len(event.records):
+            self._todo.remove(event.author)
+        self._handed = None
+        self.state = ClientState.PULLING
+        self._request_next()
+
     def _check_batch(self, batch: Batch) -> RecordsReceived:
         accepted: list[MemoryRecord] = []
+        position = self._have.get(batch.author, 0) + 1
         for wire in batch.records:
-            after = self._have.get(batch.author, 0)
             try:
                 record = record_from_wire(wire)
-                if (
-                    record.author != batch.author
-                    or record.tenant != self.tenant
-                    or (record.seq <= after)
-                ):
+                if record.author != batch.author or record.tenant != self.tenant:
                     raise DecodeError(
                         f"record {record.id} is {record.author}#{record.seq} of "
-                        f"{record.tenant!r}; expected {batch.author} after #{after}"
+                        f"{record.tenant!r}; expected {batch.author} of {self.tenant!r}"
+                    )
+                if position not in (record.seq, record.frees):
+                    raise DecodeError(
+                        f"{batch.author}#{record.seq} does not account for #{position}: a "
+                        "record the peer did not send and no tombstone explains"
                     )
             except ProtocolError as exc:
-                # Taking later records would skip this one for good: our mark would pass it.
+                # Taking later records would skip this position for good.
                 return RecordsReceived(batch.author, tuple(accepted), (str(exc),))
             accepted.append(record)
-            self._have[batch.author] = record.seq
+            position += 1
         return RecordsReceived(batch.author, tuple(accepted))
 
     def _request_next(self) -> None:
@@ -430,9 +465,11 @@ class SyncServer(_Connection[Summary | Pull]):
         self.state = ServerState.IDLE
 
     def send_batch(self, records: Sequence[MemoryRecord], *, more: bool) -> None:
-        """Answer the pending pull with ``records`` (the author's next ones, in seq order).
+        """Answer the pending pull with ``records``: one entry per position after the
+        pull's ``after_seq``, in order (the record with that seq, or the tombstone freeing
+        it); stop before a position the store cannot account for.
 
-        ``more`` says whether the store holds records past these. The batch is cut short,
+        ``more`` says whether the store holds positions past these. The batch is cut short,
         and marked not done, where the frame would outgrow the limit.
         """
         pull = self._pull
