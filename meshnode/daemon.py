@@ -115,9 +115,13 @@ class NodeServices:
             clock=clock, faults=faults,
         )
         knowledge = KnowledgeService(config, host, membership, signer, store, faults=faults)
-        tasks = TaskService(host, config.agents, Answerer(store, llm), knowledge,
+        answerer = Answerer(store, llm)
+        tasks = TaskService(host, config.agents, answerer, knowledge,
                             version=__version__, store=task_store)
         trust = TrustService(config, host, signer, clock=clock)
+        # Passages count as much as their author's record with this node (never more than
+        # a stranger's): a peer caught answering badly stops feeding its records to answers.
+        answerer.author_weight = lambda author: min(1.0, trust.graph.experience(author))
         membership.bad_message_listeners.append(trust.bad_message)
         asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
                       trust.graph, settings=config.routing, faults=faults)

@@ -32,7 +32,15 @@ from protocols.memsync import (
 )
 from protocols.records import MemoryRecord, new_tombstone
 from tests.sync.conftest import OpenStore
-from tests.sync.helpers import ALICE, BOB, TENANT, TrioByteStream, chain, record, stream_pair
+from tests.sync.helpers import (
+    ALICE,
+    BOB,
+    TENANT,
+    chain,
+    record,
+    stream_pair,
+    withholding_server,
+)
 
 FUZZ = settings(deadline=timedelta(seconds=5), max_examples=200,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -102,38 +110,19 @@ async def run_sync(client: Replicator, serve: object, peer: str = "server") -> i
     return captured.unwrap().pulled
 
 
-def withholding(records: Sequence[MemoryRecord], hidden: set[int]) -> object:
-    """A sync server built from the project's own state machine that claims every record
-    of ``records`` but never sends the ``hidden`` seqs."""
-
-    async def serve(stream: TrioByteStream) -> None:
-        server = SyncServer(TENANT)
-        while not server.closed and (data := await stream.read(65536)):
-            for event in server.receive_data(data):
-                if isinstance(event, Summary):
-                    server.send_summary({ALICE.peer_id: max(r.seq for r in records)})
-                elif isinstance(event, Pull):
-                    server.send_batch([r for r in records if r.seq > event.after_seq
-                                       and r.seq not in hidden], more=False)
-            await stream.write(server.data_to_send())
-        await stream.close()
-
-    return serve
-
-
 async def test_a_withheld_record_stays_wanted_and_its_announcement_is_applied(
     open_store: OpenStore,
 ) -> None:
     victim = await open_store("victim")
     node = Replicator(victim, tenant=TENANT)
     records = chain(ALICE, 3)
-    assert await run_sync(node, withholding(records, {2})) == 1
+    assert await run_sync(node, withholding_server(records, {2})) == 1
     assert await victim.high_water() == {ALICE.peer_id: 1}
     # The author (or anyone) announces #2 later: it is what the node needs next.
     applied = await node.on_announcement("alice", encode_announcement(records[1]))
     assert applied.status is AnnouncementStatus.APPLIED
     # ...and the same lying server can no longer keep #3 away.
-    assert await run_sync(node, withholding(records, {2})) == 1
+    assert await run_sync(node, withholding_server(records, {2})) == 1
     assert await victim.high_water() == {ALICE.peer_id: 3}
     assert len(await victim.get([r.id for r in records])) == 3
 
