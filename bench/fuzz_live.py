@@ -59,7 +59,7 @@ def rss_kb(pid: int) -> dict[str, int]:
 async def send(host: MeshHost, target: Daemon, protocol: str, payload: bytes) -> None:
     """One stream: write, read whatever comes back (if anything), close."""
     async with host.open_stream(target.peer_id, protocol, timeout=5) as stream:
-        with trio.move_on_after(2):
+        with trio.move_on_after(0.5):
             await stream.write(payload)
             await stream.read(65536)
 

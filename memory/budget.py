@@ -126,9 +126,13 @@ class AuthorBudget:
         self._authors.touch(author)
 
     def throttled(self, author: str, now: float) -> bool:
-        """Whether ``author`` is out of records for now (cheap: for gossip validators)."""
+        """Whether ``author`` is out of records for now (cheap: for gossip validators);
+        if so, a record of it is being refused: counted and logged as such."""
         entry = self._authors.get(author)
-        return entry is not None and entry.rate.level(now) < 1.0
+        if entry is None or entry.rate.level(now) >= 1.0:
+            return False
+        self._refuse(author, RATE, 1, now)
+        return True
 
     def admit(self, records: Sequence[MemoryRecord], now: float) -> tuple[int, str]:
         """How many of ``records`` (a prefix, in order) may be stored, and the reason the
@@ -136,10 +140,7 @@ class AuthorBudget:
         for i, record in enumerate(records):
             reason = self._take(record, now)
             if reason:
-                refused = len(records) - i
-                self.refused[reason] += refused
-                self.refused_authors[record.author] += refused
-                self._log(record.author, reason, now)
+                self._refuse(record.author, reason, len(records) - i, now)
                 entry = self._authors.get(record.author)
                 if reason == BYTES and entry is not None and now - entry.since > RECOUNT_S:
                     # Deletions give bytes back: count again (at most this often).
@@ -161,6 +162,11 @@ class AuthorBudget:
             return RATE
         entry.held += size
         return ""
+
+    def _refuse(self, author: str, reason: str, count: int, now: float) -> None:
+        self.refused[reason] += count
+        self.refused_authors[author] += count
+        self._log(author, reason, now)
 
     def forget(self, author: str) -> None:
         """Drop what is known of ``author`` (its held bytes are counted again next time:

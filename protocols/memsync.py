@@ -76,6 +76,11 @@ class WrongTenant(Rejected):
     """The peer syncs another tenant; its memory must not mix with ours."""
 
 
+class OverBudget(Rejected):
+    """A well-signed record the receiver will not take now: its author is over the
+    receiver's budget. Not the relaying peer's fault, so not evidence against it."""
+
+
 class SyncStateError(RuntimeError):
     """This side called a method its protocol state does not allow (a bug, not the peer)."""
 

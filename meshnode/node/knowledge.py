@@ -31,7 +31,7 @@ from meshnode.node.topics import SignedTopic
 from meshnode.node.transport import DialError, GossipMessage, Host, Stream
 from protocols.errors import Rejected
 from protocols.memsync import PROTOCOL_ID as MEMSYNC_PROTOCOL
-from protocols.memsync import WrongTenant, decode_announcement, encode_announcement
+from protocols.memsync import OverBudget, WrongTenant, decode_announcement, encode_announcement
 from protocols.peerid import Signer
 from protocols.presence import topic
 from protocols.records import TOMBSTONE, MemoryRecord, new_record, new_tombstone
@@ -40,11 +40,6 @@ log = logging.getLogger(__name__)
 SYNC_WORKERS = 2
 STREAM_TIMEOUT_S = 10.0
 INGEST_MANIFEST = "ingested.json"
-
-
-class OverBudget(Rejected):
-    """An announcement of an author over its budget (memory.budget): dropped, not evidence
-    against whoever relayed it."""
 
 
 class KnowledgeError(MeshnodeError):

@@ -38,8 +38,10 @@ T = TypeVar("T")
 V = TypeVar("V")
 #: The reason counted when a validator or handler fails in a way no check foresaw.
 ERROR = "error"
-#: Validated messages kept for the listener (a subscription holds at most a few hundred).
-DECODED_KEPT = 1024
+#: Validated messages kept for the listener, by count and by size: a subscription holds
+#: 32 to 256 messages, and one that is dropped before delivery must not pin memory.
+DECODED_KEPT = 256
+DECODED_KEPT_BYTES = 4 << 20
 
 
 class TopicCodec(Protocol[T]):
@@ -118,7 +120,8 @@ class SignedTopic(Generic[T]):
         self.failed = 0
         self.rejected: Counter[str] = Counter()
         # What validation decoded, by the hash of the bytes, until the listener takes it.
-        self._decoded: OrderedDict[bytes, tuple[str, T]] = OrderedDict()
+        self._decoded: OrderedDict[bytes, tuple[int, tuple[str, T]]] = OrderedDict()
+        self._decoded_bytes = 0
 
     @property
     def rejected_total(self) -> int:
@@ -141,15 +144,21 @@ class SignedTopic(Generic[T]):
             self.rejected[ERROR] += 1
             log.exception("gossip validation failed", extra={"topic": self.topic})
             return False
-        self._decoded[hashlib.sha256(message.data).digest()] = decoded
-        while len(self._decoded) > DECODED_KEPT:
-            self._decoded.popitem(last=False)
+        key = hashlib.sha256(message.data).digest()
+        if key not in self._decoded:
+            self._decoded[key] = (len(message.data), decoded)
+            self._decoded_bytes += len(message.data)
+        while len(self._decoded) > DECODED_KEPT or self._decoded_bytes > DECODED_KEPT_BYTES:
+            self._decoded_bytes -= self._decoded.popitem(last=False)[1][0]
         return True
 
     def _decode(self, data: bytes) -> tuple[str, T]:
         """What validation decoded of ``data``, else decode it now."""
         kept = self._decoded.pop(hashlib.sha256(data).digest(), None)
-        return kept if kept is not None else self.codec.decode(data)
+        if kept is None:
+            return self.codec.decode(data)
+        self._decoded_bytes -= kept[0]
+        return kept[1]
 
     async def run(
         self,
