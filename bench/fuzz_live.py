@@ -82,13 +82,15 @@ async def fuzz_hellos(target: Daemon, frames: list[bytes], report: dict[str, Any
     started = time.monotonic()
     gossip = GossipSettings(heartbeat_s=0.5)
     for payload in frames:
+        sent = False
         try:
             async with MeshHost(Ed25519PrivateKey.generate(), listen=["/ip4/127.0.0.1/tcp/0"],
                                 gossip=gossip) as host:
                 await host.connect(target.peer_id, [target.addr], timeout=10)
                 await send(host, target, HELLO_PROTOCOL, payload)
-        except Exception as exc:
-            failures[type(exc).__name__] += 1
+                sent = True
+        except Exception as exc:  # py-libp2p may fail to shut a throwaway host down cleanly
+            failures[("after sending: " if sent else "") + type(exc).__name__] += 1
     report[HELLO_PROTOCOL] = (len(frames), failures, time.monotonic() - started)
 
 
