@@ -37,7 +37,7 @@ BYTES = "bytes"
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The knobs (``[memory]`` in config.toml): see meshnode.config.MemorySettings."""
+    """The knobs (``[limits]`` in config.toml): see meshnode.config.LimitSettings."""
 
     author_records_per_hour: int = 3600
     author_max_bytes: int = 128 * 1024 * 1024
@@ -182,8 +182,8 @@ class AuthorBudget:
         self._logged.move_to_end(key)
         while len(self._logged) > MAX_ENTRIES:
             self._logged.popitem(last=False)
-        setting = ("memory.author_records_per_hour" if reason == RATE
-                   else "memory.author_max_bytes")
+        setting = ("limits.author_records_per_hour" if reason == RATE
+                   else "limits.author_max_bytes")
         log.warning("refusing records of %s: over its budget (%s); they are asked for again "
                     "at a later sync", author, setting,
                     extra={"author": author, "reason": reason, "setting": setting})

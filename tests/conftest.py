@@ -20,7 +20,8 @@ from meshnode.node.home import init_home
 from protocols.peerid import Signer
 
 DEFAULT_BUDGET_S = 60.0
-BUDGETS_S = {"agents": 120.0, "memory": 120.0, "sync": 300.0, "integration": 600.0}
+BUDGETS_S = {"agents": 120.0, "memory": 120.0, "sync": 300.0, "integration": 600.0,
+              "interop": 300.0}
 LLM_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "MESHNODE_LLM_API_KEY",
                  "MESHNODE_LLM_BASE_URL", "MESHNODE_LLM_MODEL", "MESHNODE_NETWORK_SECRET")
 

@@ -39,6 +39,8 @@ from protocols.records import TOMBSTONE, MemoryRecord, new_record, new_tombstone
 log = logging.getLogger(__name__)
 SYNC_WORKERS = 2
 STREAM_TIMEOUT_S = 10.0
+#: How long a stream from a new connection waits for that connection's hello to finish.
+HELLO_WAIT_S = 10.0
 INGEST_MANIFEST = "ingested.json"
 
 
@@ -91,7 +93,7 @@ class KnowledgeService:
         self.signer = signer
         self.store = store
         self.replicating = not config.memory.is_server
-        self.replicator = Replicator(store, tenant=config.tenant, limits=config.memory.limits(),
+        self.replicator = Replicator(store, tenant=config.tenant, limits=config.limits.memory(),
                                      self_id=signer.peer_id)
         budget = self.replicator.budget
         # A forged or altered record is stopped by the validator, before it is forwarded.
@@ -131,7 +133,12 @@ class KnowledgeService:
             self._wanted.add(peer_id)
 
     async def _serve(self, stream: Stream) -> None:
-        await self.replicator.serve(stream.peer_id, stream)
+        peer_id = stream.peer_id
+        # Memory is for nodes of this mesh: a peer without a verified hello gets nothing.
+        if not await self.membership.gate.wait(peer_id, timeout=HELLO_WAIT_S):
+            log.info("memsync refused: no hello from peer", extra={"peer": peer_id})
+            return
+        await self.replicator.serve(peer_id, stream)
 
     async def _sync_worker(self) -> None:
         async for peer_id in self._sync_receive:

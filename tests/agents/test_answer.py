@@ -145,8 +145,8 @@ def passages_of(fake: FakeOpenAI) -> dict[int, str]:
     """Number -> passage text, parsed from the prompt the fake server received."""
     (request,) = fake.chat_requests
     user = request.messages[-1]["content"]
-    found = re.findall(r"^<<passage \[(\d+)\] (\w+) from \w+>>\n(.*?)\n<<end of passage \[\1\] \2>>$",
-                       user, re.M | re.S)
+    found = re.findall(r"^<<passage \[(\d+)\] (\w+) from \w+>>\n(.*?)\n"
+                       r"<<end of passage \[\1\] \2>>$", user, re.M | re.S)
     return {int(n): text for n, _, text in found}
 
 

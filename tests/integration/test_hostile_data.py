@@ -148,7 +148,8 @@ def test_a_flooding_author_is_held_to_its_budget(tmp_path: Path) -> None:
 
     with mesh(tmp_path) as nodes:
         victim = Daemon(tmp_path, "victim", NETWORK,
-                        {"memory": {"author_records_per_hour": 20, "sync_interval_s": 3.0}}
+                        {"memory": {"sync_interval_s": 3.0},
+                         "limits": {"author_records_per_hour": 20}}
                         ).start()
         nodes.append(victim)
         with Hostile(victim, tmp_path / "flooder", flood_then_honest):
@@ -159,7 +160,7 @@ def test_a_flooding_author_is_held_to_its_budget(tmp_path: Path) -> None:
         # Refused, counted by reason, and shown with the author (never silently).
         assert stats["refused"]["rate"] >= 1, stats
         assert stats["refused_authors"][mallory.peer_id] == stats["refused"]["rate"]
-        assert "memory.author_records_per_hour" in victim.log_text()
+        assert "limits.author_records_per_hour" in victim.log_text()
         assert victim.status()["peer_id"] == victim.peer_id
 
 

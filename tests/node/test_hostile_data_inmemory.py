@@ -11,7 +11,7 @@ from pathlib import Path
 
 import trio
 
-from meshnode.config import MemorySettings
+from meshnode.config import LimitSettings
 from meshnode.node.inmemory import InMemoryMesh
 from meshnode.trust.graph import Outcome
 from protocols.codec import FrameDecoder
@@ -65,7 +65,7 @@ async def test_a_flooding_author_is_held_to_its_budget(nursery: trio.Nursery,
                                                        tmp_path: Path) -> None:
     mesh = InMemoryMesh()
     [victim] = await start_nodes(nursery, mesh, tmp_path, [()],
-                                 memory=MemorySettings(author_records_per_hour=10))
+                                 limits=LimitSettings(author_records_per_hour=10))
     flooder = await start_peer(nursery, mesh, tmp_path, 8)
     await connect(victim, flooder)
     mallory = identity(51)
@@ -93,7 +93,7 @@ async def test_a_peer_pulling_without_end_is_told_to_come_back(
 ) -> None:
     mesh = InMemoryMesh()
     [victim] = await start_nodes(nursery, mesh, tmp_path, [()],
-                                 memory=MemorySettings(peer_sync_pulls_per_minute=3))
+                                 limits=LimitSettings(peer_sync_pulls_per_minute=3))
     puller = await start_peer(nursery, mesh, tmp_path, 9)
     await connect(victim, puller)
     answers = []

@@ -293,7 +293,7 @@ def test_container_floods_cost_memory_in_proportion_to_the_frame(frame: bytes) -
     assert len(frame) <= MAX_FRAME
     tracemalloc.start()
     try:
-        with pytest.raises(DecodeError, match="max_array_len|too many maps"):
+        with pytest.raises(DecodeError, match=r"max_array_len|too many maps"):
             unpack(frame)
         _, peak = tracemalloc.get_traced_memory()
     finally:
