@@ -149,6 +149,9 @@ class Replicator:
         self.serve_budget = PeerSyncBudget(limits)
         #: Records (or batches) the store could not take, by reason; and budget refusals.
         self.refused: Counter[str] = Counter()
+        #: Called with (peer, reason) when a peer's sync is refused for its budget (the node
+        #: makes it evidence against that peer).
+        self.on_sync_refused: Callable[[str, str], None] = lambda _peer, _reason: None
         # Serialises check-then-put so two paths never store the same record at once.
         self._apply_lock = trio.Lock()
 
@@ -211,6 +214,7 @@ class Replicator:
                         why := self.serve_budget.pull(peer, self.clock())
                     ):
                         log.info("refusing to sync with %s: %s", peer, why)
+                        self.on_sync_refused(peer, "sync")
                         server.abort(ERR_BUSY, why)
                     elif isinstance(event, Summary):
                         ours = await self._store.high_water()

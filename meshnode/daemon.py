@@ -173,6 +173,7 @@ class NodeServices:
         # Refused work is evidence against the peer; shared budgets favour good records.
         limits.listeners.append(trust.refused)
         limits.standing = trust.graph.experience
+        knowledge.replicator.on_sync_refused = limits.refuse
         asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
                       trust.graph, settings=config.routing, faults=faults)
         tasks.forwarder = asker.answer_forwarded
