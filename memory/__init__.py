@@ -2,6 +2,8 @@
 
 Import what you need from the submodules (``memory.store``, ``memory.embedders``,
 ``memory.errors``): importing this package alone stays cheap and does not load pymilvus.
-Two small modules serve the layers above as well: ``memory.uris`` (what a memory URI names)
-and ``memory.files`` (atomic, fsynced file writes for every state file of a node).
+``memory.marks`` keeps per-author marks (how far each author's sequence is held without a
+gap) and ``memory.budget`` what one author or peer may make the node store or serve. Two
+small modules serve the layers above as well: ``memory.uris`` (what a memory URI names) and
+``memory.files`` (atomic, fsynced file writes for every state file of a node).
 """

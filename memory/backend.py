@@ -49,6 +49,8 @@ MAX_WINDOW = 16_384
 _SCALARS = ["id", "tenant", "text", "kind", "author", "agent", "created", "seq", "meta",
             "signature"]
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+#: Terms of one "or" chain in a filter expression.
+_OR_CHUNK = 64
 
 
 def literal(value: str) -> str:
@@ -293,6 +295,28 @@ class Backend:
         rows = self.query(collection, _in("id", ids), fields=_SCALARS, limit=len(ids))
         return self._records(collection, rows)
 
+    def at_seqs(self, collection: str, pairs: Sequence[tuple[str, int]]) -> list[MemoryRecord]:
+        """The valid records with one of the (author, seq) ``pairs``."""
+        out: list[MemoryRecord] = []
+        for i in range(0, len(pairs), _OR_CHUNK):
+            terms = " or ".join(
+                f"(author == {literal(a)} and seq == {int(q)})" for a, q in pairs[i : i + _OR_CHUNK]
+            )
+            rows = self.query(collection, f"({terms})", fields=_SCALARS, limit=MAX_WINDOW)
+            out += self._records(collection, rows)
+        return out
+
+    def freeing(self, collection: str, author: str, seqs: Sequence[int]) -> list[MemoryRecord]:
+        """``author``'s valid tombstones that free one of ``seqs``."""
+        out: list[MemoryRecord] = []
+        for i in range(0, len(seqs), _OR_CHUNK):
+            # Milvus Lite cannot filter a JSON path with "in": a chain of "or" instead.
+            terms = " or ".join(f'meta["frees"] == {int(q)}' for q in seqs[i : i + _OR_CHUNK])
+            cond = f"author == {literal(author)} and kind == {literal(TOMBSTONE)} and ({terms})"
+            rows = self.query(collection, cond, fields=_SCALARS, limit=MAX_WINDOW)
+            out += self._records(collection, rows)
+        return out
+
     def by_author(
         self, collection: str, author: str, lo: int, hi: int
     ) -> tuple[list[MemoryRecord], bool]:
@@ -300,6 +324,30 @@ class Backend:
         cond = f"author == {literal(author)} and seq > {lo} and seq <= {hi}"
         rows = self.query(collection, cond, fields=_SCALARS, limit=MAX_WINDOW)
         return self._records(collection, rows), len(rows) >= MAX_WINDOW
+
+    def records_between(
+        self, author: str, low: int, high: int, limit: int
+    ) -> list[MemoryRecord]:
+        """Up to ``limit`` of ``author``'s valid records with ``low < seq <= high``, in all
+        collections, by (seq, id): the lowest seqs.
+
+        Seq windows: every record up to a window's top is then in hand, so the first
+        ``limit`` by seq are exact despite gaps. Empty windows double (a gap up to 2^63
+        costs ~60 queries) and a window Milvus truncates is halved and asked again.
+        """
+        out: list[MemoryRecord] = []
+        window = max(limit, 1)
+        while len(out) < limit and low < high:
+            top = min(low + window, high)
+            found = [self.by_author(name, author, low, top) for name in COLLECTIONS]
+            if any(cut for _, cut in found) and window > 1:
+                window //= 2
+                continue
+            out += [r for records, _ in found for r in records]
+            low, window = top, window * 2
+        # Two nodes racing to insert one record into a shared server can leave two rows.
+        unique = sorted({r.id: r for r in out}.values(), key=lambda r: (r.seq, r.id))
+        return unique[:limit]
 
     def insert(self, collection: str, rows: list[dict[str, Any]]) -> None:
         # Not upsert: Milvus 2.3 upserts rows into the wrong partition when the collection
@@ -331,21 +379,23 @@ class Backend:
         return out
 
     def scan(
-        self, collection: str, fields: Sequence[str], prefix: str = ""
+        self, collection: str, fields: Sequence[str], prefix: str = "", *, where: str = ""
     ) -> Iterator[dict[str, Any]]:
-        """Every row of our tenant in ``collection`` (for counts and high water marks).
+        """Every row of our tenant in ``collection`` (matching ``where``, if given): for
+        counts and marks.
 
         Ids are uniform hex, so a window that comes back full is split by the next hex
         digit of the id: bounded queries, no server-side iterator state (which Milvus Lite
         only half supports).
         """
         condition = [f"id like {literal(prefix + '%')}"] if prefix else []
+        condition += [where] if where else []
         rows = self.query(collection, *condition, fields=("id", *fields), limit=MAX_WINDOW)
         if len(rows) < MAX_WINDOW or len(prefix) == ID_LEN:
             yield from rows
             return
         for digit in "0123456789abcdef":
-            yield from self.scan(collection, fields, prefix + digit)
+            yield from self.scan(collection, fields, prefix + digit, where=where)
 
     def count(self, collection: str) -> int:
         rows = self.query(

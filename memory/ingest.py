@@ -39,7 +39,11 @@ _SENTENCE_ENDS = (". ", "! ", "? ", "\n")
 
 def iter_source_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """The supported text files named by ``paths`` (files, or folders searched recursively,
-    skipping hidden files and folders), absolute, sorted and without duplicates."""
+    skipping hidden files and folders), absolute, sorted and without duplicates.
+
+    Inside a folder, a symbolic link is followed only if it stays inside that folder: a
+    link in a shared docs folder must not publish ``~/.ssh`` (linked folders are never
+    entered: os.walk does not follow them)."""
     found: set[Path] = set()
     for raw in paths:
         path = Path(raw).expanduser().resolve()
@@ -50,6 +54,7 @@ def iter_source_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
                     Path(folder, name)
                     for name in files
                     if not name.startswith(".") and Path(name).suffix.lower() in SUFFIXES
+                    and Path(folder, name).resolve().is_relative_to(path)
                 )
         elif path.is_file():
             if path.suffix.lower() not in SUFFIXES:
@@ -58,6 +63,15 @@ def iter_source_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
         else:
             raise IngestError(f"{raw}: no such file or folder")
     return sorted(found)
+
+
+def source_name(path: Path, roots: Sequence[Path]) -> str:
+    """What ``meta.source`` says of ``path``: relative to the folder it was found in (a file
+    named alone: its name). Records travel to every node; this node's paths do not."""
+    for root in roots:
+        if root.is_dir() and path.is_relative_to(root):
+            return path.relative_to(root).as_posix()
+    return path.name
 
 
 def _fence_after(line: str, fence: str | None) -> str | None:
@@ -200,10 +214,13 @@ class ManifestEntry:
 
 @dataclass(frozen=True, slots=True)
 class FileChange:
+    #: Absolute: the manifest's key (it stays in the node home).
     path: str
     sha256: str
     chunks: tuple[str, ...]
     old: ManifestEntry | None
+    #: Relative: what the records say (see :func:`source_name`).
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +314,8 @@ class IngestManifest:
                 continue
             text = content.decode("utf-8", errors="replace")
             chunks = chunk_text(text, max_chars=max_chars, overlap=overlap)
-            changed.append(FileChange(str(path), digest, tuple(chunks), old))
+            changed.append(FileChange(str(path), digest, tuple(chunks), old,
+                                      source_name(path, roots)))
         seen = {str(p) for p in files}
         gone = [
             name
@@ -330,7 +348,7 @@ class IngestManifest:
         for change in plan.changed:
             for i, chunk in enumerate(change.chunks):
                 meta: dict[str, MetaValue] = {
-                    "source": change.path[-512:],
+                    "source": (change.source or Path(change.path).name)[-512:],
                     "chunk": i,
                     "chunks": len(change.chunks),
                     "sha256": change.sha256,

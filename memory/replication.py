@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -24,10 +25,13 @@ from typing import Any, Protocol
 
 import trio
 
-from memory.errors import InvalidRecord, MemoryStoreError, ReplicationError
+from memory.budget import AuthorBudget, Limits, PeerSyncBudget
+from memory.errors import InvalidRecord, MemoryStoreError, ReplicationError, StoreUnavailable
 from memory.store import MemoryStore
+from protocols.codec import pack
 from protocols.errors import ProtocolError
 from protocols.memsync import (
+    ERR_BUSY,
     ERR_INTERNAL,
     MAX_AUTHORS,
     MAX_BATCH,
@@ -42,11 +46,14 @@ from protocols.memsync import (
     decode_announcement,
     error_code,
 )
-from protocols.records import MemoryRecord
+from protocols.records import MemoryRecord, record_to_wire
 
 log = logging.getLogger("meshnode.memsync")
 
 _READ_SIZE = 64 * 1024
+#: Store failures one sync tolerates (each stops one author) before it gives up: an
+#: embeddings endpoint that is down fails every author, and each try may be slow.
+MAX_STORE_FAILURES = 3
 #: What a failing connection raises: trio streams raise the first two, sockets OSError.
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -77,6 +84,8 @@ class AnnouncementStatus(Enum):
     #: The author's earlier records are missing here: sync with the announcing peer.
     GAP = "gap"
     REJECTED = "rejected"
+    #: The author is over its budget (memory.budget): not stored now, asked for later.
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +108,15 @@ class _PeerLag:
 class _Session:
     conn: SyncClient | SyncServer | None = None
     error: str | None = None
+    store_failures: int = 0
 
 
 def _ahead(theirs: Mapping[str, int], ours: Mapping[str, int]) -> int:
     return sum(1 for author, seq in theirs.items() if seq > ours.get(author, 0))
+
+
+def _size(records: Sequence[MemoryRecord]) -> int:
+    return sum(len(pack(record_to_wire(r))) for r in records)
 
 
 class Replicator:
@@ -113,6 +127,9 @@ class Replicator:
         tenant: str,
         batch_size: int = MAX_BATCH,
         io_timeout: float = 10.0,
+        limits: Limits | None = None,
+        self_id: str = "",
+        clock: Callable[[], float] = trio.current_time,
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be in 1..{MAX_BATCH}")
@@ -125,6 +142,16 @@ class Replicator:
         self.io_timeout = io_timeout
         self._store = store
         self._lag: dict[str, _PeerLag] = {}
+        #: The budgets' time (seconds, monotonic).
+        self.clock = clock
+        limits = limits if limits is not None else Limits()
+        self.budget = AuthorBudget(limits, exempt=frozenset({self_id} - {""}))
+        self.serve_budget = PeerSyncBudget(limits)
+        #: Records (or batches) the store could not take, by reason; and budget refusals.
+        self.refused: Counter[str] = Counter()
+        #: Called with (peer, reason) when a peer's sync is refused for its budget (the node
+        #: makes it evidence against that peer).
+        self.on_sync_refused: Callable[[str, str], None] = lambda _peer, _reason: None
         # Serialises check-then-put so two paths never store the same record at once.
         self._apply_lock = trio.Lock()
 
@@ -154,7 +181,9 @@ class Replicator:
                 for event in client.receive_data(await self._read(stream)):
                     if isinstance(event, RecordsReceived):
                         lag.rejected += self._log_rejected(peer, event.rejected)
-                        lag.pulled += await self._apply(event.records)
+                        kept, stored = await self._take(peer, event.records, session)
+                        lag.pulled += stored
+                        client.applied(kept)
                     elif isinstance(event, Error):
                         raise ReplicationError(
                             f"{peer} refused to sync: [{event.code}] {event.message}"
@@ -181,16 +210,24 @@ class Replicator:
             session.conn = server
             while not server.closed:
                 for event in server.receive_data(await self._read(stream)):
-                    if isinstance(event, Summary):
+                    if isinstance(event, Summary | Pull) and (
+                        why := self.serve_budget.pull(peer, self.clock())
+                    ):
+                        log.info("refusing to sync with %s: %s", peer, why)
+                        self.on_sync_refused(peer, "sync")
+                        server.abort(ERR_BUSY, why)
+                    elif isinstance(event, Summary):
                         ours = await self._store.high_water()
                         lag.authors_behind = _ahead(event.high_water, ours)
                         server.send_summary(self._sampled(ours))
                     elif isinstance(event, Pull):
-                        # One extra record tells whether the batch is the last one.
-                        records = await self._store.records_since(
+                        # One extra position tells whether the batch is the last one.
+                        records = await self._store.entries_since(
                             event.author, event.after_seq, event.limit + 1
                         )
                         server.send_batch(records, more=len(records) > event.limit)
+                        self.serve_budget.served(peer, _size(records[: event.limit]),
+                                                 self.clock())
                     elif isinstance(event, Error):
                         log.info("%s ended sync: [%s] %s", peer, event.code, event.message)
                 await self._flush(stream, server)
@@ -215,18 +252,66 @@ class Replicator:
         """:meth:`on_announcement` for a record already decoded, verified and found to be of
         this tenant."""
         async with self._apply_lock:
-            expected = await self._store.next_seq(record.author)
+            expected = await self._store.expected(record.author)
             if record.seq < expected:
                 return Announcement(AnnouncementStatus.DUPLICATE, record)
             if record.seq > expected:
                 reason = f"have {record.author} up to #{expected - 1}, got #{record.seq}"
+                if self.budget.throttled(record.author, self.clock()):
+                    # No sync for an author over budget: it would be refused anyway.
+                    return Announcement(AnnouncementStatus.REFUSED, record, reason)
                 return Announcement(AnnouncementStatus.GAP, record, reason)
+            kept, why = await self._admit([record])
+            if not kept:
+                return Announcement(AnnouncementStatus.REFUSED, record, why)
             try:
                 await self._store.put([record])
             except InvalidRecord as exc:
                 log.warning("store refused record %s from %s: %s", record.id, peer, exc)
                 return Announcement(AnnouncementStatus.REJECTED, record, str(exc))
         return Announcement(AnnouncementStatus.APPLIED, record)
+
+    async def _admit(self, records: Sequence[MemoryRecord]) -> tuple[int, str]:
+        """How many of one author's ``records`` its budget allows (a prefix), and why not
+        all of them."""
+        if not records:
+            return 0, ""
+        author = records[0].author
+        if not self.budget.knows(author):
+            self.budget.start(author, await self._store.held_bytes(author), self.clock())
+        return self.budget.admit(records, self.clock())
+
+    async def _take(
+        self, peer: str, records: Sequence[MemoryRecord], session: _Session
+    ) -> tuple[int, int]:
+        """Store what the budget allows of a batch, in order, stopping at a record the
+        store refuses. Returns (records kept, records new to the store)."""
+        async with self._apply_lock:
+            allowed, _ = await self._admit(records)
+            kept = list(records[:allowed])
+            if not kept:
+                return 0, 0
+            try:
+                return len(kept), await self._store.put(kept)
+            except StoreUnavailable:
+                raise
+            except MemoryStoreError:
+                pass  # one record's fault, or the embedder's: find out record by record
+            stored = 0
+            for i, record in enumerate(kept):
+                try:
+                    stored += await self._store.put([record])
+                except StoreUnavailable:
+                    raise
+                except MemoryStoreError as exc:
+                    self.refused["store"] += 1
+                    log.warning("store refused %s#%s from %s: %s", record.author, record.seq,
+                                peer, exc)
+                    session.store_failures += 1
+                    if session.store_failures >= MAX_STORE_FAILURES:
+                        raise
+                    return i, stored
+            return len(kept), stored
 
     @asynccontextmanager
     async def _session(self, peer: str, stream: ByteStream) -> AsyncIterator[_Session]:
@@ -277,12 +362,6 @@ class Replicator:
         deadline = trio.current_time() + self.io_timeout
         with trio.CancelScope(deadline=deadline, shield=True), suppress(*_STREAM_ERRORS):
             await stream.close()
-
-    async def _apply(self, records: Sequence[MemoryRecord]) -> int:
-        if not records:
-            return 0
-        async with self._apply_lock:
-            return await self._store.put(list(records))
 
     @staticmethod
     def _log_rejected(peer: str, reasons: Sequence[str]) -> int:

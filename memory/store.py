@@ -2,7 +2,8 @@
 
 ``async with MemoryStore(uri, tenant=..., embedder=...) as store`` opens (or creates) the
 collections, checks that they were built by the same embedder, and loads the per-author
-high water marks; leaving the block flushes what needs flushing and closes the client,
+marks (:mod:`memory.marks`; rows that do not verify never count: on a shared server anyone
+could plant one); leaving the block flushes what needs flushing and closes the client,
 even when cancelled. Every blocking call runs in a worker thread under one
 ``trio.CapacityLimiter``; writes are serialised so that "is it new?" and "insert it" are
 one step as far as this node is concerned.
@@ -21,9 +22,11 @@ from typing import Any, TypeVar
 
 import trio
 
-from memory.backend import MAX_WINDOW, Backend
+from memory.backend import MAX_WINDOW, Backend, literal
+from memory.budget import content_bytes
 from memory.embedders import Embedder
 from memory.errors import EmbedderError, InvalidRecord, MemoryStoreError
+from memory.marks import Marks, load_marks
 from memory.uris import redact
 from protocols.envelope import validate_network_id
 from protocols.errors import ProtocolError
@@ -65,6 +68,8 @@ class SearchHit:
 class _PutResult:
     stored: list[MemoryRecord]
     by_collection: Counter[str]
+    #: Records now held or known deleted (stored, already held, or killed by a tombstone).
+    accounted: list[MemoryRecord]
 
 
 class MemoryStore:
@@ -91,7 +96,7 @@ class MemoryStore:
         )
         self._limiter = limiter or trio.CapacityLimiter(4)
         self._write_lock = trio.Lock()
-        self._high_water: dict[str, int] = {}
+        self._marks = Marks()
         self._unflushed: Counter[str] = Counter()
         self._is_open = False
         #: Called with the seconds each search took (embedding included): the node's metrics.
@@ -112,7 +117,7 @@ class MemoryStore:
             if self._backend.is_lite:
                 # After a crash Lite replays its log into the slow memtable: seal it now.
                 await self._run(self._flush_pending, True)
-            self._high_water = await self._run(self._scan_high_water)
+            self._marks = await self._run(load_marks, self._backend)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._run(self._backend.close)
@@ -151,13 +156,6 @@ class MemoryStore:
         if not self._is_open:
             raise MemoryStoreError("the memory store is not open (use 'async with')")
 
-    def _scan_high_water(self) -> dict[str, int]:
-        high: dict[str, int] = {}
-        for name in COLLECTIONS:
-            for row in self._backend.scan(name, ("author", "seq")):
-                high[row["author"]] = max(high.get(row["author"], 0), int(row["seq"]))
-        return high
-
     # -- writing --------------------------------------------------------------------------
 
     async def put(self, records: Sequence[MemoryRecord]) -> int:
@@ -171,15 +169,17 @@ class MemoryStore:
         unique = list({r.id: r for r in records}.values())
         if not unique:
             return 0
-        result = _PutResult([], Counter())
+        result = _PutResult([], Counter(), [])
         async with self._write_lock:
             try:
                 await self._run(self._put_sync, unique, result)
             finally:
                 # Even if a later chunk failed, what was stored counts: next_seq must never
                 # hand out a sequence number that is already taken.
-                for r in result.stored:
-                    self._high_water[r.author] = max(self._high_water.get(r.author, 0), r.seq)
+                stored = {r.id for r in result.stored}
+                for r in result.accounted:
+                    held = (r.seq,) if r.id in stored else ()
+                    self._marks.account(r.author, r.positions, held=held)
                 self._unflushed.update(result.by_collection)
             if self._backend.is_lite and max(self._unflushed.values()) >= LITE_FLUSH_ROWS:
                 await self._run(self._flush_pending, False)
@@ -203,8 +203,10 @@ class MemoryStore:
             groups[r.collection].append(r)
         for name, group in groups.items():
             for start in range(0, len(group), PUT_CHUNK):
-                stored = self._put_chunk(name, group[start : start + PUT_CHUNK])
+                chunk = group[start : start + PUT_CHUNK]
+                stored = self._put_chunk(name, chunk)
                 result.stored.extend(stored)
+                result.accounted.extend(chunk)
                 result.by_collection[name] += len(stored)
 
     def _put_chunk(self, name: str, chunk: list[MemoryRecord]) -> list[MemoryRecord]:
@@ -304,12 +306,38 @@ class MemoryStore:
         return [found[i] for i in wanted if i in found]
 
     async def high_water(self) -> dict[str, int]:
+        """Per author, its mark: every position up to it is held or freed (memory.marks)."""
         self._check_open()
-        return dict(self._high_water)
+        return self._marks.marks()
+
+    async def expected(self, author: str) -> int:
+        """The position of ``author``'s sequence this store needs next (its mark + 1)."""
+        self._check_open()
+        return self._marks.mark(author) + 1
 
     async def next_seq(self, author: str) -> int:
+        """A seq ``author`` has not used as far as this store knows: after every record of
+        it held (for this node's own writes)."""
         self._check_open()
-        return self._high_water.get(author, 0) + 1
+        return self._marks.top(author) + 1
+
+    async def held_bytes(self, author: str) -> int:
+        """Bytes of text and metadata of ``author``'s records held (memory.budget's
+        measure); reads them all, so callers keep the answer."""
+        self._check_open()
+        _valid_author(author)
+        where = f"author == {literal(author)} and kind != {literal(TOMBSTONE)}"
+
+        def count() -> int:
+            return sum(content_bytes(row["text"], row.get("meta") or {})
+                       for name in COLLECTIONS
+                       for row in self._backend.scan(name, ("text", "meta"), where=where))
+
+        return await self._run(count)
+
+    def waiting(self) -> dict[str, int]:
+        """Per author, how many positions are held beyond a gap (wanted: the gap)."""
+        return {a: n for a in self._marks.authors() if (n := self._marks.ahead(a))}
 
     async def records_since(self, author: str, after_seq: int, limit: int) -> list[MemoryRecord]:
         """Up to ``limit`` of ``author``'s records with seq > ``after_seq``, by seq."""
@@ -317,37 +345,45 @@ class MemoryStore:
         _valid_author(author)
         if not 1 <= limit <= MAX_WINDOW or after_seq < 0:
             raise MemoryStoreError(f"need 0 <= after_seq and 1 <= limit <= {MAX_WINDOW}")
-        top = self._high_water.get(author, 0)
-        out: list[MemoryRecord] = []
-        low, window = after_seq, limit
-        # Seq windows: every record up to a window's top is then in hand, so the first
-        # `limit` by seq are exact despite gaps. Empty windows double (a gap up to 2^63
-        # costs ~60 queries) and a window Milvus truncates is halved and asked again.
-        while len(out) < limit and low < top:
-            high = min(low + window, top)
-            found, cut = await self._run(self._by_author, author, low, high)
-            if cut and window > 1:
-                window //= 2
-                continue
-            out.extend(found)
-            low, window = high, window * 2
-        # Two nodes racing to insert one record into a shared server can leave two rows.
-        unique = sorted({r.id: r for r in out}.values(), key=lambda r: (r.seq, r.id))
-        return unique[:limit]
+        return await self._run(
+            self._backend.records_between, author, after_seq, self._marks.top(author), limit
+        )
 
-    def _by_author(self, author: str, low: int, high: int) -> tuple[list[MemoryRecord], bool]:
-        found: list[MemoryRecord] = []
-        cut = False
-        for name in COLLECTIONS:
-            records, truncated = self._backend.by_author(name, author, low, high)
-            found.extend(records)
-            cut = cut or truncated
-        return found, cut
+    async def entries_since(
+        self, author: str, after_seq: int, limit: int
+    ) -> list[MemoryRecord]:
+        """What a sync peer gets for ``author``'s positions after ``after_seq``, up to
+        ``limit`` of them and the mark: per position the record with that seq, else the
+        tombstone freeing it; it stops before a position this store cannot account for."""
+        self._check_open()
+        _valid_author(author)
+        if not 1 <= limit <= MAX_WINDOW or after_seq < 0:
+            raise MemoryStoreError(f"need 0 <= after_seq and 1 <= limit <= {MAX_WINDOW}")
+        high = min(after_seq + limit, self._marks.mark(author))
+        if high <= after_seq:
+            return []
+
+        def read() -> list[MemoryRecord]:
+            found = self._backend.records_between(author, after_seq, high, limit)
+            at = {r.seq: r for r in reversed(found)}
+            missing = [p for p in range(after_seq + 1, high + 1) if p not in at]
+            if missing:
+                for name in COLLECTIONS:
+                    for t in self._backend.freeing(name, author, missing):
+                        at.setdefault(t.frees or 0, t)
+            entries = []
+            for position in range(after_seq + 1, high + 1):
+                if position not in at:
+                    break  # e.g. freed by a version-1 tombstone, which does not say so
+                entries.append(at[position])
+            return entries
+
+        return await self._run(read)
 
     async def export(self) -> AsyncIterator[MemoryRecord]:
         """Every record held, tombstones included, in (author, seq) order."""
         self._check_open()
-        for author in sorted(self._high_water):
+        for author in self._marks.authors():
             after = 0
             while batch := await self.records_since(author, after, 1000):
                 for record in batch:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.network import BootstrapError, parse_bootstrap
+from memory.budget import Limits
 from memory.uris import is_server_uri
 from meshnode.agents.llm import LLM_TEMPLATE, LLMSettings
 from meshnode.agents.specs import AGENTS_TEMPLATE, AgentSpec, agents_from_config
@@ -40,6 +41,7 @@ from protocols.peerid import validate_peer_id
 CONFIG_FILE = "config.toml"
 EMBEDDERS = ("hashing", "minilm", "openai")
 MAX_HOPS = 8
+_LIMITS = Limits()
 
 
 _network_id = accepted_by(validate_network_id, DecodeError)
@@ -183,7 +185,8 @@ class TrustSettings:
 @dataclass(frozen=True)
 class LimitSettings:
     """What one peer may make this node do or hold (each refusal is counted per reason and
-    is evidence against that peer)."""
+    is evidence against that peer), and how many records of one author it takes and holds
+    (those refusals are counted per author: no evidence against the peer that relayed them)."""
 
     streams_per_peer: int = setting(
         8, "Streams one peer may have open at once, per protocol (A2A, handshake, memory "
@@ -209,6 +212,28 @@ class LimitSettings:
     task_mib: float = setting(
         64.0, "MiB of tasks kept in all. Past it, finished tasks go first from the peers "
         "with the worst record with this node, then the oldest.", check=positive)
+    author_records_per_hour: int = setting(
+        _LIMITS.author_records_per_hour, "Records of one author (other than this node) this "
+        "node stores per hour, from announcements and sync alike, after a first burst of as "
+        "many. Records over it are refused, counted and logged, and asked for again at a "
+        "later sync: a heavy author is slowed down, never cut off.", check=at_least(1))
+    author_max_bytes: int = setting(
+        _LIMITS.author_max_bytes, "Bytes of text and metadata of one author (other than this "
+        "node) this node holds at most (128 MiB). Its records past it are refused and "
+        "counted until it deletes some or this is raised.", check=at_least(1 << 20))
+    peer_sync_pulls_per_minute: int = setting(
+        _LIMITS.peer_sync_pulls_per_minute, "Sync requests (a summary or a pull) one peer may "
+        "make of this node a minute; past it the peer is told to come back later.",
+        check=at_least(1))
+    peer_sync_bytes_per_minute: int = setting(
+        _LIMITS.peer_sync_bytes_per_minute, "Bytes of records this node serves one syncing "
+        "peer a minute (64 MiB); past it the peer is told to come back later.",
+        check=at_least(1 << 20))
+
+    def memory(self) -> Limits:
+        """The memory budgets (memory.budget) these settings describe."""
+        return Limits(self.author_records_per_hour, self.author_max_bytes,
+                      self.peer_sync_pulls_per_minute, self.peer_sync_bytes_per_minute)
 
 
 @dataclass(frozen=True)

@@ -162,13 +162,18 @@ class NodeServices:
         )
         knowledge = KnowledgeService(config, host, membership, signer, store, faults=faults)
         specs, handlers = _agent_specs(config, agents)
-        tasks = TaskService(host, specs, Answerer(store, llm), knowledge,
+        answerer = Answerer(store, llm)
+        tasks = TaskService(host, specs, answerer, knowledge,
                             version=__version__, store=task_store)
         trust = TrustService(config, host, signer, clock=clock)
+        # Passages count as much as their author's record with this node (never more than
+        # a stranger's): a peer caught answering badly stops feeding its records to answers.
+        answerer.author_weight = lambda author: min(1.0, trust.graph.experience(author))
         membership.bad_message_listeners.append(trust.bad_message)
         # Refused work is evidence against the peer; shared budgets favour good records.
         limits.listeners.append(trust.refused)
         limits.standing = trust.graph.experience
+        knowledge.replicator.on_sync_refused = limits.refuse
         asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
                       trust.graph, settings=config.routing, faults=faults)
         tasks.forwarder = asker.answer_forwarded

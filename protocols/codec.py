@@ -19,6 +19,17 @@ from protocols.errors import DecodeError, FrameTooLarge
 #: Default upper bound of one frame on a stream (1 MiB).
 MAX_FRAME = 1 << 20
 _LENGTH = struct.Struct(">I")
+#: Nesting deeper than this is refused: no message of ours nests more than a few levels,
+#: and code that walks a value recursively (JSON encoding of A2A data, say) stays safe.
+MAX_DEPTH = 32
+#: Entries of one array or map.
+MAX_CONTAINER_ITEMS = 65_536
+#: Maps and arrays one message may hold: a floor, plus one per this many bytes. A container
+#: costs Python 56-64 bytes even when empty (one byte of msgpack), so without a bound a
+#: 1 MiB frame of empty maps decodes to ~76 MB; with it, containers add at most ~5x the
+#: frame size and decoding costs O(size) memory with a small constant (bench/RESULTS.md).
+CONTAINER_FLOOR = 1024
+BYTES_PER_CONTAINER = 16
 
 
 def pack(obj: Any) -> bytes:
@@ -30,16 +41,54 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise DecodeError(f"msgpack extension type {code} is not allowed")
 
 
+class _Bounds:
+    """Counts containers and measures nesting while msgpack builds them.
+
+    msgpack calls the hooks bottom-up, each container after its children, so a container's
+    depth is one more than its deepest child's (looked up by identity, then forgotten).
+    Raising from a hook aborts the decoding at once, before the next container is built.
+    """
+
+    def __init__(self, size: builtins.int) -> None:
+        self.left = CONTAINER_FLOOR + size // BYTES_PER_CONTAINER
+        self._depth: builtins.dict[builtins.int, builtins.int] = {}
+
+    def _seen(self, container: Any, children: Iterator[Any]) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise DecodeError("msgpack: too many maps and arrays for the message's size")
+        depth = 1
+        for child in children:
+            if isinstance(child, list | dict):
+                depth = max(depth, self._depth.pop(id(child), 1) + 1)
+        if depth > MAX_DEPTH:
+            raise DecodeError(f"msgpack: nested deeper than {MAX_DEPTH} levels")
+        if depth > 1 or not isinstance(container, list | dict):
+            self._depth[id(container)] = depth
+
+    def map(self, value: builtins.dict[Any, Any]) -> builtins.dict[Any, Any]:
+        self._seen(value, iter(value.values()))
+        return value
+
+    def list(self, value: builtins.list[Any]) -> builtins.list[Any]:
+        self._seen(value, iter(value))
+        return value
+
+
 def unpack(data: bytes, *, max_size: int = MAX_FRAME) -> Any:
     """Decode one msgpack value from ``data``, refusing anything over ``max_size`` bytes.
 
     Strings must be UTF-8, map keys must be strings or bytes (msgpack's ``strict_map_key``),
-    extension types and timestamps are refused, and trailing bytes are an error.
+    extension types and timestamps are refused, and trailing bytes are an error. Nesting is
+    at most :data:`MAX_DEPTH` levels, a container holds at most
+    :data:`MAX_CONTAINER_ITEMS` entries, and the number of containers is bounded by the
+    size of ``data`` (see :data:`BYTES_PER_CONTAINER`).
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
     if len(data) > max_size:
         raise FrameTooLarge(f"message of {len(data)} bytes exceeds the limit of {max_size}")
+    bounds = _Bounds(len(data))
     try:
         return msgpack.unpackb(
             data,
@@ -50,8 +99,12 @@ def unpack(data: bytes, *, max_size: int = MAX_FRAME) -> Any:
             timestamp=0,
             # msgpack decodes ext type -1 (timestamp) itself, without calling ext_hook:
             # refusing any extension payload is the only way to refuse timestamps too.
-            # (unpackb bounds every other length by len(data) on its own.)
+            # (unpackb bounds string and binary lengths by len(data) on its own.)
             max_ext_len=0,
+            max_array_len=MAX_CONTAINER_ITEMS,
+            max_map_len=MAX_CONTAINER_ITEMS,
+            object_hook=bounds.map,
+            list_hook=bounds.list,
         )
     except DecodeError:
         raise

@@ -2,210 +2,95 @@
 
 The client opens the stream; the conversation is strictly one message at a time::
 
-    client → Summary(tenant, its high water)
-    server → Summary(tenant, its high water)     or Error(wrong_tenant), and the end
+    client → Summary(tenant, its marks)
+    server → Summary(tenant, its marks)          or Error(wrong_tenant or busy), and the end
     client → Pull(author, after_seq, limit)      only for authors where the server is ahead
     server → Batch(author, records, done)        ... repeated until nothing is missing
     client → Bye
 
-Nodes apply an author's records in seq order, so a map of author → highest seq is a
-complete summary of what a node holds. That makes sync idempotent (records at or below the
-mark are never asked for) and resumable (after a dropped connection the next sync starts
-from the new marks; nothing else needs remembering). A batch may skip seqs: those are
-records their author deleted (the tombstone, later in the sequence, made the store drop
-them). Nothing in a tombstone names the seq it frees, so a client cannot tell such a gap
-from a record the server withholds; it trusts the server's order, and signatures keep the
-server from forging or altering anything.
+**Positions.** An author's sequence is a line of positions 1, 2, 3, ... Each is accounted
+for by a record the author signed: the record with that seq, or the (version 2) tombstone
+that *frees* it (see :mod:`protocols.records`: the seq of the record it deleted). A node's
+mark for an author is the end of the unbroken run of positions it accounts for, so a map of
+author → mark summarises what it holds. That makes sync idempotent (positions at or below
+the mark are never asked for) and resumable (the next sync starts from the new marks).
 
-Every frame is length-prefixed msgpack ``{"v": 1, "t": <type>, ...}``. Batches carry record
-wire dicts, not records: each is verified on its own so one bad record costs only itself and
-what follows it, never the whole batch.
+A Batch answers a Pull with one entry per position, in order: the record at that seq, or
+the tombstone freeing it (a tombstone may thus come twice: once for the seq it frees, once
+for its own). The client accepts an entry only if it accounts for the next position, so a
+server cannot skip a record it withholds: the batch stops at the gap, the mark stays before
+it, and the record is still wanted (from the next peer, or its author's announcement).
+Signatures keep the server from forging or altering anything; it can only stop early.
 
-The knowledge gossip announcement (one new record) shares the message format.
+After each batch the client waits for :meth:`SyncClient.applied`: it never asks for more of
+an author than its caller managed to keep (a store failing on one record, or an author over
+its budget, stops that author for this sync; the next sync asks again).
+
+The messages themselves, their limits and their encoding are :mod:`protocols.memsync_wire`
+(re-exported here, with the knowledge announcement that shares their format).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum, auto
 from itertools import islice
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from protocols.codec import MAX_FRAME, Fields, FrameDecoder, encode_frame, pack, unpack
+from protocols.codec import MAX_FRAME, FrameDecoder, pack
 from protocols.envelope import validate_network_id
-from protocols.errors import DecodeError, ProtocolError, Rejected
-from protocols.peerid import MAX_PEER_ID_LEN, validate_peer_id
-from protocols.records import MAX_SEQ, MemoryRecord, record_from_wire, record_to_wire
+from protocols.errors import DecodeError, ProtocolError
+from protocols.memsync_wire import (
+    ERR_BUSY,
+    ERR_INTERNAL,
+    ERR_PROTOCOL,
+    ERR_WRONG_TENANT,
+    MAX_ANNOUNCEMENT,
+    MAX_AUTHORS,
+    MAX_BATCH,
+    MAX_ERROR_LEN,
+    PROTOCOL_ID,
+    VERSION,
+    Batch,
+    Bye,
+    Error,
+    Message,
+    OverBudget,
+    Pull,
+    Summary,
+    UnexpectedMessage,
+    WrongTenant,
+    decode_announcement,
+    decode_message,
+    encode_announcement,
+    encode_message,
+    error_code,
+)
+from protocols.records import MemoryRecord, record_from_wire, record_to_wire
 
-PROTOCOL_ID = "/meshnode/memsync/1.0.0"
-VERSION = 1
-#: Authors in one summary; a node with more sends a sample (see memory.replication).
-MAX_AUTHORS = 8192
-#: Records in one batch; a batch is also cut short so its frame stays under the limit.
-MAX_BATCH = 256
-MAX_ERROR_LEN = 512
-#: One announced record: the largest valid one (32 KiB of text, 32 meta entries of up to
-#: 512 characters, all 4-byte UTF-8) is about 110 KB.
-MAX_ANNOUNCEMENT = 128 * 1024
+__all__ = [
+    "ERR_BUSY", "ERR_INTERNAL", "ERR_PROTOCOL", "ERR_WRONG_TENANT", "MAX_ANNOUNCEMENT",
+    "MAX_AUTHORS", "MAX_BATCH", "MAX_ERROR_LEN", "PROTOCOL_ID", "VERSION", "Batch", "Bye",
+    "ClientState", "Closed", "Error", "Message", "OverBudget", "Pull", "RecordsReceived",
+    "ServerState", "Summary", "SyncClient", "SyncServer", "SyncStateError",
+    "UnexpectedMessage", "WrongTenant", "decode_announcement", "decode_message",
+    "encode_announcement", "encode_message", "error_code",
+]
 # Bytes of a Batch frame besides its records (type, author, list and map headers).
 _BATCH_OVERHEAD = 256
-
-ERR_WRONG_TENANT = "wrong_tenant"
-ERR_PROTOCOL = "protocol"
-ERR_INTERNAL = "internal"
-
-
-class UnexpectedMessage(DecodeError):
-    """The peer sent a well-formed message that is not allowed at this point."""
-
-
-class WrongTenant(Rejected):
-    """The peer syncs another tenant; its memory must not mix with ours."""
 
 
 class SyncStateError(RuntimeError):
     """This side called a method its protocol state does not allow (a bug, not the peer)."""
 
 
-def error_code(exc: ProtocolError) -> str:
-    """The Error code that tells the peer why we are hanging up on it."""
-    return ERR_WRONG_TENANT if isinstance(exc, WrongTenant) else ERR_PROTOCOL
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    TYPE: ClassVar[str] = "summary"
-    tenant: str
-    high_water: dict[str, int]
-
-
-@dataclass(frozen=True, slots=True)
-class Pull:
-    TYPE: ClassVar[str] = "pull"
-    author: str
-    after_seq: int
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    TYPE: ClassVar[str] = "batch"
-    author: str
-    records: tuple[dict[str, Any], ...]
-    done: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Error:
-    TYPE: ClassVar[str] = "error"
-    code: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Bye:
-    TYPE: ClassVar[str] = "bye"
-
-
-Message = Summary | Pull | Batch | Error | Bye
-
-
-def _tenant(f: Fields) -> str:
-    return validate_network_id(f.str("tenant", min_len=1, max_len=64))
-
-
-def _author(value: str, what: str) -> str:
-    try:
-        return validate_peer_id(value)
-    except ValueError as exc:  # 32 bytes that are not a usable Ed25519 key
-        raise DecodeError(f"{what}: {exc}") from None
-
-
-def _decode_summary(f: Fields) -> Summary:
-    tenant = _tenant(f)
-    raw = f.map("high_water", max_items=MAX_AUTHORS)
-    marks = Fields(raw, f"{f.what}.high_water")
-    return Summary(tenant, {_author(a, marks.what): marks.int(a, lo=1, hi=MAX_SEQ) for a in raw})
-
-
-def _decode_pull(f: Fields) -> Pull:
-    author = _author(f.str("author", max_len=MAX_PEER_ID_LEN), f.what)
-    return Pull(author, f.int("after_seq", hi=MAX_SEQ), f.int("limit", lo=1, hi=MAX_BATCH))
-
-
-def _decode_batch(f: Fields) -> Batch:
-    author = _author(f.str("author", max_len=MAX_PEER_ID_LEN), f.what)
-    records = f.list("records", max_items=MAX_BATCH)
-    if not all(isinstance(r, dict) for r in records):
-        raise DecodeError(f"{f.what}.records: every record must be a map")
-    return Batch(author, tuple(records), f.bool("done"))
-
-
-def _decode_error(f: Fields) -> Error:
-    return Error(f.str("code", min_len=1, max_len=32), f.str("message", max_len=MAX_ERROR_LEN))
-
-
-_DECODERS: dict[str, Callable[[Fields], Message]] = {
-    Summary.TYPE: _decode_summary,
-    Pull.TYPE: _decode_pull,
-    Batch.TYPE: _decode_batch,
-    Error.TYPE: _decode_error,
-    Bye.TYPE: lambda f: Bye(),
-}
-
-
-def _open(data: bytes, *, max_size: int, what: str) -> tuple[str, Fields]:
-    """Unpack a message and check its version; return its type and its fields."""
-    obj = unpack(data, max_size=max_size)
-    f = Fields(obj, what)
-    version = f.int("v")
-    if version != VERSION:
-        raise DecodeError(f"{what}: unsupported version {version} (this node speaks {VERSION})")
-    kind = f.str("t", max_len=16)
-    return kind, Fields(obj, f"{what}.{kind}")
-
-
-def _payload(kind: str, body: dict[str, Any]) -> bytes:
-    return pack({"v": VERSION, "t": kind, **body})
-
-
-def encode_message(msg: Message, *, max_frame: int = MAX_FRAME) -> bytes:
-    """One length-prefixed frame holding ``msg``."""
-    body = {f.name: getattr(msg, f.name) for f in fields(msg)}
-    return encode_frame(_payload(msg.TYPE, body), max_frame=max_frame)
-
-
-def decode_message(payload: bytes, *, max_size: int = MAX_FRAME) -> Message:
-    """Decode the payload of one frame. Raises DecodeError."""
-    kind, f = _open(payload, max_size=max_size, what="memsync")
-    decoder = _DECODERS.get(kind)
-    if decoder is None:
-        raise DecodeError(f"memsync: unknown message type {kind!r}")
-    return decoder(f)
-
-
-_ANNOUNCE = "announce"
-
-
-def encode_announcement(record: MemoryRecord) -> bytes:
-    """The knowledge-gossip body announcing one new record."""
-    return _payload(_ANNOUNCE, {"record": record_to_wire(record)})
-
-
-def decode_announcement(data: bytes, *, max_size: int = MAX_ANNOUNCEMENT) -> MemoryRecord:
-    """Decode and verify an announced record. Raises DecodeError or BadSignature."""
-    kind, f = _open(data, max_size=max_size, what="announcement")
-    if kind != _ANNOUNCE:
-        raise DecodeError(f"announcement: unexpected message type {kind!r}")
-    return record_from_wire(f.map("record", max_items=32))
-
-
 @dataclass(frozen=True, slots=True)
 class RecordsReceived:
-    """A batch, checked: ``records`` continue the author's sequence, ready to store;
-    ``rejected`` explains the record that broke it (the rest of the batch is skipped)."""
+    """A batch, checked: ``records`` account for the author's next positions, in order,
+    ready to store; ``rejected`` explains the entry that broke the run (the rest of the
+    batch is skipped). Answer it with :meth:`SyncClient.applied`."""
 
     author: str
     records: tuple[MemoryRecord, ...]
@@ -293,6 +178,8 @@ class _Connection(ABC, Generic[_E]):
 class ClientState(Enum):
     AWAIT_SUMMARY = auto()
     PULLING = auto()
+    #: A batch was handed out; waiting for :meth:`SyncClient.applied`.
+    APPLYING = auto()
     DONE = auto()
 
 
@@ -300,7 +187,8 @@ class SyncClient(_Connection[Summary | RecordsReceived]):
     """The pulling side. Its Summary is queued at once; after the server's Summary it asks,
     one bounded Pull at a time, for every author where the server is ahead, then says Bye.
     Feed it with :meth:`receive_data`, store the records of each
-    :class:`RecordsReceived`, and send :meth:`data_to_send` after every feed.
+    :class:`RecordsReceived` and report with :meth:`applied`, and send
+    :meth:`data_to_send` after each of those calls.
     """
 
     def __init__(
@@ -320,6 +208,8 @@ class SyncClient(_Connection[Summary | RecordsReceived]):
         self._theirs: dict[str, int] = {}
         self._todo: list[str] = []
         self._pending: Pull | None = None
+        self._handed: RecordsReceived | None = None
+        self._handed_done = False
         # The server reads our marks only to see how far behind it is; a part is enough.
         self._send(self._summary(dict(islice(high_water.items(), MAX_AUTHORS))))
 
@@ -350,32 +240,50 @@ class SyncClient(_Connection[Summary | RecordsReceived]):
                 raise UnexpectedMessage("memsync: batch does not answer the pull")
             self._pending = None
             event = self._check_batch(msg)
-            if event.rejected or msg.done or not event.records:
-                self._todo.remove(msg.author)
-            self._request_next()
+            self._handed = event
+            self._handed_done = bool(event.rejected) or msg.done or not event.records
+            self.state = ClientState.APPLYING
             return event
         raise self._unexpected(msg, self.state)
 
+    def applied(self, kept: int | None = None) -> None:
+        """Report how many of the last batch's records (a prefix, in order) were stored:
+        all of them if ``kept`` is None. The mark moves past those only; with fewer, the
+        author is left for the next sync. Then the next Pull (or Bye) is queued."""
+        event = self._handed
+        if self.state is not ClientState.APPLYING or event is None:
+            raise SyncStateError(f"no batch to acknowledge in state {self.state.name}")
+        count = len(event.records) if kept is None else kept
+        if not 0 <= count <= len(event.records):
+            raise SyncStateError(f"kept {count} of {len(event.records)} records")
+        self._have[event.author] = self._have.get(event.author, 0) + count
+        if self._handed_done or count < len(event.records):
+            self._todo.remove(event.author)
+        self._handed = None
+        self.state = ClientState.PULLING
+        self._request_next()
+
     def _check_batch(self, batch: Batch) -> RecordsReceived:
         accepted: list[MemoryRecord] = []
+        position = self._have.get(batch.author, 0) + 1
         for wire in batch.records:
-            after = self._have.get(batch.author, 0)
             try:
                 record = record_from_wire(wire)
-                if (
-                    record.author != batch.author
-                    or record.tenant != self.tenant
-                    or (record.seq <= after)
-                ):
+                if record.author != batch.author or record.tenant != self.tenant:
                     raise DecodeError(
                         f"record {record.id} is {record.author}#{record.seq} of "
-                        f"{record.tenant!r}; expected {batch.author} after #{after}"
+                        f"{record.tenant!r}; expected {batch.author} of {self.tenant!r}"
+                    )
+                if position not in (record.seq, record.frees):
+                    raise DecodeError(
+                        f"{batch.author}#{record.seq} does not account for #{position}: a "
+                        "record the peer did not send and no tombstone explains"
                     )
             except ProtocolError as exc:
-                # Taking later records would skip this one for good: our mark would pass it.
+                # Taking later records would skip this position for good.
                 return RecordsReceived(batch.author, tuple(accepted), (str(exc),))
             accepted.append(record)
-            self._have[batch.author] = record.seq
+            position += 1
         return RecordsReceived(batch.author, tuple(accepted))
 
     def _request_next(self) -> None:
@@ -430,9 +338,11 @@ class SyncServer(_Connection[Summary | Pull]):
         self.state = ServerState.IDLE
 
     def send_batch(self, records: Sequence[MemoryRecord], *, more: bool) -> None:
-        """Answer the pending pull with ``records`` (the author's next ones, in seq order).
+        """Answer the pending pull with ``records``: one entry per position after the
+        pull's ``after_seq``, in order (the record with that seq, or the tombstone freeing
+        it); stop before a position the store cannot account for.
 
-        ``more`` says whether the store holds records past these. The batch is cut short,
+        ``more`` says whether the store holds positions past these. The batch is cut short,
         and marked not done, where the frame would outgrow the limit.
         """
         pull = self._pull

@@ -8,9 +8,25 @@ it received from a third party because the author's key is inside the author's p
 Replicas carry text and metadata, never vectors: each node embeds with its own embedder.
 
 A tombstone is a record of kind :data:`TOMBSTONE` whose ``meta["deletes"]`` names the id it
-deletes. It is itself a record (signed, sequenced) so deletions replicate like anything else.
-Whether the tombstone's author may delete the target is decided by whoever holds the
-target (the store), since the target is not part of the tombstone.
+deletes and whose ``meta["frees"]`` names the seq that record had. It is itself a record
+(signed, sequenced) so deletions replicate like anything else. Whether the tombstone's author
+may delete the target is decided by whoever holds the target (the store), since the target is
+not part of the tombstone.
+
+**Versions.** A record's version is part of its canonical encoding (so of its id and
+signature) and is implied by its content; nothing else stores it:
+
+- version 1: every ordinary record (its format is unchanged, so nodes of any version read
+  it), and the tombstones of earlier meshnode versions, whose meta is ``{"deletes": id}``.
+- version 2: a tombstone whose meta is ``{"deletes": id, "frees": seq}``, with
+  ``1 <= frees < seq``. ``frees`` is signed with the rest, so a tombstone is the author's
+  own statement that its sequence has no record at ``frees`` any more: the one thing a
+  replica needs to tell a deleted record from one a peer withholds (see
+  :mod:`protocols.memsync`). :func:`new_tombstone` always makes version 2.
+
+Old records still verify: their id is re-derived with version 1, exactly as before. A node
+of an earlier version refuses version-2 tombstones ("unsupported version"), so a mesh
+should upgrade every node together; until then old nodes do not apply new deletions.
 
 All validation failures raise :class:`DecodeError`; a signature that does not verify raises
 :class:`BadSignature`.
@@ -31,7 +47,9 @@ from protocols.peerid import MAX_PEER_ID_LEN, Signer, validate_peer_id, verify
 COLLECTIONS = ("expert_knowledge", "collaboration_history", "problem_solutions")
 TOMBSTONE = "tombstone"
 
-VERSION = 1
+#: The newest record format (see the module docstring); version 1 is still read and written.
+VERSION = 2
+VERSIONS = (1, 2)
 _DOMAIN = b"meshnode/record/v1\0"
 MAX_TEXT_BYTES = 32 * 1024
 MAX_KIND_LEN = 32
@@ -72,6 +90,28 @@ class MemoryRecord:
         """The id a tombstone deletes; None for an ordinary record."""
         target = self.meta.get("deletes") if self.is_tombstone else None
         return target if isinstance(target, str) else None
+
+    @property
+    def frees(self) -> int | None:
+        """The seq a (version 2) tombstone frees: its target's; None otherwise."""
+        freed = self.meta.get("frees") if self.is_tombstone else None
+        return freed if isinstance(freed, int) and not isinstance(freed, bool) else None
+
+    @property
+    def version(self) -> int:
+        return version_of(self.kind, self.meta)
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """The places of its author's sequence this record accounts for: its own seq and,
+        for a version-2 tombstone, the seq it frees."""
+        freed = self.frees
+        return (self.seq,) if freed is None else (freed, self.seq)
+
+
+def version_of(kind: str, meta: dict[str, MetaValue]) -> int:
+    """The record version that content is written in (see the module docstring)."""
+    return 2 if kind == TOMBSTONE and "frees" in meta else 1
 
 
 def _utf8_len(value: str, what: str) -> int:
@@ -131,14 +171,24 @@ def is_kind(value: Any) -> bool:
     )
 
 
-def _check_kind(value: Any, text: str, meta: dict[str, MetaValue]) -> str:
+def _check_kind(value: Any, text: str, meta: dict[str, MetaValue], seq: int) -> str:
     kind = _check_str(value, "record.kind", min_len=1, max_len=MAX_KIND_LEN)
     if not is_kind(kind):
         raise DecodeError(f"record.kind: {kind!r} must be ASCII letters, digits, '-', '_', '.'")
-    if kind == TOMBSTONE and (text != "" or set(meta) != {"deletes"}):
-        raise DecodeError("record: a tombstone has empty text and meta {'deletes': <id>} only")
-    if kind == TOMBSTONE and not is_record_id(meta["deletes"]):
+    if kind != TOMBSTONE:
+        return kind
+    if text != "" or set(meta) - {"frees"} != {"deletes"}:
+        raise DecodeError(
+            "record: a tombstone has empty text and meta {'deletes': <id>, 'frees': <seq>} only"
+        )
+    if not is_record_id(meta["deletes"]):
         raise DecodeError("record: a tombstone's meta['deletes'] must be a record id")
+    if "frees" in meta:
+        freed = meta["frees"]
+        if isinstance(freed, bool) or not isinstance(freed, int) or not 1 <= freed < seq:
+            raise DecodeError(
+                f"record: a tombstone's meta['frees'] must be a seq before its own (#{seq})"
+            )
     return kind
 
 
@@ -173,7 +223,7 @@ def _checked_fields(
     if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ:
         raise DecodeError(f"record.seq: expected an integer in 1..{MAX_SEQ}")
     checked_meta = _check_meta(meta)
-    _check_kind(kind, text, checked_meta)
+    _check_kind(kind, text, checked_meta, seq)
     return collection, tenant, text, kind, author, agent, created, seq, checked_meta
 
 
@@ -190,7 +240,7 @@ def _record_id(
 ) -> str:
     # Sorted meta keys make the encoding independent of dict insertion order.
     canonical = pack(
-        [VERSION, collection, tenant, text, kind, author, agent, created, seq,
+        [version_of(kind, meta), collection, tenant, text, kind, author, agent, created, seq,
          [[k, meta[k]] for k in sorted(meta)]]
     )
     return hashlib.sha256(canonical).hexdigest()
@@ -238,18 +288,19 @@ def new_record(
 def new_tombstone(
     signer: Signer, target: MemoryRecord, *, created: float, seq: int
 ) -> MemoryRecord:
-    """A signed deletion of ``target``; only ``target``'s author may make one."""
+    """A signed deletion of ``target`` (version 2: it names the seq it frees); only
+    ``target``'s author may make one, later in its sequence than ``target``."""
     if signer.peer_id != target.author:
         raise BadSignature(f"only the author {target.author} may delete record {target.id}")
     if target.is_tombstone:
         raise DecodeError("a tombstone cannot be deleted")
     return _build(signer, target.collection, target.tenant, "", TOMBSTONE, target.agent,
-                  created, seq, {"deletes": target.id})
+                  created, seq, {"deletes": target.id, "frees": target.seq})
 
 
 def record_to_wire(r: MemoryRecord) -> dict[str, Any]:
     return {
-        "v": VERSION,
+        "v": r.version,
         "id": r.id,
         "collection": r.collection,
         "tenant": r.tenant,
@@ -288,8 +339,8 @@ def record_from_wire(obj: Any) -> MemoryRecord:
     """Decode, bound-check, re-derive the id of, and verify a record from a peer."""
     f = Fields(obj, "record")
     version = f.int("v")
-    if version != VERSION:
-        raise DecodeError(f"record: unsupported version {version} (this node speaks {VERSION})")
+    if version not in VERSIONS:
+        raise DecodeError(f"record: unsupported version {version} (this node speaks {VERSIONS})")
     record_id = f.str("id", min_len=ID_LEN, max_len=ID_LEN)
     fields = (
         f.str("collection", max_len=64),
@@ -302,7 +353,10 @@ def record_from_wire(obj: Any) -> MemoryRecord:
         f.int("seq", lo=1, hi=MAX_SEQ),
         f.map("meta", max_items=MAX_META_ENTRIES),
     )
-    return _checked_record(record_id, fields, f.bytes("sig", exact=SIGNATURE_LEN))
+    record = _checked_record(record_id, fields, f.bytes("sig", exact=SIGNATURE_LEN))
+    if record.version != version:
+        raise DecodeError(f"record: its content is version {record.version}, not {version}")
+    return record
 
 
 def verify_record(r: MemoryRecord) -> None:

@@ -254,6 +254,10 @@ class TaskRun:
         return self._entry.task
 
     @property
+    def owner(self) -> Owner:
+        return self._entry.owner
+
+    @property
     def done(self) -> bool:
         return self._entry.task.status.state in TERMINAL_STATES
 

@@ -305,7 +305,7 @@ class TaskService:
             artifact_id=str(uuid.uuid4()), name="answer",
             parts=(TextPart(answer.text), DataPart(data)),
         ))
-        await self._record(spec, message, answer, run.task.id)  # after the asker has it
+        await self._record(spec, message, answer, run)  # after the asker has it
 
     async def _forwarded(
         self, run: TaskRun, message: Message, forward: tuple[int, frozenset[str]], owner: Owner
@@ -325,18 +325,22 @@ class TaskService:
         await run.complete(Artifact(artifact_id=str(uuid.uuid4()), name="answer",
                                     parts=(TextPart(str(data.get("text", ""))), DataPart(data))))
 
-    async def _record(
-        self, spec: AgentSpec, message: Message, answer: Answer, task_id: str
-    ) -> None:
-        asker = message.metadata.get(ASKER_KEY)
+    async def _record(self, spec: AgentSpec, message: Message, answer: Answer,
+                      run: TaskRun) -> None:
+        owner = run.owner
+        # Who asked is who the task belongs to, never what the message says. The question is
+        # the asker's text under this node's signature, so it becomes a solution for the
+        # whole mesh only when it comes from this node's user or a peer with a good record
+        # here: a stranger cannot launder its text through this node's name.
+        asker = self.peer_id if owner.operator else owner.peer or str(owner)
+        vouched = self.store.quota.standing(owner) > 1.0
         try:
             await self.answerer.record_exchange(
                 self.knowledge.add, spec=spec, question=message.text, answer=answer,
-                asker=asker if isinstance(asker, str) else "unknown", task_id=task_id,
-                accepted=answer.grounded,
+                asker=asker, task_id=run.task.id, accepted=answer.grounded and vouched,
             )
         except Exception as exc:  # the answer stands even if history cannot be written
-            log.warning("could not record the exchange", extra={"task": task_id,
+            log.warning("could not record the exchange", extra={"task": run.task.id,
                                                                "error": str(exc)})
 
     # ---- the stream protocol --------------------------------------------------------

@@ -39,7 +39,8 @@ def init_home(home: Path, *, network_id: str, force: bool = False) -> tuple[str,
     """Create the home. Returns (peer ID, whether a new identity was made).
 
     An existing identity is kept unless ``force``; an existing config is kept as well (only
-    its network ID is not rewritten), so re-running init is safe.
+    its network ID is not rewritten), so re-running init is safe. The config can hold the
+    network secret: it is created 0600, and an existing one is made so.
     """
     try:
         validate_network_id(network_id)
@@ -58,7 +59,9 @@ def init_home(home: Path, *, network_id: str, force: bool = False) -> tuple[str,
         created = True
     config_path = home / CONFIG_FILE
     if not config_path.exists() or force:
-        write_atomic(config_path, TEMPLATE.format(network_id=network_id))
+        write_atomic(config_path, TEMPLATE.format(network_id=network_id), private=True)
+    elif config_path.stat().st_mode & 0o077:
+        config_path.chmod(0o600)
     if not (home / TOKEN_FILE).exists() or force:
         write_atomic(home / TOKEN_FILE, secrets.token_urlsafe(32), private=True)
     return signer.peer_id, created

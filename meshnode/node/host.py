@@ -173,6 +173,10 @@ class MeshHost:
             do_px=True,
         )
         self._pubsub = Pubsub(self._host, self._router, strict_signing=True)
+        # py-libp2p's gossip stream handler lets the protobuf DecodeError of a peer's
+        # malformed RPC escape, and that stops the whole host (found by bench/fuzz_live.py).
+        for protocol in GOSSIPSUB_PROTOCOLS:
+            self._host.set_stream_handler(protocol, self._gossip_stream)
         apply_patches(self._pubsub)
         self._ping = PingService(self._host)
         self._host.set_stream_handler(PING_PROTOCOL, self._ping.handle_ping)
@@ -191,6 +195,19 @@ class MeshHost:
     @property
     def peer_id(self) -> str:
         return str(self._host.get_id())
+
+    async def _gossip_stream(self, stream: Any) -> None:
+        """py-libp2p's gossip handler, with what it lets escape failing that stream only:
+        reset, and the peer dropped from gossip as py-libp2p does for errors it expects."""
+        try:
+            await self._pubsub.stream_handler(stream)
+        except Exception as exc:
+            peer = stream.muxed_conn.peer_id
+            self.faults.record("gossip stream", exc, expected=True, peer=str(peer))
+            with suppress(Exception):  # the stream may already be gone
+                await stream.reset()
+            with suppress(Exception):
+                self._pubsub._handle_dead_peer(peer)
 
     @property
     def libp2p(self) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from meshnode.node.topics import SignedTopic
 from meshnode.node.transport import DialError, GossipMessage, Host, Stream
 from protocols.errors import Rejected
 from protocols.memsync import PROTOCOL_ID as MEMSYNC_PROTOCOL
-from protocols.memsync import WrongTenant, decode_announcement, encode_announcement
+from protocols.memsync import OverBudget, WrongTenant, decode_announcement, encode_announcement
 from protocols.peerid import Signer
 from protocols.presence import topic
 from protocols.records import TOMBSTONE, MemoryRecord, new_record, new_tombstone
@@ -57,15 +57,19 @@ class NotAuthor(KnowledgeError):
 
 
 class AnnouncementCodec:
-    """Knowledge announcements: a record signed by its author, of this node's tenant."""
+    """Knowledge announcements: a record signed by its author, of this node's tenant, whose
+    author is not over its budget (then the record goes no further: not forwarded either)."""
 
-    def __init__(self, tenant: str) -> None:
+    def __init__(self, tenant: str, throttled: Callable[[str], bool] = lambda _: False) -> None:
         self.tenant = tenant
+        self._throttled = throttled
 
     def decode(self, data: bytes) -> tuple[str, MemoryRecord]:
         record = decode_announcement(data)
         if record.tenant != self.tenant:
             raise WrongTenant(f"record of tenant {record.tenant!r}, not {self.tenant!r}")
+        if self._throttled(record.author):
+            raise OverBudget(f"{record.author} is over its records-per-hour budget")
         return record.author, record
 
     def admit(self, record: MemoryRecord) -> None:
@@ -89,11 +93,15 @@ class KnowledgeService:
         self.signer = signer
         self.store = store
         self.replicating = not config.memory.is_server
-        self.replicator = Replicator(store, tenant=config.tenant)
+        self.replicator = Replicator(store, tenant=config.tenant, limits=config.limits.memory(),
+                                     self_id=signer.peer_id)
+        budget = self.replicator.budget
         # A forged or altered record is stopped by the validator, before it is forwarded.
-        self.topic = SignedTopic(host, topic(config.network_id, "knowledge"),
-                                 AnnouncementCodec(config.tenant), self_id=signer.peer_id,
-                                 on_bad=membership.report_bad_message)
+        self.topic = SignedTopic(
+            host, topic(config.network_id, "knowledge"),
+            AnnouncementCodec(config.tenant,
+                              lambda author: budget.throttled(author, self.replicator.clock())),
+            self_id=signer.peer_id, on_bad=membership.report_bad_message)
         self._write_lock = trio.Lock()
         self._wanted: set[str] = set()
         self._sync_send, self._sync_receive = trio.open_memory_channel[str](1024)
@@ -185,6 +193,8 @@ class KnowledgeService:
                 self.request_sync(source)
         elif outcome.status is AnnouncementStatus.REJECTED:
             raise Rejected(outcome.reason)
+        elif outcome.status is AnnouncementStatus.REFUSED:
+            raise OverBudget(outcome.reason)
 
     async def _announce(self, records: Sequence[MemoryRecord]) -> None:
         if not self.replicating:
@@ -253,11 +263,19 @@ class KnowledgeService:
 
     async def stats(self) -> dict[str, Any]:
         stats = await self.store.stats()
+        replicator = self.replicator
         stats["replication"] = {
             "mode": "replicated (Milvus Lite per node)" if self.replicating
             else "shared server (no replication)",
             "announcements_rejected": self.announcements_rejected,
             "announcements": self.topic.stats(),
-            "peers": self.replicator.lag() if self.replicating else {},
+            "peers": replicator.lag() if self.replicating else {},
+            # Records refused by reason (rate, bytes: the author budgets; store: the store
+            # could not take it) and the authors most refused; sync requests refused.
+            "refused": dict(replicator.budget.refused + replicator.refused),
+            "refused_authors": dict(replicator.budget.refused_authors.most_common(20)),
+            "sync_refused": dict(replicator.serve_budget.refused),
+            # Authors with records held beyond a missing one (wanted from the next sync).
+            "waiting": self.store.waiting(),
         }
         return stats

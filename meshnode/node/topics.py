@@ -5,7 +5,9 @@ Presence, trust attestations and knowledge announcements share one shape, writte
 - **validate** (runs on every received message, before delivery and forwarding): decode and
   check the message (signature, network, freshness, type); a message that fails goes no
   further, and the neighbour that relayed it is reported (``on_bad``).
-- **listen**: for each delivered message that is not this node's own, decode it again,
+- **listen**: for each delivered message that is not this node's own, take what validation
+  decoded (kept briefly by the hash of the bytes, so an expensive check such as a trust
+  attestation of 1024 peers runs once, not twice; decoded again only if it was not kept),
   *admit* it (replay check), and hand it to the service. A message whose handling raises is
   logged and counted; it never stops the listener. Cancellation always passes through.
 - **publish**: failures are logged, not raised: a periodic message is sent again anyway.
@@ -17,8 +19,9 @@ carrying :mod:`protocols.envelope` envelopes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -35,6 +38,10 @@ T = TypeVar("T")
 V = TypeVar("V")
 #: The reason counted when a validator or handler fails in a way no check foresaw.
 ERROR = "error"
+#: Validated messages kept for the listener, by count and by size: a subscription holds
+#: 32 to 256 messages, and one that is dropped before delivery must not pin memory.
+DECODED_KEPT = 256
+DECODED_KEPT_BYTES = 4 << 20
 
 
 class TopicCodec(Protocol[T]):
@@ -112,6 +119,9 @@ class SignedTopic(Generic[T]):
         self.accepted = 0
         self.failed = 0
         self.rejected: Counter[str] = Counter()
+        # What validation decoded, by the hash of the bytes, until the listener takes it.
+        self._decoded: OrderedDict[bytes, tuple[int, tuple[str, T]]] = OrderedDict()
+        self._decoded_bytes = 0
 
     @property
     def rejected_total(self) -> int:
@@ -123,7 +133,7 @@ class SignedTopic(Generic[T]):
 
     def validate(self, message: GossipMessage) -> bool:
         try:
-            self.codec.decode(message.data)
+            decoded = self.codec.decode(message.data)
         except ProtocolError as exc:
             self.rejected[type(exc).__name__] += 1
             log.debug("gossip rejected", extra={"topic": self.topic, "peer": message.forwarder,
@@ -134,7 +144,21 @@ class SignedTopic(Generic[T]):
             self.rejected[ERROR] += 1
             log.exception("gossip validation failed", extra={"topic": self.topic})
             return False
+        key = hashlib.sha256(message.data).digest()
+        if key not in self._decoded:
+            self._decoded[key] = (len(message.data), decoded)
+            self._decoded_bytes += len(message.data)
+        while len(self._decoded) > DECODED_KEPT or self._decoded_bytes > DECODED_KEPT_BYTES:
+            self._decoded_bytes -= self._decoded.popitem(last=False)[1][0]
         return True
+
+    def _decode(self, data: bytes) -> tuple[str, T]:
+        """What validation decoded of ``data``, else decode it now."""
+        kept = self._decoded.pop(hashlib.sha256(data).digest(), None)
+        if kept is None:
+            return self.codec.decode(data)
+        self._decoded_bytes -= kept[0]
+        return kept[1]
 
     async def run(
         self,
@@ -158,7 +182,7 @@ class SignedTopic(Generic[T]):
             if message.origin == self.self_id:
                 continue
             try:
-                author, item = self.codec.decode(message.data)
+                author, item = self._decode(message.data)
                 if author == self.self_id:
                     continue  # our own message, republished by someone else
                 self.codec.admit(item)

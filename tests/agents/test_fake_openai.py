@@ -62,3 +62,14 @@ def test_an_embeddings_outage_leaves_chat_working(fake_openai: FakeOpenAI) -> No
     assert reply.choices[0].message.content
     fake_openai.embeddings_mode = None  # recovered
     assert len(embedder.embed(["x"])[0]) == 16
+
+
+def test_an_input_over_the_context_length_is_refused(fake_openai: FakeOpenAI) -> None:
+    embedder = OpenAIEmbedder("fake-embed", dim=16, base_url=fake_openai.base_url, api_key="k",
+                              max_retries=0)
+    fake_openai.max_input_chars = 100
+    assert len(embedder.embed(["short"])[0]) == 16
+    with pytest.raises(EmbedderError, match="maximum context length"):
+        embedder.embed(["short", "x" * 101])
+    fake_openai.max_input_chars = None
+    assert len(embedder.embed(["x" * 101])[0]) == 16

@@ -19,7 +19,9 @@ citation handling can be tested end to end. ``server.mode`` switches failures:
 
 ``server.fail_times = n`` makes only the next ``n`` requests fail, then mode ``ok`` resumes.
 ``server.embeddings_mode``, when set, is the mode of ``/v1/embeddings`` requests instead
-(an embeddings outage while chat still works, say).
+(an embeddings outage while chat still works, say). ``server.max_input_chars``, when set,
+makes ``/v1/embeddings`` refuse (HTTP 400, ``context_length_exceeded``, as OpenAI does) any
+request with a longer input.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class FakeOpenAI:
         self.retry_after = "0"
         self.fail_times: int | None = None
         self.embeddings_mode: str | None = None
+        self.max_input_chars: int | None = None
         self.model = "fake-model"
         self.embedding_dim = embedding_dim
         self.requests: list[RecordedRequest] = []
@@ -254,6 +257,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _embeddings(self, body: dict[str, Any]) -> None:
         inputs = body.get("input", [])
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        limit = self.fake.max_input_chars
+        if limit is not None and any(len(str(t)) > limit for t in texts):
+            self._error(400, f"This model's maximum context length is {limit} characters, "
+                        "however you requested more.", "context_length_exceeded")
+            return
         data = [
             {"object": "embedding", "index": i, "embedding": self._vector(str(t))}
             for i, t in enumerate(texts)

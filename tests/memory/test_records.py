@@ -75,10 +75,12 @@ def test_tombstones() -> None:
     target = record()
     tomb = new_tombstone(ALICE, target, created=1_800_000_000.0, seq=2)
     assert (tomb.kind, tomb.text, tomb.deletes) == (TOMBSTONE, "", target.id)
-    assert tomb.meta == {"deletes": target.id}
+    assert tomb.meta == {"deletes": target.id, "frees": target.seq}
+    assert (tomb.frees, tomb.version, tomb.positions) == (1, 2, (1, 2))
     assert (tomb.collection, tomb.tenant) == (target.collection, target.tenant)
     assert record_from_wire(record_to_wire(tomb)) == tomb
-    assert target.deletes is None
+    assert record_to_wire(tomb)["v"] == 2 and record_to_wire(target)["v"] == 1
+    assert target.deletes is None and target.frees is None and target.positions == (1,)
     with pytest.raises(BadSignature, match="only the author"):
         new_tombstone(BOB, target, created=1_800_000_000.0, seq=1)
     with pytest.raises(DecodeError, match="new_tombstone"):
@@ -124,6 +126,62 @@ def test_forgeries_are_caught() -> None:
         record_from_wire(wire)
     with pytest.raises(DecodeError, match="version"):
         record_from_wire(record_to_wire(r) | {"v": 2})
+    with pytest.raises(DecodeError, match="unsupported version"):
+        record_from_wire(record_to_wire(r) | {"v": 3})
+
+
+# Made by meshnode before tombstones named the seq they free (commit dee8d98), frozen here:
+# records of the old format must keep verifying, byte for byte.
+OLD_RECORD = {
+    "v": 1, "id": "20983ee08f04e28181364b3daf813fea28a5a4a875ae8c5a3d0bca9240ac6a72",
+    "collection": "expert_knowledge", "tenant": "dev-support", "text": "pip install -e .",
+    "kind": "note", "author": "12D3KooWA4Xop1JaT3MHxwYMkCepYsv4iPVopMXwCz5iHYdBfeSB",
+    "agent": "python-expert", "created": 1700000000.5, "seq": 1,
+    "meta": {"source": "README.md"},
+    "sig": bytes.fromhex("93f022e8c210151b7d091174fcf3a1f326129f4fbd7f0942398f42d8baca5318"
+                         "0277eb5a45e3c4f778afc3771094d1bccf6faea0a7cddcea7d63aa7c6a1ee501"),
+}
+OLD_TOMBSTONE = {
+    "v": 1, "id": "c159e5574a1e0958cca9067aaddb3108847fee37405c1e564e578aa83e52509a",
+    "collection": "expert_knowledge", "tenant": "dev-support", "text": "",
+    "kind": "tombstone", "author": "12D3KooWA4Xop1JaT3MHxwYMkCepYsv4iPVopMXwCz5iHYdBfeSB",
+    "agent": "python-expert", "created": 1700000001.0, "seq": 2,
+    "meta": {"deletes": "20983ee08f04e28181364b3daf813fea28a5a4a875ae8c5a3d0bca9240ac6a72"},
+    "sig": bytes.fromhex("2182993c2cfcf476b33b61f1fd7e4f9ae00659d45ff5d8545b6bed78cde32bfc"
+                         "0c69855375608927a56b61a0fe7003d23b0a8e5119b035b73cc71a79023b6907"),
+}
+
+
+def test_records_of_the_old_format_still_verify() -> None:
+    old = record_from_wire(OLD_RECORD)
+    tomb = record_from_wire(OLD_TOMBSTONE)
+    verify_record(old)
+    verify_record(tomb)
+    assert (old.version, tomb.version, tomb.deletes, tomb.frees) == (1, 1, old.id, None)
+    assert tomb.positions == (2,)  # a version-1 tombstone does not say what it freed
+    assert record_to_wire(old) == OLD_RECORD and record_to_wire(tomb) == OLD_TOMBSTONE
+    # New ordinary records are written exactly as before: nodes of any version read them.
+    again = new_record(ALICE, collection=old.collection, tenant=old.tenant, text=old.text,
+                       kind=old.kind, agent=old.agent, created=old.created, seq=old.seq,
+                       meta=dict(old.meta))
+    assert again == old
+
+
+def test_frees_is_signed_and_bounded() -> None:
+    target = record(seq=5)
+    tomb = new_tombstone(ALICE, target, created=1_800_000_000.0, seq=9)
+    # Claiming another freed seq changes the content: id and signature no longer match.
+    with pytest.raises(DecodeError, match="does not match"):
+        record_from_wire(record_to_wire(tomb) | {"meta": {"deletes": target.id, "frees": 4}})
+    # Dropping "frees" makes it a version-1 tombstone, which the "v" it carries refutes.
+    with pytest.raises(DecodeError):
+        record_from_wire(record_to_wire(tomb) | {"meta": {"deletes": target.id}})
+    for freed in (0, 9, 10, True, "5"):
+        with pytest.raises(DecodeError, match="frees"):
+            record_from_wire(record_to_wire(tomb) | {"meta": {"deletes": target.id,
+                                                              "frees": freed}})
+    with pytest.raises(DecodeError, match="frees"):
+        new_tombstone(ALICE, target, created=1_800_000_000.0, seq=5)  # not after its target
 
 
 @settings(max_examples=150, deadline=None)

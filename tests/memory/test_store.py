@@ -118,7 +118,7 @@ async def test_only_the_author_deletes(
     await store.put([target])
     # A tombstone signed by someone else, naming the target's id.
     posing = dataclasses.replace(target, author=other_signer.peer_id)
-    forged = new_tombstone(other_signer, posing, created=1_800_000_000.0, seq=1)
+    forged = new_tombstone(other_signer, posing, created=1_800_000_000.0, seq=2)
     assert forged.deletes == target.id
     assert await store.put([forged]) == 1
     assert await store.get([target.id]) == [target]
@@ -157,8 +157,13 @@ async def test_high_water_and_records_since(
     shuffled = mine + theirs
     random.Random(7).shuffle(shuffled)
     await store.put(shuffled)
-    assert await store.high_water() == {signer.peer_id: 30, other_signer.peer_id: 5}
+    # Their seqs 3 and 4 never arrived: the mark stops before the gap, #5 waits beyond it,
+    # and their next own seq still comes after everything held.
+    assert await store.high_water() == {signer.peer_id: 30, other_signer.peer_id: 2}
+    assert await store.expected(other_signer.peer_id) == 3
+    assert store.waiting() == {other_signer.peer_id: 1}
     assert await store.next_seq(signer.peer_id) == 31
+    assert await store.next_seq(other_signer.peer_id) == 6
     assert await store.next_seq("12D3KooWnobodyhere") == 1
 
     assert ids(await store.records_since(signer.peer_id, 3, 4)) == ids(mine[3:7])
@@ -350,3 +355,50 @@ async def test_lite_file_held_by_another_process(tmp_path: Path) -> None:
         holder.kill()
         with trio.CancelScope(shield=True):
             await holder.wait()
+
+
+async def test_a_planted_row_cannot_block_an_author(store_uri: str, signer: Signer) -> None:
+    """On a shared server anyone with write access can add rows: one claiming the author's
+    seq 2^63-1 must not become its mark (its next write would need seq 2^63)."""
+    async with MemoryStore(store_uri, tenant=TENANT, embedder=HashingEmbedder()) as store:
+        await store.put([rec(signer, seq) for seq in (1, 2, 3)])
+        planted = [dataclasses.replace(rec(signer, 4, "planted"), seq=2**63 - 1),
+                   dataclasses.replace(rec(signer, 4, "planted next"), signature=bytes(64))]
+        unit = [1.0] + [0.0] * (store.embedder.dim - 1)
+        rows = [store._backend.to_row(r, unit) for r in planted]
+        await trio.to_thread.run_sync(store._backend.insert, EK, rows)
+    async with MemoryStore(store_uri, tenant=TENANT, embedder=HashingEmbedder()) as store:
+        assert await store.next_seq(signer.peer_id) == 4
+        assert await store.high_water() == {signer.peer_id: 3}
+        mine = rec(signer, 4)
+        await store.put([mine])
+        assert await store.high_water() == {signer.peer_id: 4}
+        assert ids(await store.entries_since(signer.peer_id, 3, 10)) == [mine.id]
+
+
+async def test_entries_account_for_every_position(store: MemoryStore, signer: Signer) -> None:
+    records = [rec(signer, seq) for seq in range(1, 6)]
+    await store.put(records)
+    gone = [new_tombstone(signer, records[i], created=1_800_000_000.0, seq=6 + n)
+            for n, i in enumerate((1, 2))]
+    await store.put(gone)
+    assert await store.high_water() == {signer.peer_id: 7}
+    entries = await store.entries_since(signer.peer_id, 0, 10)
+    # #2 and #3 are answered by the tombstones that free them; the tombstones come again
+    # at their own seqs.
+    assert ids(entries) == ids([records[0], gone[0], gone[1], *records[3:], *gone])
+    assert ids(await store.entries_since(signer.peer_id, 2, 2)) == ids([gone[1], records[3]])
+    assert await store.entries_since(signer.peer_id, 7, 10) == []
+
+
+async def test_a_partial_backup_does_not_raise_the_mark(
+    store: MemoryStore, signer: Signer
+) -> None:
+    records = [rec(signer, seq) for seq in range(1, 11)]
+    assert await store.put(records[4:]) == 6  # #1-#4 missing: held, searchable, not counted
+    assert await store.high_water() == {}
+    assert store.waiting() == {signer.peer_id: 6}
+    assert await store.entries_since(signer.peer_id, 0, 10) == []
+    assert await store.next_seq(signer.peer_id) == 11  # but never reused
+    await store.put(records[:4])
+    assert await store.high_water() == {signer.peer_id: 10} and store.waiting() == {}

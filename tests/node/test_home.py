@@ -66,6 +66,7 @@ def test_init_creates_private_files_and_returns_the_keys_peer_id(tmp_path: Path)
     assert mode(home) == 0o700
     assert mode(home / IDENTITY_FILE) == 0o600
     assert mode(home / TOKEN_FILE) == 0o600
+    assert mode(home / CONFIG_FILE) == 0o600  # it can hold the network secret
     assert peer_id == peer_id_of_key_file(home / IDENTITY_FILE)
     assert validate_peer_id(peer_id) == peer_id and peer_id.startswith("12D3KooW")
     assert load_signer(home).peer_id == peer_id
@@ -80,7 +81,18 @@ def test_secret_files_are_0600_even_with_a_permissive_umask(tmp_path: Path) -> N
         init_home(tmp_path / "h", network_id="n")
     assert mode(tmp_path / "h" / IDENTITY_FILE) == 0o600
     assert mode(tmp_path / "h" / TOKEN_FILE) == 0o600
+    assert mode(tmp_path / "h" / CONFIG_FILE) == 0o600
     assert mode(tmp_path / "h") == 0o700
+
+
+def test_rerun_makes_an_existing_config_private(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    init_home(home, network_id="n")
+    (home / CONFIG_FILE).chmod(0o644)  # written by an earlier version, with the umask
+    edited = (home / CONFIG_FILE).read_text() + "# kept\n"
+    (home / CONFIG_FILE).write_text(edited)
+    init_home(home, network_id="n")
+    assert mode(home / CONFIG_FILE) == 0o600 and (home / CONFIG_FILE).read_text() == edited
 
 
 def test_token_is_long_random_and_per_home(tmp_path: Path) -> None:

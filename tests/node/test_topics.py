@@ -203,3 +203,28 @@ async def test_cancelling_the_listener_is_not_a_failure(nursery: trio.Nursery) -
         await started.wait()
         inner.cancel_scope.cancel()
     assert topic.stats() == {"accepted": 0, "rejected": {}, "failed": 0}
+
+
+async def test_a_message_is_checked_once_not_again_when_handled(nursery: trio.Nursery) -> None:
+    # A trust attestation of 1024 peers costs ~8 ms to check: validation's work is kept.
+    parsed: list[Any] = []
+
+    def counting(env: Envelope) -> Any:
+        parsed.append(env.decoded_body())
+        return parsed[-1]
+
+    mesh = InMemoryMesh()
+    alice, bob = [await _listener(nursery, mesh, i) for i in (1, 2)]
+    bob.codec._parse = counting
+    await alice.host.connect(bob.host.peer_id, bob.host.listen_addrs(), timeout=1)
+    for text in ("first", "second"):
+        await alice.topic.publish(alice.codec.seal(ALICE, text))
+    await eventually(lambda: bob.handled == ["first", "second"], "both messages")
+    assert parsed == ["first", "second"]
+    # A replay of the same bytes is still refused: admission is not skipped.
+    mallory = await _intruder(nursery, mesh, bob)
+    third = alice.codec.seal(ALICE, "third")
+    for _ in range(2):
+        await mallory.publish(TOPIC, third)
+    await eventually(lambda: bob.topic.rejected == {"Rejected": 1}, "the replay refused")
+    assert bob.handled == ["first", "second", "third"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import struct
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +19,15 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from protocols.codec import MAX_FRAME, Fields, FrameDecoder, encode_frame, pack, unpack
+from protocols.codec import (
+    MAX_DEPTH,
+    MAX_FRAME,
+    Fields,
+    FrameDecoder,
+    encode_frame,
+    pack,
+    unpack,
+)
 from protocols.errors import BadSignature, DecodeError, FrameTooLarge, ProtocolError, Rejected
 
 # Generous per-example deadline: a hang detector, not a speed assertion.
@@ -260,6 +269,44 @@ def test_deep_nesting_is_refused_not_a_crash(opener: bytes) -> None:
         unpack(opener * depth + b"\xc0")
 
 
+def test_nesting_is_bounded_at_max_depth() -> None:
+    assert unpack(b"\x91" * MAX_DEPTH + b"\xc0") is not None
+    with pytest.raises(DecodeError, match="nested deeper"):
+        unpack(b"\x91" * (MAX_DEPTH + 1) + b"\xc0")
+    with pytest.raises(DecodeError, match="nested deeper"):
+        unpack(b"\x81\xa1k" * (MAX_DEPTH + 1) + b"\xc0")
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        # A 1 MiB frame of empty maps (it decoded to ~76 MB before containers were bounded),
+        # the same split into arrays short enough for the per-array limit, and lists.
+        b"\xdd" + (MAX_FRAME - 5).to_bytes(4, "big") + b"\x80" * (MAX_FRAME - 5),
+        b"\xdc\x00\x0f" + (b"\xdc\xff\xff" + b"\x80" * 0xFFFF) * 15,
+        b"\xdc\x00\x0f" + (b"\xdc\xff\xff" + b"\x90" * 0xFFFF) * 15,
+        b"\xdc\xff\xff" + (b"\x9f" + b"\x90" * 15) * (1 << 14),
+    ],
+    ids=["flat-maps", "chunked-maps", "chunked-lists", "lists-of-lists"],
+)
+def test_container_floods_cost_memory_in_proportion_to_the_frame(frame: bytes) -> None:
+    assert len(frame) <= MAX_FRAME
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeError, match=r"max_array_len|too many maps"):
+            unpack(frame)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * len(frame), f"{peak / 1e6:.1f} MB to refuse {len(frame) / 1e6:.1f} MB"
+
+
+def test_containers_of_a_legitimate_size_decode() -> None:
+    # Many small maps (A2A parts, records): one container per 16 bytes is allowed.
+    batch = [{"id": "x" * 40, "meta": {"k": i}} for i in range(2000)]
+    assert unpack(pack(batch)) == batch
+
+
 @FUZZ
 @given(st.integers(min_value=1, max_value=3000))
 @example(1)
@@ -269,7 +316,7 @@ def test_nesting_decodes_correctly_or_is_refused(depth: int) -> None:
     try:
         value = unpack(data)
     except DecodeError:
-        assert depth > 100  # modest nesting is legitimate and must decode
+        assert depth > MAX_DEPTH  # modest nesting is legitimate and must decode
         return
     for _ in range(depth):
         assert type(value) is list and len(value) == 1

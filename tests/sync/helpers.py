@@ -3,12 +3,25 @@ strategies for memsync messages, and trio in-memory streams seen as ByteStreams.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
 import trio
 import trio.testing
 from hypothesis import strategies as st
 
 from protocols.codec import FrameDecoder
-from protocols.memsync import MAX_BATCH, Batch, Bye, Error, Message, Pull, Summary, encode_message
+from protocols.memsync import (
+    MAX_BATCH,
+    Batch,
+    Bye,
+    Error,
+    Message,
+    Pull,
+    Summary,
+    SyncServer,
+    encode_message,
+)
 from protocols.peerid import Signer
 from protocols.records import MAX_SEQ, MemoryRecord, new_record, record_to_wire
 
@@ -109,3 +122,28 @@ class TrioByteStream:
 def stream_pair() -> tuple[TrioByteStream, TrioByteStream]:
     left, right = trio.testing.memory_stream_pair()
     return TrioByteStream(left), TrioByteStream(right)
+
+
+def withholding_server(
+    records: Sequence[MemoryRecord], hidden: set[int], *, tenant: str = TENANT
+) -> Callable[[Any], Awaitable[None]]:
+    """A memsync stream handler built from the project's own state machine that claims all
+    of ``records`` (one author's) but never sends the seqs in ``hidden``: a malicious sync
+    peer hiding a record it cannot forge. ``stream`` is anything with read/write/close."""
+    author, top = records[0].author, max(r.seq for r in records)
+
+    async def serve(stream: Any) -> None:
+        server = SyncServer(tenant)
+        try:
+            while not server.closed and (data := await stream.read(65536)):
+                for event in server.receive_data(data):
+                    if isinstance(event, Summary):
+                        server.send_summary({author: top})
+                    elif isinstance(event, Pull):
+                        server.send_batch([r for r in records if r.seq > event.after_seq
+                                           and r.seq not in hidden][: event.limit], more=False)
+                await stream.write(server.data_to_send())
+        finally:
+            await stream.close()
+
+    return serve

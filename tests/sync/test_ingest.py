@@ -145,6 +145,30 @@ def test_source_files_are_found_recursively_skipping_hidden(tmp_path: Path) -> N
         iter_source_files([docs / "e.py"])
 
 
+def test_links_out_of_the_folder_are_not_followed(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    inside = write(docs / "guide.md", "g")
+    secret = write(tmp_path / "home" / ".ssh" / "notes.md", "private")
+    write(tmp_path / "home" / "public" / "p.md", "p")
+    (docs / "leak.md").symlink_to(secret)
+    (docs / "linked").symlink_to(tmp_path / "home" / "public", target_is_directory=True)
+    (docs / "alias.md").symlink_to(inside)  # stays inside: fine
+    assert iter_source_files([docs]) == [docs / "alias.md", inside]
+
+
+def test_records_name_their_file_relative_to_the_folder(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    write(docs / "sub" / "b.txt", "Bravo.")
+    single = write(tmp_path / "elsewhere" / "single.md", "Solo.")
+    manifest = IngestManifest.load(tmp_path / "manifest.json")
+    plan = manifest.plan([docs, single])
+    records = manifest.build(plan, ALICE, {}, tenant="dev", agent="", collection=
+                             "expert_knowledge", first_seq=1, now=1.0)
+    assert sorted(str(r.meta["source"]) for r in records) == ["single.md", "sub/b.txt"]
+    assert not any(str(tmp_path) in str(r.meta) for r in records)
+    assert str(single) in {c.path for c in plan.changed}  # the manifest keeps full paths
+
+
 def test_manifest_round_trips_and_refuses_garbage(tmp_path: Path) -> None:
     write(tmp_path / "docs" / "a.md", "# A\n\nalpha")
     manifest = IngestManifest.load(tmp_path / "manifest.json")
@@ -200,7 +224,7 @@ async def test_reingesting_is_a_no_op_and_changes_replace_chunks(
     assert await store.get(list(old_ids)) == []
     [new_id] = reloaded.entries[str(guide)].record_ids
     [new] = await store.get([new_id])
-    assert new.text == "# Guide\n\nRewritten from scratch." and new.meta["source"] == str(guide)
+    assert new.text == "# Guide\n\nRewritten from scratch." and new.meta["source"] == "guide.md"
     seqs = [r.seq for r in await store.records_since(ALICE.peer_id, 0, 1000)]
     assert seqs == sorted(seqs) and seqs[-1] == await store.next_seq(ALICE.peer_id) - 1
 

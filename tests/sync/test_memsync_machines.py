@@ -32,7 +32,7 @@ from protocols.memsync import (
     encode_message,
     error_code,
 )
-from protocols.records import MemoryRecord, record_to_wire
+from protocols.records import MemoryRecord, new_tombstone, record_to_wire
 from tests.sync.helpers import ALICE, BOB, CAROL, TENANT, chain, frames_of, messages, record
 
 FUZZ = settings(
@@ -62,6 +62,15 @@ def serve(server: SyncServer, data: bytes, store: Store) -> list[Pull]:
     return pulls
 
 
+def feed(client: SyncClient, data: bytes) -> list[ClientEvent]:
+    """Feed the client and keep every batch it hands out, as a store that takes all would."""
+    events = client.receive_data(data)
+    for event in events:
+        if isinstance(event, RecordsReceived):
+            client.applied()
+    return events
+
+
 def converse(
     client: SyncClient, server: SyncServer, store: Store
 ) -> tuple[list[ClientEvent], list[Pull]]:
@@ -70,7 +79,7 @@ def converse(
     while out := client.data_to_send():
         pulls += serve(server, out, store)
         if back := server.data_to_send():
-            events += client.receive_data(back)
+            events += feed(client, back)
     return events, pulls
 
 
@@ -136,7 +145,7 @@ def test_a_bad_record_is_rejected_with_everything_after_it() -> None:
     client = client_after_summary({ALICE.peer_id: 6})
     assert sent(client.data_to_send()) == [Pull(ALICE.peer_id, 0, 6)]
 
-    [event] = client.receive_data(encode_message(Batch(ALICE.peer_id, tuple(wires), True)))
+    [event] = feed(client, encode_message(Batch(ALICE.peer_id, tuple(wires), True)))
 
     assert isinstance(event, RecordsReceived)
     assert event.records == tuple(records[:3])
@@ -148,8 +157,9 @@ def test_a_bad_record_is_rejected_with_everything_after_it() -> None:
 @pytest.mark.parametrize(
     ("bad", "why"),
     [
-        (record(ALICE, 2), "after #2"),  # the same seq again
-        (record(ALICE, 1, text="older"), "after #2"),  # going back
+        (record(ALICE, 2), "account for #3"),  # the same seq again
+        (record(ALICE, 1, text="older"), "account for #3"),  # going back
+        (record(ALICE, 4), "account for #3"),  # skipping one, with nothing to explain it
         (record(ALICE, 3, tenant="other-team"), "other-team"),
         (record(BOB, 3), "expected"),  # another author in Alice's batch
     ],
@@ -164,21 +174,47 @@ def test_records_out_of_sequence_are_rejected(bad: MemoryRecord, why: str) -> No
     assert why in event.rejected[0]
 
 
-def test_seqs_freed_by_deletions_may_be_skipped() -> None:
-    client = client_after_summary({ALICE.peer_id: 5})
+def test_a_gap_stops_the_batch_and_the_mark_stays_before_it() -> None:
+    client = client_after_summary({ALICE.peer_id: 3})
     client.data_to_send()
-    kept = [record(ALICE, 1), record(ALICE, 4), record(ALICE, 5)]
-    [event] = client.receive_data(batch_frame(kept, done=True))
+    [event] = feed(client, batch_frame([record(ALICE, 1), record(ALICE, 3)], done=True))
     assert isinstance(event, RecordsReceived)
-    assert event.records == tuple(kept) and event.rejected == ()
+    assert event.records == (record(ALICE, 1),) and "#2" in event.rejected[0]
+    assert client.behind() == {ALICE.peer_id: 2}  # #2 and #3 still wanted
+
+
+def test_a_tombstone_accounts_for_the_seq_it_frees() -> None:
+    one, two, three = chain(ALICE, 3)
+    tomb = new_tombstone(ALICE, two, created=1_800_000_000.0, seq=4)
+    client = client_after_summary({ALICE.peer_id: 4})
+    client.data_to_send()
+    # The server's entries: #1, then for #2 the tombstone freeing it, #3, and #4 itself.
+    [event] = feed(client, batch_frame([one, tomb, three, tomb], done=True))
+    assert isinstance(event, RecordsReceived)
+    assert event.records == (one, tomb, three, tomb) and event.rejected == ()
     assert client.finished and client.behind() == {}
 
 
 def test_an_empty_batch_that_is_not_done_does_not_loop_forever() -> None:
     client = client_after_summary({ALICE.peer_id: 5, BOB.peer_id: 1})
     assert sent(client.data_to_send()) == [Pull(ALICE.peer_id, 0, 5)]
-    client.receive_data(batch_frame([], done=False))
+    feed(client, batch_frame([], done=False))
     assert sent(client.data_to_send()) == [Pull(BOB.peer_id, 0, 1)]
+
+
+def test_the_client_asks_for_no_more_than_was_kept() -> None:
+    client = client_after_summary({ALICE.peer_id: 6, BOB.peer_id: 1}, batch_size=3)
+    assert sent(client.data_to_send()) == [Pull(ALICE.peer_id, 0, 3)]
+    [event] = client.receive_data(batch_frame(chain(ALICE, 3)))
+    assert isinstance(event, RecordsReceived)
+    assert client.data_to_send() == b""  # nothing more until the batch is acknowledged
+    with pytest.raises(UnexpectedMessage):
+        client.receive_data(batch_frame(chain(ALICE, 3)))
+    client.applied(1)  # the store kept #1 only: Alice waits for the next sync
+    assert sent(client.data_to_send()) == [Pull(BOB.peer_id, 0, 1)]
+    assert client.behind() == {ALICE.peer_id: 5, BOB.peer_id: 1}
+    with pytest.raises(SyncStateError):
+        client.applied()
 
 
 # -- illegal sequences -----------------------------------------------------------------
@@ -320,10 +356,13 @@ def test_states_advance_as_documented() -> None:
     server.send_batch([record(ALICE, 1)], more=False)
     client.receive_data(server.data_to_send())
     seen.append((client.state, server.state))
+    client.applied()
+    seen.append((client.state, server.state))
     assert seen == [
         (ClientState.AWAIT_SUMMARY, ServerState.AWAIT_SUMMARY),
         (ClientState.AWAIT_SUMMARY, ServerState.SUMMARY_DUE),
         (ClientState.PULLING, ServerState.BATCH_DUE),
+        (ClientState.APPLYING, ServerState.IDLE),
         (ClientState.DONE, ServerState.IDLE),
     ]
 

@@ -1,0 +1,228 @@
+"""Budgets: how much of this node's memory and work one author or one peer may take.
+
+Any key can sign records, and every node stores and embeds what it accepts, so what a node
+takes from the network is budgeted on receive (announcements and sync alike):
+
+- **per author**: records per hour (a token bucket: a burst of ``records_per_hour``, then
+  that many an hour) and bytes held (text and metadata of the author's records in the
+  store). A record over budget is refused, counted by reason, and logged (once per author
+  and reason per quarter hour, naming the setting); it is not lost: the author's mark stays
+  before it, so a later sync asks for it again once the budget allows. An honest heavy
+  author is slowed down, visibly, never cut off silently.
+- **per peer serving sync**: pulls per minute and bytes served per minute. A peer over
+  budget gets an Error frame (``busy``) and may come back later.
+
+Pure data: callers pass the time (trio's clock) and what the store holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from protocols.records import MemoryRecord
+
+log = logging.getLogger(__name__)
+
+#: Entries a table keeps; the least recently used go first (they are rebuilt if needed).
+MAX_ENTRIES = 65_536
+_LOG_EVERY_S = 900.0
+#: How often the bytes an author holds may be read from the store again (it costs a scan).
+RECOUNT_S = 900.0
+RATE = "rate"
+BYTES = "bytes"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The knobs (``[limits]`` in config.toml): see meshnode.config.LimitSettings."""
+
+    author_records_per_hour: int = 3600
+    author_max_bytes: int = 128 * 1024 * 1024
+    peer_sync_pulls_per_minute: int = 600
+    peer_sync_bytes_per_minute: int = 64 * 1024 * 1024
+
+
+def content_bytes(text: str, meta: Mapping[str, object]) -> int:
+    """What a record holds in the store, as budgeted: its text and metadata."""
+    return len(text.encode("utf-8")) + sum(len(k) + len(str(v)) for k, v in meta.items())
+
+
+def record_bytes(record: MemoryRecord) -> int:
+    """:func:`content_bytes` of a record; a tombstone counts nothing (its target goes)."""
+    return 0 if record.is_tombstone else content_bytes(record.text, record.meta)
+
+
+class Bucket:
+    """A token bucket: ``capacity`` tokens, refilled at ``rate`` per second."""
+
+    __slots__ = ("capacity", "rate", "stamp", "tokens")
+
+    def __init__(self, capacity: float, rate: float, now: float) -> None:
+        self.capacity, self.rate = capacity, rate
+        self.tokens, self.stamp = capacity, now
+
+    def level(self, now: float) -> float:
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        return self.tokens
+
+    def take(self, cost: float, now: float) -> bool:
+        """Take ``cost`` tokens if there are that many; False, taking nothing, otherwise."""
+        if self.level(now) >= cost:
+            self.tokens -= cost
+            return True
+        return False
+
+    def spend(self, cost: float, now: float) -> None:
+        """Take ``cost`` tokens whatever the level: the bucket may go into debt."""
+        self.level(now)
+        self.tokens -= cost
+
+    def wait_s(self, now: float, need: float = 1.0) -> float:
+        """Seconds until the bucket holds ``need`` tokens."""
+        return max(0.0, (need - self.level(now)) / self.rate)
+
+
+class _Table(OrderedDict[str, "_Author"]):
+    def touch(self, key: str) -> None:
+        self.move_to_end(key)
+        while len(self) > MAX_ENTRIES:
+            self.popitem(last=False)
+
+
+@dataclass(slots=True)
+class _Author:
+    rate: Bucket
+    held: int
+    #: When ``held`` was read from the store.
+    since: float
+
+
+class AuthorBudget:
+    """Records per author per hour and bytes held per author, for records from the network.
+
+    ``exempt`` authors (this node) are never limited.
+    """
+
+    def __init__(self, limits: Limits, *, exempt: frozenset[str] = frozenset()) -> None:
+        self.limits = limits
+        self.exempt = exempt
+        self.refused: Counter[str] = Counter()
+        self.refused_authors: Counter[str] = Counter()
+        self._authors = _Table()
+        self._logged: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def knows(self, author: str) -> bool:
+        """Whether the bytes ``author`` holds are known (else: :meth:`start` it)."""
+        return author in self.exempt or author in self._authors
+
+    def start(self, author: str, held_bytes: int, now: float) -> None:
+        per_hour = self.limits.author_records_per_hour
+        self._authors[author] = _Author(Bucket(per_hour, per_hour / 3600.0, now), held_bytes,
+                                        now)
+        self._authors.touch(author)
+
+    def throttled(self, author: str, now: float) -> bool:
+        """Whether ``author`` is out of records for now (cheap: for gossip validators);
+        if so, a record of it is being refused: counted and logged as such."""
+        entry = self._authors.get(author)
+        if entry is None or entry.rate.level(now) >= 1.0:
+            return False
+        self._refuse(author, RATE, 1, now)
+        return True
+
+    def admit(self, records: Sequence[MemoryRecord], now: float) -> tuple[int, str]:
+        """How many of ``records`` (a prefix, in order) may be stored, and the reason the
+        rest may not ("" if all may). Takes their share of the budget."""
+        for i, record in enumerate(records):
+            reason = self._take(record, now)
+            if reason:
+                self._refuse(record.author, reason, len(records) - i, now)
+                entry = self._authors.get(record.author)
+                if reason == BYTES and entry is not None and now - entry.since > RECOUNT_S:
+                    # Deletions give bytes back: count again (at most this often).
+                    self._authors.pop(record.author)
+                return i, reason
+        return len(records), ""
+
+    def _take(self, record: MemoryRecord, now: float) -> str:
+        if record.author in self.exempt:
+            return ""
+        entry = self._authors.get(record.author)
+        if entry is None:
+            raise KeyError(f"start({record.author!r}) before admitting its records")
+        self._authors.touch(record.author)
+        size = record_bytes(record)
+        if entry.held + size > self.limits.author_max_bytes:
+            return BYTES
+        if not entry.rate.take(1.0, now):
+            return RATE
+        entry.held += size
+        return ""
+
+    def _refuse(self, author: str, reason: str, count: int, now: float) -> None:
+        self.refused[reason] += count
+        self.refused_authors[author] += count
+        self._log(author, reason, now)
+
+    def forget(self, author: str) -> None:
+        """Drop what is known of ``author`` (its held bytes are counted again next time:
+        after its deletions, say)."""
+        self._authors.pop(author, None)
+
+    def _log(self, author: str, reason: str, now: float) -> None:
+        key = (author, reason)
+        last = self._logged.get(key)
+        if last is not None and now - last < _LOG_EVERY_S:
+            return
+        self._logged[key] = now
+        self._logged.move_to_end(key)
+        while len(self._logged) > MAX_ENTRIES:
+            self._logged.popitem(last=False)
+        setting = ("limits.author_records_per_hour" if reason == RATE
+                   else "limits.author_max_bytes")
+        log.warning("refusing records of %s: over its budget (%s); they are asked for again "
+                    "at a later sync", author, setting,
+                    extra={"author": author, "reason": reason, "setting": setting})
+
+
+class PeerSyncBudget:
+    """Pulls and bytes a peer may take from this node's sync server, per minute."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.refused: Counter[str] = Counter()
+        self._peers: OrderedDict[str, tuple[Bucket, Bucket]] = OrderedDict()
+
+    def _buckets(self, peer: str, now: float) -> tuple[Bucket, Bucket]:
+        buckets = self._peers.get(peer)
+        if buckets is None:
+            pulls = self.limits.peer_sync_pulls_per_minute
+            size = self.limits.peer_sync_bytes_per_minute
+            buckets = (Bucket(pulls, pulls / 60.0, now), Bucket(size, size / 60.0, now))
+            self._peers[peer] = buckets
+        self._peers.move_to_end(peer)
+        while len(self._peers) > MAX_ENTRIES:
+            self._peers.popitem(last=False)
+        return buckets
+
+    def pull(self, peer: str, now: float) -> str:
+        """Take one pull (a summary counts as one); "" if allowed, else why not."""
+        pulls, size = self._buckets(peer, now)
+        if size.level(now) <= 0:
+            self.refused["bytes"] += 1
+            return (f"sync budget spent: over {self.limits.peer_sync_bytes_per_minute} bytes a "
+                    f"minute; retry in {size.wait_s(now, 0.0):.0f} s")
+        if not pulls.take(1.0, now):
+            self.refused["pulls"] += 1
+            return (f"sync budget spent: over {self.limits.peer_sync_pulls_per_minute} pulls a "
+                    f"minute; retry in {pulls.wait_s(now):.0f} s")
+        return ""
+
+    def served(self, peer: str, size: int, now: float) -> None:
+        """Count ``size`` bytes sent (into debt if need be: a batch is never cut for it;
+        the next pull waits until the debt is paid)."""
+        self._buckets(peer, now)[1].spend(size, now)
