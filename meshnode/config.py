@@ -61,14 +61,25 @@ def _seconds(value: float) -> str | None:
 @dataclass(frozen=True)
 class GossipSettings:
     presence_interval_s: float = setting(
-        5.0, "How often this node announces itself on the presence topic (seconds).",
+        60.0, "How often this node re-announces itself on the presence topic when nothing "
+        "changed (seconds); it announces at once when its addresses, agents or load level "
+        "change. A mesh larger than presence_rate_per_s x this stretches it.",
         check=positive)
+    presence_rate_per_s: float = setting(
+        1.0, "The presence refreshes per second the whole mesh may send: each node "
+        "re-announces every max(presence_interval_s, nodes / this) seconds, so what a node "
+        "receives stays flat however large the mesh grows.", check=positive)
     peer_ttl_s: float = setting(
-        30.0, "A peer that has not been heard from for this long, and is not connected, is "
-        "forgotten. At least twice presence_interval_s.", check=positive)
+        180.0, "A peer that has not been heard from for this long, and is not connected, is "
+        "forgotten (longer if its announcements say it refreshes less often). At least twice "
+        "presence_interval_s.", check=positive)
     ping_interval_s: float = setting(
-        10.0, "How often connected peers are pinged to measure round-trip time (seconds).",
-        check=positive)
+        2.0, "Probe period (seconds): each period one connected peer, in turn, is pinged "
+        "(RTT); two missed pings, or a lost connection that cannot be redialed, make it "
+        "suspect to the whole mesh.", check=positive)
+    max_peers: int = setting(
+        10_000, "Peers the peer table holds at most; when full, peers verified on a connection "
+        "and trusted ones displace those only announced.", check=at_least(1))
     heartbeat_s: float = setting(
         1.0, "GossipSub heartbeat (seconds). py-libp2p's default of 120 s heals the mesh far "
         "too slowly.", check=positive)

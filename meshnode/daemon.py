@@ -119,6 +119,8 @@ class NodeServices:
                             version=__version__, store=task_store)
         trust = TrustService(config, host, signer, clock=clock)
         membership.bad_message_listeners.append(trust.bad_message)
+        # A full peer table keeps the peers this node trusts (see PeerTable).
+        membership.table.standing = trust.graph.relative_trust
         asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
                       trust.graph, settings=config.routing, faults=faults)
         tasks.forwarder = asker.answer_forwarded

@@ -77,6 +77,11 @@ class Peer:
     config: NodeConfig
     membership: Membership
     trust: TrustService | None = None
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    def stop(self) -> None:
+        """Stop the node's services (they say goodbye) and its host."""
+        self.scope.cancel()
 
     @property
     def id(self) -> str:
@@ -103,11 +108,12 @@ async def start_peer(
         membership.bad_message_listeners.append(peer.trust.bad_message)
 
     async def serve(*, task_status: trio.TaskStatus[None]) -> None:
-        async with host, trio.open_nursery() as services:
-            await services.start(membership.run)
-            if peer.trust is not None:
-                await services.start(peer.trust.run)
-            task_status.started()
+        with peer.scope:
+            async with host, trio.open_nursery() as services:
+                await services.start(membership.run)
+                if peer.trust is not None:
+                    await services.start(peer.trust.run)
+                task_status.started()
 
     await nursery.start(serve)
     return peer
