@@ -127,7 +127,8 @@ class MemorySettings:
         0, "Vector size of that model; 0 means the known size of OpenAI's own models.",
         check=at_least(0))
     sync_interval_s: float = setting(
-        30.0, "How often this node runs anti-entropy with its connected peers (seconds).",
+        30.0, "How often this node runs anti-entropy with two of its connected peers, chosen "
+        "at random (seconds); it also does with every peer it connects to.",
         check=positive)
 
     @property
@@ -166,7 +167,8 @@ class TrustSettings:
         (), "Peer IDs whose opinions anchor global trust. Empty: this node's bootstrap peers.",
         check=each(_peer_id))
     publish_interval_s: float = setting(
-        10.0, "How often this node publishes its signed local trust vector (seconds).",
+        10.0, "How often this node checks its local trust vector and, if it changed, publishes "
+        "it signed (seconds). An unchanged one is published again every few minutes.",
         check=positive)
     recompute_interval_s: float = setting(
         5.0, "How often global trust is recomputed from the attestations (seconds).",

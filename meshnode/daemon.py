@@ -117,7 +117,8 @@ class NodeServices:
         knowledge = KnowledgeService(config, host, membership, signer, store, faults=faults)
         tasks = TaskService(host, config.agents, Answerer(store, llm), knowledge,
                             version=__version__, store=task_store)
-        trust = TrustService(config, host, signer, clock=clock)
+        trust = TrustService(config, host, signer, clock=clock,
+                             mesh_size=lambda: len(membership.table) + 1)
         membership.bad_message_listeners.append(trust.bad_message)
         # A full peer table keeps the peers this node trusts (see PeerTable).
         membership.table.standing = trust.graph.relative_trust

@@ -37,6 +37,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from meshnode.config import GossipSettings
 from meshnode.errors import MeshnodeError
+from meshnode.node import libp2p_perf
 from meshnode.node.faults import Faults, contained_handler
 from meshnode.node.streams import Libp2pStream
 from meshnode.node.transport import (
@@ -129,6 +130,7 @@ class MeshHost:
     ) -> None:
         #: Where what a stream handler raises is logged and counted (see set_stream_handler).
         self.faults = faults if faults is not None else Faults()
+        libp2p_perf.apply()
         seed = private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         key_pair = create_new_key_pair(seed)
         noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)

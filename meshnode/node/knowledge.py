@@ -2,9 +2,9 @@
 
 It owns the memory store's write path (so an author's sequence numbers never collide),
 announces new records on the network's knowledge topic, applies other nodes'
-announcements, and runs memsync anti-entropy with peers on every handshake and every
-``memory.sync_interval_s``. With a common Milvus server every node already sees the same
-records, so replication is off and only the store is used.
+announcements, and runs memsync anti-entropy with each peer on its handshake and with a
+couple of random neighbours every ``memory.sync_interval_s``. With a common Milvus server
+every node already sees the same records, so replication is off and only the store is used.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from protocols.records import TOMBSTONE, MemoryRecord, new_record, new_tombstone
 
 log = logging.getLogger(__name__)
 SYNC_WORKERS = 2
+#: Neighbours synced with per sync interval (besides every new connection).
+SYNC_SAMPLE = 2
 STREAM_TIMEOUT_S = 10.0
 INGEST_MANIFEST = "ingested.json"
 
@@ -147,9 +149,12 @@ class KnowledgeService:
                                              "duration_s": round(result.duration_s, 3)})
 
     async def _periodic_sync(self) -> None:
+        # A few random neighbours per round, not all: repair spreads epidemically, and a
+        # node's cost stays the same however many connections it has.
         while True:
             await trio.sleep(self.config.memory.sync_interval_s)
-            for peer_id in self.membership.verified_connected():
+            connected = sorted(self.membership.verified_connected())
+            for peer_id in random.sample(connected, min(SYNC_SAMPLE, len(connected))):
                 self.request_sync(peer_id)
 
     @property
