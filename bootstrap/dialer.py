@@ -77,7 +77,8 @@ class DialPolicy:
         self._state: dict[str, _DialState] = {}
         self._in_flight: set[str] = set()
         self._unverified = TokenBucket(unverified_per_s, unverified_burst, unverified_burst, 0.0)
-        self._failed_addrs: OrderedDict[str, float] = OrderedDict()
+        self._endpoints: OrderedDict[str, _DialState] = OrderedDict()
+        self._dialing: dict[str, str] = {}  # endpoint -> the peer it is being dialed for
 
     def _ready(self, peer_id: str, now: float) -> bool:
         state = self._state.get(peer_id)
@@ -86,8 +87,24 @@ class DialPolicy:
         )
 
     def _addrs_ready(self, addrs: Sequence[str], now: float) -> list[str]:
-        return [a for a in addrs[:MAX_DIAL_ADDRS]
-                if self._failed_addrs.get(_endpoint(a), 0.0) <= now]
+        """The addresses worth a dial now: not backing off, and not being dialed already
+        for another identity."""
+        ready = []
+        for addr in addrs[:MAX_DIAL_ADDRS]:
+            endpoint = _endpoint(addr)
+            state = self._endpoints.get(endpoint)
+            if endpoint not in self._dialing and (state is None or state.next_attempt <= now):
+                ready.append(addr)
+        return ready
+
+    def _backoff(self, state: _DialState, now: float) -> float:
+        state.failures += 1
+        # Cap the exponent: 2 ** 1024 no longer converts to float (OverflowError).
+        exponent = min(state.failures - 1, 64)
+        delay = min(self.max_backoff_s, self.base_backoff_s * 2.0**exponent)
+        delay *= 0.5 + self._rng.random() / 2  # jitter, so a mesh does not retry in lockstep
+        state.next_attempt = now + delay
+        return delay
 
     def choose(
         self,
@@ -137,11 +154,19 @@ class DialPolicy:
                         and not self._unverified.take(now):
                     break
                 picks.append((peer_id, addrs))
+                self._dialing.update((_endpoint(a), peer_id) for a in addrs)
         self._in_flight.update(p for p, _ in picks)
         return picks
 
-    def succeeded(self, peer_id: str) -> None:
+    def _done(self, peer_id: str) -> None:
         self._in_flight.discard(peer_id)
+        for endpoint in [e for e, p in self._dialing.items() if p == peer_id]:
+            del self._dialing[endpoint]
+
+    def succeeded(self, peer_id: str, addrs: Sequence[str] = ()) -> None:
+        self._done(peer_id)
+        for addr in addrs:
+            self._endpoints.pop(_endpoint(addr), None)
         state = self._state.get(peer_id)
         if state is not None and state.banned_until:
             state.failures = 0  # a ban outlives a dial that happened to succeed
@@ -151,25 +176,20 @@ class DialPolicy:
     def failed(self, peer_id: str, now: float, addrs: Sequence[str] = ()) -> float:
         """Record a failed dial (of ``addrs``); returns the backoff before the next
         attempt."""
-        self._in_flight.discard(peer_id)
-        state = self._state.setdefault(peer_id, _DialState())
-        state.failures += 1
-        # Cap the exponent: 2 ** 1024 no longer converts to float (OverflowError).
-        exponent = min(state.failures - 1, 64)
-        delay = min(self.max_backoff_s, self.base_backoff_s * 2.0**exponent)
-        delay *= 0.5 + self._rng.random() / 2  # jitter, so a mesh does not retry in lockstep
-        state.next_attempt = now + delay
+        self._done(peer_id)
+        delay = self._backoff(self._state.setdefault(peer_id, _DialState()), now)
+        # The addresses back off too, whichever identity announces them next.
         for addr in addrs:
             key = _endpoint(addr)
-            self._failed_addrs[key] = max(self._failed_addrs.get(key, 0.0), now + delay)
-            self._failed_addrs.move_to_end(key)
-        while len(self._failed_addrs) > MAX_FAILED_ADDRS:
-            self._failed_addrs.popitem(last=False)
+            self._backoff(self._endpoints.setdefault(key, _DialState()), now)
+            self._endpoints.move_to_end(key)
+        while len(self._endpoints) > MAX_FAILED_ADDRS:
+            self._endpoints.popitem(last=False)
         return delay
 
     def ban(self, peer_id: str, now: float) -> None:
         """Stop dialing a peer for ``ban_s`` (it is on another network, or misbehaved)."""
-        self._in_flight.discard(peer_id)
+        self._done(peer_id)
         state = self._state.setdefault(peer_id, _DialState())
         state.banned_until = state.next_attempt = now + self.ban_s
 

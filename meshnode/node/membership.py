@@ -82,6 +82,8 @@ HELLO_TIMEOUT_S = 10.0
 MIN_ANNOUNCE_GAP_S = 1.0
 #: How long a goodbye may hold up a stopping node.
 GOODBYE_S = 2.0
+#: Dials per second of peers this node has never verified (after a burst of 3).
+UNVERIFIED_DIALS_PER_S = 0.1
 
 __all__ = ["HELLO_PROTOCOL", "Membership", "NetworkMismatch"]
 
@@ -116,7 +118,9 @@ class Membership:
         self.table = PeerTable(signer.peer_id, ttl_s=gossip.peer_ttl_s,
                                max_peers=gossip.max_peers)
         self.guard = EnvelopeGuard(config.network_id)
-        self.dialer = DialPolicy(config.target_connections)
+        # Announced-only peers: a few dials a minute at most (see DialPolicy).
+        self.dialer = DialPolicy(config.target_connections,
+                                 unverified_per_s=UNVERIFIED_DIALS_PER_S, unverified_burst=3)
         self.admission = PresenceAdmission(signer.peer_id)
         self.cards = CardCache()
         self.fetcher = CardFetcher(self.cards, lambda p, d: fetch_cards(host, p, d),
@@ -420,7 +424,7 @@ class Membership:
                                            "retry_in_s": round(delay, 1)})
         else:
             self.dials["ok"] += 1
-            self.dialer.succeeded(peer_id)
+            self.dialer.succeeded(peer_id, addrs)
 
     async def _dial_loop(self, nursery: trio.Nursery) -> None:
         while True:
