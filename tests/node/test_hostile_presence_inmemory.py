@@ -115,7 +115,7 @@ async def test_a_full_table_still_takes_an_honest_newcomer(
 async def test_addresses_a_swarm_announces_are_not_dialed_again_and_again(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    mesh, victim, honest, hostile = await _mesh(nursery, tmp_path)
+    mesh, victim, _, hostile = await _mesh(nursery, tmp_path)
     dialed: list[str] = []
     connect = victim.host.connect
 
