@@ -5,8 +5,8 @@ One service owns the peer table and the tasks that keep it true:
 
 - the **hello** handshake on every new connection (drops nodes of other networks), followed
   by a **members push-pull**: each side pulls the signed presence announcements the other
-  holds, so a newcomer learns the mesh from its first neighbour (no node re-announces
-  itself for it);
+  holds, so a newcomer learns the mesh from its neighbours (no node re-announces itself
+  for it); repeated once a refresh interval with a random neighbour, as anti-entropy;
 - **presence** announcements on change (addresses, agent cards, load level) and otherwise
   every refresh interval, stretched in a large mesh so the mesh-wide rate stays under
   ``gossip.presence_rate_per_s``; they carry a digest of the agent cards, which are fetched
@@ -35,7 +35,7 @@ import trio
 
 from bootstrap import DialPolicy, parse_bootstrap
 from meshnode.config import NodeConfig
-from meshnode.node.admission import PresenceAdmission
+from meshnode.node.admission import PresenceAdmission, Refused
 from meshnode.node.cards import CardCache, CardFetcher
 from meshnode.node.detector import FailureDetector
 from meshnode.node.faults import Faults
@@ -277,6 +277,9 @@ class Membership:
                 await trio.lowlevel.checkpoint()
             try:
                 self._apply_pulled(raw, peer_id)
+            except Refused:
+                self.pulled["over_budget"] += len(members) - i
+                return  # this peer introduced as many new identities as it may for now
             except ProtocolError as exc:
                 # A relay only serves what it verified: a bad one was forged or altered.
                 self.pulled["bad"] += 1
@@ -297,6 +300,10 @@ class Membership:
         if now - env.ts > min(presence.ttl_s, MAX_TTL_S):
             self.pulled["stale"] += 1
             return
+        if presence.peer_id not in self.table:
+            # Identities a peer hands over count against what it may introduce, exactly as
+            # those it relays: a push-pull is no way around the budget.
+            self.admission.vouch(source, presence.peer_id, now)
         if self.table.saw_presence(presence, now, envelope=raw, heard_at=env.ts):
             self.pulled["learned"] += 1
             self.fetcher.want(presence.cards, [presence.peer_id, source])
