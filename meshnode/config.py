@@ -66,9 +66,11 @@ class GossipSettings:
         "change. A mesh larger than presence_rate_per_s x this stretches it.",
         check=positive)
     presence_rate_per_s: float = setting(
-        1.0, "The presence refreshes per second the whole mesh may send: each node "
-        "re-announces every max(presence_interval_s, nodes / this) seconds, so what a node "
-        "receives stays flat however large the mesh grows.", check=positive)
+        0.1, "The presence refreshes per second the whole mesh may send: each node "
+        "re-announces every max(presence_interval_s, nodes / this) seconds (at most 8 h), so "
+        "what a node receives stays flat however large the mesh grows. Liveness does not "
+        "depend on it: connected neighbours detect failures (ping_interval_s).",
+        check=positive)
     peer_ttl_s: float = setting(
         180.0, "A peer that has not been heard from for this long, and is not connected, is "
         "forgotten (longer if its announcements say it refreshes less often). At least twice "

@@ -196,8 +196,9 @@ def suspicion_timeout(
 
 def refresh_interval(base_s: float, members: int, rate_per_s: float) -> float:
     """How often a node re-announces an unchanged presence: ``base_s``, stretched so that
-    the whole mesh sends at most ``rate_per_s`` refreshes a second."""
-    return max(base_s, members / rate_per_s)
+    the whole mesh sends at most ``rate_per_s`` refreshes a second (up to a third of the
+    longest TTL, so that an announcement always outlives the wait for the next)."""
+    return min(max(base_s, members / rate_per_s), max(base_s, MAX_TTL_S / 3))
 
 
 # ---- the connection handshake ------------------------------------------------------------

@@ -61,6 +61,7 @@ class TrustService:
         self.graph = TrustGraph.load(self._path, self_id=signer.peer_id,
                                      pre_trusted=pre_trusted_peers(config, signer.peer_id))
         self.graph.compute_global()
+        self._saved = ""
         self._codec = EnvelopeCodec(EnvelopeGuard(config.network_id, max_age_s=600.0), TRUST,
                                     attestation_from_envelope, max_size=MAX_TRUST_SIZE + 1024,
                                     clock=clock)
@@ -129,11 +130,17 @@ class TrustService:
             await self._save()
 
     async def _save(self) -> None:
+        # Unchanged state is not written again: every write is two fsyncs, every few seconds.
+        state = self.graph.dumps()
+        if state == self._saved:
+            return
         try:
-            await trio.to_thread.run_sync(self.graph.save, self._path)
+            await trio.to_thread.run_sync(self.graph.save, self._path, state)
         except OSError as exc:
             log.warning("could not save trust", extra={"path": str(self._path),
                                                        "error": str(exc)})
+        else:
+            self._saved = state
 
     def snapshot(self) -> dict[str, Any]:
         return {**self.graph.snapshot(), "attestations_rejected": self.rejected,

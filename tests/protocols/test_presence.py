@@ -456,3 +456,5 @@ def test_refresh_interval_keeps_the_mesh_wide_rate_bounded() -> None:
     assert refresh_interval(60.0, 10_000, 1.0) == 10_000.0
     for n in (10, 100, 1000, 10_000):
         assert n / refresh_interval(60.0, n, 1.0) <= 1.0
+    # Never so long that announcements (kept three refreshes, at most a day) run out.
+    assert refresh_interval(60.0, 10_000, 0.1) == 86_400.0 / 3
