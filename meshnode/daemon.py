@@ -21,6 +21,7 @@ from memory.errors import MemoryStoreError
 from memory.store import MemoryStore
 from meshnode import __version__
 from meshnode.a2a.lifecycle import TaskStore
+from meshnode.a2a.session import A2AClient, SessionServer
 from meshnode.a2a.tasks import TaskService
 from meshnode.agents.answering import Answerer
 from meshnode.agents.llm import LLMClient
@@ -91,6 +92,8 @@ class NodeServices:
     trust: TrustService
     asker: Asker
     mesh: MeshA2A
+    sessions: SessionServer
+    client: A2AClient
 
     @classmethod
     def build(
@@ -122,16 +125,19 @@ class NodeServices:
         membership.bad_message_listeners.append(trust.bad_message)
         # A full peer table keeps the peers this node trusts (see PeerTable).
         membership.table.standing = trust.graph.relative_trust
+        client = A2AClient(host)
         asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
-                      trust.graph, settings=config.routing, faults=faults)
+                      trust.graph, settings=config.routing, faults=faults, client=client)
         tasks.forwarder = asker.answer_forwarded
         mesh = MeshA2A(asker, tasks, network_id=config.network_id, version=__version__)
-        return cls(membership, knowledge, tasks, trust, asker, mesh)
+        return cls(membership, knowledge, tasks, trust, asker, mesh, SessionServer(tasks), client)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the mesh until cancelled."""
         self.tasks.serve()
+        self.sessions.serve()
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.client.run)
             await nursery.start(self.membership.run)
             await nursery.start(self.knowledge.run)
             await nursery.start(self.trust.run)

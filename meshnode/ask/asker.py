@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from memory.errors import MemoryStoreError
+from meshnode.a2a.session import A2AClient
 from meshnode.a2a.tasks import (
     AGENT_KEY,
     ASKER_KEY,
@@ -137,8 +138,11 @@ class Asker:
         policy: RoutingPolicy = DEFAULT_POLICY,
         rng: random.Random | None = None,
         faults: Faults | None = None,
+        client: A2AClient | None = None,
     ) -> None:
         self.host = host
+        #: How agents of other nodes are called (over A2A sessions); None: a stream a call.
+        self.client = client
         self.membership = membership
         self.tasks = tasks
         self.skills = skills
@@ -356,6 +360,8 @@ class Asker:
             with trio.fail_after(wait):
                 if candidate.peer_id == self.self_id:
                     final[0] = await self.tasks.run_task(message, on_event)
+                elif self.client is not None:
+                    await self.client.call(candidate.peer_id, message, on_event, timeout=wait)
                 else:
                     await call_agent(self.host, candidate.peer_id, message, on_event,
                                      timeout=wait)

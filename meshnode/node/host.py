@@ -30,6 +30,7 @@ from libp2p.host.ping import PingService
 from libp2p.network.config import RetryConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.protocol_muxer.exceptions import MultiselectClientError
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -44,6 +45,7 @@ from meshnode.node.streams import Libp2pStream
 from meshnode.node.transport import (
     DialError,
     GossipMessage,
+    ProtocolUnsupported,
     PublishError,
     StreamHandler,
     Validator,
@@ -279,6 +281,10 @@ class MeshHost:
         except trio.TooSlowError:
             raise DialError(f"opening {protocol} to {peer_id} timed out") from None
         except Exception as exc:
+            if isinstance(exc.__cause__, MultiselectClientError) \
+                    and "not supported" in str(exc.__cause__):
+                raise ProtocolUnsupported(f"opening {protocol} to {peer_id} failed: protocol "
+                                          "not supported") from None
             raise DialError(f"opening {protocol} to {peer_id} failed: {exc}") from None
         stream = Libp2pStream(raw)
         try:

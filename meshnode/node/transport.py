@@ -33,6 +33,10 @@ class DialError(TransportError):
     or no answer in time (dialing, opening a stream, pinging)."""
 
 
+class ProtocolUnsupported(DialError):
+    """The peer is reachable but does not speak the protocol asked for."""
+
+
 class PublishError(TransportError):
     """A gossip message could not be published."""
 
