@@ -94,6 +94,7 @@ def run(size: int, settle: float, parallel: int, rng: random.Random,
         time.sleep(settle)
         after = sample(pids, ports)
         rss = [rss_mb(p) for p in pids]
+        links = [c.get("/v1/status")["connected_peers"] for c in clients]
         time.sleep(5)  # a grace period for announcements still in flight
         if spy is not None:
             spy.wait(timeout=120)
@@ -113,6 +114,7 @@ def run(size: int, settle: float, parallel: int, rng: random.Random,
             "cpu_mean": statistics.fmean(cpu), "cpu_max": max(cpu),
             "kbps_mean": statistics.fmean(traffic) / 1024, "kbps_max": max(traffic) / 1024,
             "rss_mean": statistics.fmean(rss),
+            "links_mean": statistics.fmean(links),
             "up_s": up_s,
             "meshed_s": full_mesh_s,
             "learn_from_api_up_s": float("nan"),
@@ -152,7 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     print("nodes  up s  meshed s  cpu %/node (mean, max)  KB/s/node (mean, max)  RSS MB  "
-          "presence n  p50 ms  p99 ms  newcomer learns mesh s (from launch)")
+          "links  presence n  p50 ms  p99 ms  newcomer learns mesh s (from launch)")
     for size in args.sizes:
         profile = (args.profile.with_suffix(f".{size}.txt") if args.profile else None)
         load = os.getloadavg()[0]
@@ -161,6 +163,7 @@ def main() -> None:
             f"{r['nodes']:5}  {r['up_s']:5.0f}  {r['meshed_s']:8.0f}  "
             f"{r['cpu_mean']:10.2f} {r['cpu_max']:6.2f}  "
             f"{r['kbps_mean']:14.2f} {r['kbps_max']:6.2f}  {r['rss_mean']:6.0f}  "
+            f"{r['links_mean']:5.1f}  "
             f"{r['samples']:10}  {r['p50_ms']:6.1f}  {r['p99_ms']:6.1f}  "
             f"{r['learn_from_api_up_s']:.2f} ({r['learn_from_launch_s']:.2f})  "
             f"[load {load:.1f} -> {os.getloadavg()[0]:.1f}]",

@@ -214,19 +214,36 @@ class Replicator:
     async def apply_announced(self, peer: str, record: MemoryRecord) -> Announcement:
         """:meth:`on_announcement` for a record already decoded, verified and found to be of
         this tenant."""
+        return await self.apply_announced_many(peer, (record,))
+
+    async def apply_announced_many(
+        self, peer: str, records: Sequence[MemoryRecord]
+    ) -> Announcement:
+        """Apply one author's announced records (verified, of this tenant, in seq order):
+        those that continue the author's sequence, in one write. GAP if a record is missing
+        before or between them (the caller syncs); DUPLICATE if all were held already."""
+        author = records[0].author
         async with self._apply_lock:
-            expected = await self._store.next_seq(record.author)
-            if record.seq < expected:
-                return Announcement(AnnouncementStatus.DUPLICATE, record)
-            if record.seq > expected:
-                reason = f"have {record.author} up to #{expected - 1}, got #{record.seq}"
-                return Announcement(AnnouncementStatus.GAP, record, reason)
-            try:
-                await self._store.put([record])
-            except InvalidRecord as exc:
-                log.warning("store refused record %s from %s: %s", record.id, peer, exc)
-                return Announcement(AnnouncementStatus.REJECTED, record, str(exc))
-        return Announcement(AnnouncementStatus.APPLIED, record)
+            expected = await self._store.next_seq(author)
+            fresh = [r for r in records if r.seq >= expected]
+            if not fresh:
+                return Announcement(AnnouncementStatus.DUPLICATE, records[-1])
+            run = [fresh[0]] if fresh[0].seq == expected else []
+            for record in fresh[1:]:
+                if not run or record.seq != run[-1].seq + 1:
+                    break
+                run.append(record)
+            if run:
+                try:
+                    await self._store.put(run)
+                except InvalidRecord as exc:
+                    log.warning("store refused records from %s: %s", peer, exc)
+                    return Announcement(AnnouncementStatus.REJECTED, run[0], str(exc))
+        if len(run) < len(fresh):
+            missing = run[-1].seq + 1 if run else expected
+            reason = f"have {author} up to #{missing - 1}, got #{fresh[len(run)].seq}"
+            return Announcement(AnnouncementStatus.GAP, fresh[len(run)], reason)
+        return Announcement(AnnouncementStatus.APPLIED, run[-1])
 
     @asynccontextmanager
     async def _session(self, peer: str, stream: ByteStream) -> AsyncIterator[_Session]:
