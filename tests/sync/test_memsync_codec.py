@@ -17,6 +17,7 @@ from protocols.codec import MAX_FRAME, pack, unpack
 from protocols.errors import BadSignature, DecodeError, FrameTooLarge
 from protocols.memsync import (
     MAX_ANNOUNCEMENT,
+    MAX_ANNOUNCEMENTS,
     MAX_AUTHORS,
     MAX_BATCH,
     Batch,
@@ -25,7 +26,6 @@ from protocols.memsync import (
     Message,
     Pull,
     Summary,
-    MAX_ANNOUNCEMENTS,
     decode_announcement,
     decode_announcements,
     decode_message,
