@@ -30,7 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from meshnode.cli.client import DaemonClient
 from tests.integration.harness import Daemon, mesh, wait_for
 
-WORDS = ["milvus", "index", "hnsw", "flush", "segment", "bulk", "insert", "query", "latency", "vector", "recall", "node", "mesh", "agent", "gossip", "presence", "replica", "tenant", "partition", "search", "embedding", "batch", "write", "python", "trio", "stream", "session", "deploy", "rollback", "kubernetes", "container", "log", "metric"]
+WORDS = [
+    "milvus", "index", "hnsw", "flush", "segment", "bulk", "insert", "query", "latency",
+    "vector", "recall", "node", "mesh", "agent", "gossip", "presence", "replica", "tenant",
+    "partition", "search", "embedding", "batch", "write", "python", "trio", "stream",
+    "session", "deploy", "rollback", "kubernetes", "container", "log", "metric",
+]
 
 
 def texts(n: int, seed: int) -> list[str]:

@@ -106,6 +106,7 @@ async def start_peer(
     if with_trust:
         peer.trust = TrustService(config, host, signer, clock=mesh.clock)
         membership.bad_message_listeners.append(peer.trust.bad_message)
+        membership.handshake_listeners.append(peer.trust.peer_joined)  # as the daemon
 
     async def serve(*, task_status: trio.TaskStatus[None]) -> None:
         with peer.scope:

@@ -3,10 +3,17 @@ pipelined on it (the rules are :mod:`protocols.a2a.session`'s; this module does 
 
 - :class:`SessionServer` serves sessions: each request goes to the task service's own
   per-request dispatch, exactly as on a 1.0 stream, with a reply object in place of the
-  stream; a cancel frame cancels that request's work.
+  stream; a cancel frame cancels that request's work. It is held to the same rules as a
+  1.0 stream: a session opens only for a peer the task service admits (a verified hello),
+  its tasks belong to the session's peer, and each request takes what a 1.0 stream would
+  from the peer's budgets (a token of the A2A request rate, one of its A2A streams while
+  it runs): more requests than a peer could make as streams are refused as BUSY.
 - :class:`A2AClient` is how this node calls other nodes' agents: over the peer's session
   (opened on first use, kept while used, closed after ``IDLE_S``), or, for a peer that does
   not speak 1.1, over one 1.0 stream per call (:func:`meshnode.a2a.tasks.call_agent`).
+  A session opened over a relayed connection is replaced once a direct connection to the
+  peer exists (hole punching): its stream would otherwise stay on the relay for as long as
+  it lives.
 
 Frames are written by one writer per session, which sends everything queued since its last
 write in one go: the four events of a quick task, or the requests of many callers, leave
@@ -23,9 +30,12 @@ from contextlib import suppress
 import trio
 
 from meshnode.a2a.lifecycle import Emit
-from meshnode.a2a.tasks import TaskService, call_agent
-from meshnode.node.transport import Host, ProtocolUnsupported, Stream
+from meshnode.a2a.tasks import PeerBusy, TaskService, call_agent
+from meshnode.node.limits import PeerLimits, short_name
+from meshnode.node.transport import Host, ProtocolNotSupported, Stream
 from protocols.a2a import (
+    A2A_PROTOCOL,
+    BUSY,
     INTERNAL_ERROR,
     A2AError,
     ErrorReply,
@@ -138,15 +148,24 @@ class _Reply:
 
 
 class SessionServer:
-    def __init__(self, tasks: TaskService) -> None:
+    """Serves ``tasks``' agents over sessions, within ``limits`` (the same budgets as the
+    1.0 streams that ``tasks`` serves through a LimitedHost)."""
+
+    def __init__(self, tasks: TaskService, limits: PeerLimits) -> None:
         self.tasks = tasks
+        self.limits = limits
+        self._rate = limits.stream_rates()[A2A_PROTOCOL]
         self.sessions = 0
         self.requests = 0
 
     def serve(self) -> None:
+        """Serve sessions (after ``tasks.serve``, which says whom to admit)."""
         self.tasks.host.set_stream_handler(SESSION_PROTOCOL, self._serve)
 
     async def _serve(self, stream: Stream) -> None:
+        if not await self.tasks.admits(stream.peer_id):
+            log.info("a2a session refused: peer not admitted", extra={"peer": stream.peer_id})
+            return
         session = ServerSession()
         writer = _Writer(stream, session.data_to_send, lambda: session.pending)
         scopes: dict[str, trio.CancelScope] = {}
@@ -186,13 +205,30 @@ class SessionServer:
                     scopes[event.request_id].cancel()
             writer.kick()  # requests refused at once
 
+    def _budget(self, peer_id: str) -> str | None:
+        """Take what a 1.0 stream would from ``peer_id``'s budgets: None if it had it (then
+        ``limits.close_stream`` must follow), else the reason for refusing."""
+        name = short_name(A2A_PROTOCOL)
+        if not self.limits.take(peer_id, A2A_PROTOCOL, *self._rate):
+            return f"rate:{name}"
+        if not self.limits.open_stream(peer_id, A2A_PROTOCOL):
+            return f"streams:{name}"
+        return None
+
     async def _one(self, peer_id: str, request: NewRequest, session: ServerSession,
                    writer: _Writer, scopes: dict[str, trio.CancelScope]) -> None:
         request_id = request.request_id
         reply = _Reply(peer_id, request_id, session, writer)
+        refused = self._budget(peer_id)
         try:
+            if refused is not None:
+                self.limits.refuse(peer_id, refused)
+                session.send(request_id, encode_frame(encode_error(
+                    request_id, BUSY, f"over this peer's budget ({refused})")))
+                return
             with scopes[request_id]:
                 try:
+                    # The dispatch of a 1.0 stream: the task belongs to the session's peer.
                     await self.tasks._dispatch(reply, request_id, request.op)
                 except A2AError as exc:
                     session.send(request_id, encode_frame(encode_error(
@@ -204,6 +240,8 @@ class SessionServer:
                     session.send(request_id, encode_frame(encode_error(
                         request_id, INTERNAL_ERROR, "internal error")))
         finally:
+            if refused is None:
+                self.limits.close_stream(peer_id, A2A_PROTOCOL)
             scopes.pop(request_id, None)
             session.finish(request_id)
             writer.kick()
@@ -213,8 +251,10 @@ class SessionServer:
 
 
 class _Session:
-    def __init__(self, peer_id: str, stream: Stream) -> None:
+    def __init__(self, peer_id: str, stream: Stream, kind: str | None) -> None:
         self.peer_id = peer_id
+        #: The kind of connection to the peer when the session was opened (see A2AClient).
+        self.kind = kind
         self.proto = ClientSession()
         self.writer = _Writer(stream, self.proto.data_to_send, lambda: self.proto.pending)
         self._stream = stream
@@ -223,22 +263,33 @@ class _Session:
         self._ids = itertools.count(1)
         self.closed = False
         self.last_used = trio.current_time()
+        self._scope = trio.CancelScope()
+
+    def retire(self) -> None:
+        """Take no new calls; close once the calls in flight are done."""
+        self.closed = True
+        if not self._waiting:
+            self._scope.cancel()
 
     async def run(self) -> None:
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.writer.run, nursery.cancel_scope)
-                nursery.start_soon(self._idle, nursery.cancel_scope)
-                try:
-                    await self._read()
-                except _STREAM_ERRORS as exc:
-                    log.debug("a2a session lost", extra={"peer": self.peer_id,
-                                                         "error": str(exc) or repr(exc)})
-                nursery.cancel_scope.cancel()
+            with self._scope:
+                await self._run()
         finally:
             self.closed = True
             for channel in self._waiting.values():
                 channel.close()  # every caller waiting learns the session is gone
+
+    async def _run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.writer.run, nursery.cancel_scope)
+            nursery.start_soon(self._idle, nursery.cancel_scope)
+            try:
+                await self._read()
+            except _STREAM_ERRORS as exc:
+                log.debug("a2a session lost", extra={"peer": self.peer_id,
+                                                     "error": str(exc) or repr(exc)})
+            nursery.cancel_scope.cancel()
 
     async def _idle(self, scope: trio.CancelScope) -> None:
         while True:
@@ -276,6 +327,8 @@ class _Session:
                         await on_event(reply.event)
                         if isinstance(reply.event, TaskStatusUpdateEvent) and reply.event.final:
                             return
+                    elif isinstance(reply, ErrorReply) and reply.code == BUSY:
+                        raise PeerBusy(f"busy: {reply.message}")
                     elif isinstance(reply, ErrorReply):
                         raise ProtocolError(f"error {reply.code}: {reply.message}")
                     else:  # End, or a Result
@@ -286,12 +339,17 @@ class _Session:
                 self.proto.cancel(request_id)  # a no-op if it is over
                 self.writer.kick()
                 self.last_used = trio.current_time()
+                if self.closed and not self._waiting:
+                    self._scope.cancel()  # retired: the last call is done
 
 
 class A2AClient:
     def __init__(self, host: Host, *, clock: Callable[[], float] = trio.current_time) -> None:
         self.host = host
         self._clock = clock
+        #: "direct" or "relayed" (or None: unknown) for a connected peer; set by the node
+        #: once NAT traversal runs.
+        self.connection_kind: Callable[[str], str | None] = lambda _peer: None
         self._sessions: dict[str, _Session] = {}
         self._opening: dict[str, trio.Lock] = {}
         self._legacy: dict[str, float] = {}
@@ -311,8 +369,9 @@ class A2AClient:
     async def _run_session(self, peer_id: str, *,
                            task_status: trio.TaskStatus[_Session]) -> None:
         try:
+            kind = self.connection_kind(peer_id)
             async with self.host.open_stream(peer_id, SESSION_PROTOCOL, timeout=10) as stream:
-                session = self._sessions[peer_id] = _Session(peer_id, stream)
+                session = self._sessions[peer_id] = _Session(peer_id, stream, kind)
                 task_status.started(session)
                 await session.run()
         finally:
@@ -325,6 +384,9 @@ class A2AClient:
         if self._nursery is None or self._legacy.get(peer_id, 0.0) > self._clock():
             return None
         session = self._sessions.get(peer_id)
+        if session is not None and session.kind == "relayed" \
+                and self.connection_kind(peer_id) == "direct":
+            session.retire()  # hole punched: the next session goes the direct way
         if session is not None and not session.closed:
             return session
         lock = self._opening.setdefault(peer_id, trio.Lock())
@@ -334,7 +396,7 @@ class A2AClient:
                 return session
             try:
                 started: _Session = await self._nursery.start(self._run_session, peer_id)
-            except ProtocolUnsupported:
+            except ProtocolNotSupported:
                 self._legacy[peer_id] = self._clock() + LEGACY_S
                 return None
             finally:

@@ -15,10 +15,11 @@ node's ``KnowledgeService.add``): this module never signs or stores records itse
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -87,6 +88,10 @@ class Answer:
     #: The text without the extractive preamble and with no [n] markers, as stored as a
     #: solution; empty when nothing relevant was found.
     body: str = field(default="", repr=False)
+    #: Of the records it rests on, how many another agent had retrieved and shared with
+    #: this one (see Answerer.answer's ``shared``); whether this agent searched memory.
+    reused: int = 0
+    searched: bool = True
 
     @property
     def grounded(self) -> bool:
@@ -127,6 +132,8 @@ MAX_PASSAGE_CHARS = 1500
 MAX_CONTEXT_CHARS = 6000
 MAX_EXTRACT_SENTENCES = 4
 MAX_EXTRACT_CHARS = 900
+#: Shared records (another agent's retrieval) relevant to the question that spare a search.
+REUSE_ENOUGH = 2
 
 WriteFn = Callable[..., Awaitable[MemoryRecord]]
 
@@ -160,20 +167,45 @@ class Answerer:
 
     async def retrieve(self, spec: AgentSpec, question: str) -> list[SearchHit]:
         """The records of the agent's collections relevant to ``question``, best first."""
-        return [hit for _, hit in await self._retrieve(spec, question)]
+        ranked, _ = await self._retrieve(spec, question)
+        return [hit for _, hit in ranked]
 
-    async def _retrieve(self, spec: AgentSpec, question: str) -> list[tuple[float, SearchHit]]:
+    async def _retrieve(
+        self, spec: AgentSpec, question: str, shared: Sequence[SearchHit] = ()
+    ) -> tuple[list[tuple[float, SearchHit]], bool]:
         """(relevance, hit) for the records of the agent's collections relevant to
-        ``question``, best first, without duplicates: at most ``k``, possibly none.
+        ``question``, best first, without duplicates: at most ``k``, possibly none; and
+        whether memory was searched.
 
         A wide pool of nearest neighbours is re-ranked by similarity plus keyword overlap
         weighted by rarity within the pool (so "HNSW" counts for more than "Milvus"), and a
         record must share a keyword with the question unless its similarity is high.
+        ``shared`` records (another agent's retrieval, already verified) are scored with
+        this node's own embedder and join the pool; when REUSE_ENOUGH of them are relevant
+        on their own, memory is not searched again.
         """
-        pool_size = min(max(8 * self.k, 40), MAX_K)
         pool: list[SearchHit] = []
+        offered = [hit for hit in shared if hit.collection in spec.reads]
+        if offered:
+            pool = await self._rescored(question, offered)
+            ranked = self._rank(question, pool)
+            if len(ranked) >= min(REUSE_ENOUGH, self.k):
+                return ranked, False
+        pool_size = min(max(8 * self.k, 40), MAX_K)
         for collection in spec.reads:
             pool.extend(await self.store.search(question, k=pool_size, collection=collection))
+        return self._rank(question, pool), True
+
+    async def _rescored(self, question: str, hits: list[SearchHit]) -> list[SearchHit]:
+        """``hits`` scored by this node's embedder: a sender's scores are not trusted."""
+        embed = functools.partial(_similarities, self.store.embedder,
+                                  [question] + [h.record.text for h in hits])
+        scores = await trio.to_thread.run_sync(embed, limiter=self._limiter,
+                                               abandon_on_cancel=True)
+        return [SearchHit(h.record, float(s), h.collection) for h, s in zip(hits, scores,
+                                                                             strict=True)]
+
+    def _rank(self, question: str, pool: list[SearchHit]) -> list[tuple[float, SearchHit]]:
         unique: dict[str, SearchHit] = {}
         for hit in sorted(pool, key=lambda h: (-h.score, h.record.id)):
             unique.setdefault(_compact(hit.record.text), hit)
@@ -195,8 +227,10 @@ class Answerer:
 
     # -- answering ------------------------------------------------------------------------
 
-    async def answer(self, spec: AgentSpec, question: str, *, deadline_s: float) -> Answer:
-        """Answer ``question`` as ``spec`` within ``deadline_s`` seconds.
+    async def answer(self, spec: AgentSpec, question: str, *, deadline_s: float,
+                     shared: Sequence[SearchHit] = ()) -> Answer:
+        """Answer ``question`` as ``spec`` within ``deadline_s`` seconds, reusing the
+        ``shared`` retrieval of an agent that consulted this one when it is relevant.
 
         Raises LLMError when the LLM fails (any kind, including its share of the deadline)
         and AgentError when memory cannot be read in time or at all.
@@ -206,7 +240,7 @@ class Answerer:
         started = time.perf_counter()
         try:
             with trio.fail_after(max(deadline_s, 0.0)):
-                ranked = await self._retrieve(spec, question)
+                ranked, searched = await self._retrieve(spec, question, shared)
         except trio.TooSlowError:
             raise AgentError("timeout", "reading memory took longer than the deadline") from None
         except MemoryStoreError as exc:
@@ -214,12 +248,18 @@ class Answerer:
         retrieval_s = time.perf_counter() - started
         hits = [hit for _, hit in ranked]
         if not hits:
-            return self._nothing(spec, retrieval_s)
-        if self.llm is None:
+            answer = self._nothing(spec, retrieval_s)
+        elif self.llm is None:
             top = ranked[0][0]
             weights = [relevance / top if top > 0 else 1.0 for relevance, _ in ranked]
-            return await self._extractive(question, hits, weights, deadline, retrieval_s)
-        return await self._with_llm(self.llm, spec, question, hits, deadline, retrieval_s)
+            answer = await self._extractive(question, hits, weights, deadline, retrieval_s)
+        else:
+            answer = await self._with_llm(self.llm, spec, question, hits, deadline, retrieval_s)
+        if not shared:
+            return answer
+        shared_ids = {hit.record.id for hit in shared}
+        reused = sum(1 for c in answer.citations if c.id in shared_ids)
+        return dataclasses.replace(answer, reused=reused, searched=searched)
 
     def _nothing(self, spec: AgentSpec, retrieval_s: float) -> Answer:
         searched = ", ".join(spec.reads)

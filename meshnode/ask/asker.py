@@ -3,9 +3,17 @@
 Candidates are every agent this node knows (its own and those in presence cards), scored by
 skill relevance x trust x load x latency (meshnode.ask.policy). They are asked in waves, a few
 in parallel, each wave within what is left of the deadline; the answer with the best
-quality x trust wins, and each outcome becomes trust evidence. Every step is kept for
-``meshnode ask --explain``. One deadline covers the whole ask: relevance scoring, the waves
-and the quality checks of their answers.
+quality x trust wins. Every step is kept for ``meshnode ask --explain``. One deadline covers
+the whole ask: relevance scoring, the waves and the quality checks of their answers.
+
+**Evidence comes only from the operator's own questions.** The outcomes of an ask become
+trust evidence (failures at once, the chosen answer as accepted when its rating window
+passes) only when this node's operator asked. A question asked for someone else (a peer's
+forwarded question, an anonymous client of the public A2A endpoint) is routed the same way,
+but its asker chose the question, and a forwarded one also its hop count and visited set:
+with those it could choose whom this node asks, so that an accomplice echoing the question
+earns trust, or an honest neighbour that cannot answer is blamed. Nothing it sends can
+credit or blame anyone here.
 """
 
 from __future__ import annotations
@@ -22,12 +30,14 @@ from typing import Any
 import trio
 
 from memory.errors import MemoryStoreError
+from meshnode.a2a.owners import OPERATOR, Owner
 from meshnode.a2a.session import A2AClient
 from meshnode.a2a.tasks import (
     AGENT_KEY,
     ASKER_KEY,
     DEADLINE_KEY,
     FORWARD_KEY,
+    PeerBusy,
     TaskService,
     call_agent,
 )
@@ -50,8 +60,10 @@ from meshnode.errors import MeshnodeError
 from meshnode.node.faults import Faults
 from meshnode.node.membership import Membership
 from meshnode.node.transport import DialError, Host
-from meshnode.trust.graph import Outcome, TrustGraph
+from meshnode.trust.evidence import Outcome
+from meshnode.trust.graph import TrustGraph
 from protocols.a2a import (
+    A2AError,
     AgentCard,
     DataPart,
     Message,
@@ -91,6 +103,17 @@ def _decoded(wires: tuple[dict[str, Any], ...]) -> list[AgentCard]:
         except ProtocolError:
             continue  # a peer's bad card only hides that agent
     return cards
+
+
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """What an ask made on behalf of an agent's task carries (meshnode.ask.delegation):
+    extra message metadata, the task's conversation, and agents it must not ask."""
+
+    metadata: dict[str, Any]
+    context_id: str | None = None
+    #: (peer ID, agent name) of agents not to ask (those already in the chain).
+    exclude: frozenset[tuple[str, str]] = frozenset()
 
 
 class AskError(MeshnodeError):
@@ -152,8 +175,10 @@ class Asker:
         self._rng = rng or random.Random()
         self.faults = faults if faults is not None else Faults()
         self.self_id = membership.signer.peer_id
-        #: Answers this node took and that may still be rated, oldest first.
+        #: Answers this node took for its operator and that may still be rated, oldest first.
         self.answered: OrderedDict[str, _Taken] = OrderedDict()
+        #: Answers dropped unrated because more than KEPT_ANSWERS were waiting.
+        self.unrated_dropped = 0
         #: The recent questions routed here, for the dashboard and the metrics.
         self.history = AskHistory()
         self._cards: OrderedDict[str, tuple[AgentCard, ...]] = OrderedDict()
@@ -198,8 +223,10 @@ class Asker:
     async def ask(
         self, question: str, *, agent: str | None = None, timeout: float = 60.0,
         progress: Progress = _ignore, hops: int = 0, visited: frozenset[str] = frozenset(),
+        owner: Owner = OPERATOR, carried: Carried | None = None,
     ) -> dict[str, Any]:
-        """Route ``question`` and return the chosen answer with how it was chosen.
+        """Route ``question`` for ``owner`` and return the chosen answer with how it was
+        chosen; only the operator's asks yield trust evidence.
 
         Everything (relevance scoring, every wave, every quality check) happens within
         ``timeout`` seconds. Raises AskError when no acceptable answer came in time, or the
@@ -211,7 +238,7 @@ class Asker:
             try:
                 with trio.fail_after(timeout):
                     result = await self._route(question, agent, timeout, progress, hops,
-                                               visited, stage)
+                                               visited, stage, owner, carried)
             except trio.TooSlowError:
                 raise AskError(f"the ask's deadline of {timeout:g} s passed while {stage[0]}") \
                     from None
@@ -223,11 +250,14 @@ class Asker:
 
     async def _route(
         self, question: str, agent: str | None, timeout: float, progress: Progress, hops: int,
-        visited: frozenset[str], stage: list[str],
+        visited: frozenset[str], stage: list[str], owner: Owner,
+        carried: Carried | None = None,
     ) -> dict[str, Any]:
         started = time.monotonic()
         deadline = started + timeout
         known = self.known_agents()
+        if carried is not None:
+            known = [(p, c) for p, c in known if (p, c.name) not in carried.exclude]
         if agent is not None:
             known = [(peer, card) for peer, card in known if card.name == agent]
             if not known:
@@ -272,7 +302,8 @@ class Asker:
             remaining = deadline - time.monotonic()
             if remaining <= MARGIN_S:
                 break
-            outcomes = await self._ask_wave(wave, question, remaining, progress, forward)
+            outcomes = await self._ask_wave(wave, question, remaining, progress, forward, owner,
+                                            carried)
             choice = choose_answer([(o.scored.candidate, o.quality) for o in outcomes],
                                    min_quality=self.settings.min_quality, policy=self.policy)
             explain["waves"].append({
@@ -286,10 +317,12 @@ class Asker:
                 ],
                 "choice": choice.explain(),
             })
-            self._record_evidence(outcomes)
+            if owner.operator:
+                self._record_evidence(outcomes)
             if choice.index is not None:
                 won = outcomes[choice.index]
-                return self._result(won, explain, routing_s, time.monotonic() - started)
+                return self._result(won, explain, routing_s, time.monotonic() - started,
+                                    rated=owner.operator)
         raise AskError("no agent gave an acceptable answer: " + "; ".join(
             f"{o['agent']}: {o['state']} {o['reason']}".strip()
             for w in explain["waves"] for o in w["outcomes"]
@@ -313,18 +346,18 @@ class Asker:
 
     async def _ask_wave(
         self, wave: list[Scored], question: str, remaining: float, progress: Progress,
-        forward: dict[str, Any] | None,
+        forward: dict[str, Any] | None, owner: Owner, carried: Carried | None = None,
     ) -> list[_Outcome]:
         outcomes = [_Outcome(s) for s in wave]
         async with trio.open_nursery() as nursery:
             for outcome in outcomes:
                 nursery.start_soon(self._ask_one, outcome, question, remaining, progress,
-                                   forward)
+                                   forward, owner, carried)
         return outcomes
 
     async def _ask_one(
         self, outcome: _Outcome, question: str, remaining: float, progress: Progress,
-        forward: dict[str, Any] | None,
+        forward: dict[str, Any] | None, owner: Owner, carried: Carried | None = None,
     ) -> None:
         candidate = outcome.scored.candidate
         await progress({"stage": "asking", "agent": candidate.agent, "peer": candidate.peer_id,
@@ -335,8 +368,11 @@ class Asker:
             metadata[AGENT_KEY] = candidate.agent
         else:
             metadata[FORWARD_KEY] = forward
+        if carried is not None:
+            metadata.update(carried.metadata)
         message = Message(role="user", parts=(TextPart(question),),
-                          message_id=str(uuid.uuid4()), metadata=metadata)
+                          message_id=str(uuid.uuid4()), metadata=metadata,
+                          context_id=carried.context_id if carried else None)
         started = time.monotonic()
         final: list[Task | None] = [None]
 
@@ -359,7 +395,11 @@ class Asker:
         try:
             with trio.fail_after(wait):
                 if candidate.peer_id == self.self_id:
-                    final[0] = await self.tasks.run_task(message, on_event)
+                    # This node's own agent works for whoever asked (and counts against it).
+                    try:
+                        final[0] = await self.tasks.run_task(message, on_event, owner=owner)
+                    except A2AError as exc:  # refused before it began: too many under way
+                        raise PeerBusy(exc.message) from None
                 elif self.client is not None:
                     await self.client.call(candidate.peer_id, message, on_event, timeout=wait)
                 else:
@@ -369,6 +409,8 @@ class Asker:
             outcome.state, outcome.reason = "timeout", f"no answer within {wait:.0f} s"
         except (DialError, trio.BrokenResourceError) as exc:
             outcome.state, outcome.reason = "failed", f"unreachable: {exc}"
+        except PeerBusy as exc:  # a budget of the peer's, mostly spent by this node itself
+            outcome.state, outcome.reason = "busy", str(exc)
         except ProtocolError as exc:
             outcome.state, outcome.reason = "malformed", str(exc)
         except Exception as exc:  # a bug met by this peer's answer fails this answer only
@@ -398,20 +440,22 @@ class Asker:
             peer = o.scored.candidate.peer_id
             outcome = {"timeout": Outcome.TIMEOUT, "malformed": Outcome.MALFORMED}.get(
                 o.state, Outcome.FAILED)
-            if o.state == TaskState.COMPLETED:
+            if o.state in (TaskState.COMPLETED, "busy"):
                 # An answer not chosen is neither good nor bad evidence; the chosen one counts
-                # as accepted only once its rating window passes without a bad rating.
+                # as accepted only once its rating window passes without a bad rating. A
+                # peer's budget refusing us is mostly our own doing.
                 continue
             self.trust.record(peer, outcome, skill=o.scored.candidate.agent, now=now)
 
     def _result(
-        self, won: _Outcome, explain: dict[str, Any], routing_s: float, total_s: float
+        self, won: _Outcome, explain: dict[str, Any], routing_s: float, total_s: float,
+        *, rated: bool,
     ) -> dict[str, Any]:
         candidate = won.scored.candidate
         # A forwarded question was answered further away: report who really answered.
         agent = str(won.data.get("agent") or candidate.agent)
         peer = str(won.data.get("peer") or candidate.peer_id)
-        if won.task_id:
+        if won.task_id and rated:
             self.answered[won.task_id] = _Taken(candidate.peer_id, candidate.agent, time.time())
             self.settle(time.time())
         retrieval_s = float(won.data.get("retrieval_s") or 0.0)
@@ -434,18 +478,27 @@ class Asker:
         }
 
     async def answer_forwarded(
-        self, question: str, hops: int, visited: frozenset[str], deadline_s: float
+        self, question: str, hops: int, visited: frozenset[str], deadline_s: float, owner: Owner
     ) -> dict[str, Any]:
-        """TaskService's forwarder: route a neighbour's question from here, one hop on."""
-        result = await self.ask(question, timeout=deadline_s, hops=hops, visited=visited)
+        """TaskService's forwarder: route a neighbour's question from here, one hop on, for
+        ``owner`` (so with no trust evidence from it)."""
+        result = await self.ask(question, timeout=deadline_s, hops=hops, visited=visited,
+                                owner=owner)
         return dict(result["answer"])
 
     def settle(self, now: float) -> None:
-        """Count as accepted the answers whose rating window passed without a rating."""
+        """Count as accepted the answers whose rating window passed without a rating.
+
+        Past KEPT_ANSWERS waiting, the oldest go unrated: an answer counts as accepted only
+        when its operator had the whole window to object.
+        """
         window = self.settings.rating_window_s
+        while len(self.answered) > KEPT_ANSWERS:
+            self.answered.popitem(last=False)
+            self.unrated_dropped += 1
         while self.answered:
             task_id, taken = next(iter(self.answered.items()))
-            if now - taken.at < window and len(self.answered) <= KEPT_ANSWERS:
+            if now - taken.at < window:
                 break
             del self.answered[task_id]
             self.trust.record(taken.peer, Outcome.ACCEPTED, skill=taken.agent, now=now)

@@ -22,7 +22,7 @@ from collections import Counter, OrderedDict
 from typing import Any
 
 from bootstrap.dialer import TokenBucket
-from protocols.errors import Rejected
+from protocols.errors import OverBudget
 
 #: New identities one neighbour may introduce: a burst, then this many a second.
 VOUCH_BURST = 64.0
@@ -33,14 +33,10 @@ MAX_TRACKED = 16_384
 RATE_BURST = 4.0
 
 
-class Refused(Rejected):
-    """A membership message over budget or not its publisher's: dropped here, not relayed.
-    (Not evidence against the relaying neighbour by itself: an honest relay may have passed
-    on what it could not check.)"""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+#: A membership message over budget or not its publisher's: dropped here, not relayed.
+#: (Not evidence against the relaying neighbour by itself: an honest relay may have passed
+#: on what it could not check.)
+Refused = OverBudget
 
 
 class PresenceAdmission:

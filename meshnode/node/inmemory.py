@@ -42,7 +42,7 @@ from meshnode.node.pipes import InMemoryStream, Pipe
 from meshnode.node.transport import (
     DialError,
     GossipMessage,
-    ProtocolUnsupported,
+    ProtocolNotSupported,
     StreamHandler,
     Validator,
 )
@@ -187,8 +187,8 @@ class InMemoryMesh:
         if target._nursery is None:
             raise DialError(f"opening {protocol} to {peer_id} failed: host stopped")
         if handler is None:
-            raise ProtocolUnsupported(f"opening {protocol} to {peer_id} failed: protocol not "
-                                      "supported")
+            raise ProtocolNotSupported(
+                f"opening {protocol} to {peer_id} failed: protocol not supported")
         there, back = Pipe(), Pipe()
         ours = InMemoryStream(peer_id, back, there, link.streams.discard)
         theirs = InMemoryStream(source.peer_id, there, back, link.streams.discard)

@@ -33,8 +33,8 @@ class DialError(TransportError):
     or no answer in time (dialing, opening a stream, pinging)."""
 
 
-class ProtocolUnsupported(DialError):
-    """The peer is reachable but does not speak the protocol asked for."""
+class ProtocolNotSupported(DialError):
+    """The peer is connected but answered that it does not speak the protocol asked for."""
 
 
 class PublishError(TransportError):

@@ -18,11 +18,11 @@ from typing import Any
 
 import trio
 
-from bootstrap import parse_bootstrap
 from meshnode.config import NodeConfig
 from meshnode.node.topics import EnvelopeCodec, Signed, SignedTopic
 from meshnode.node.transport import GossipMessage, Host
-from meshnode.trust.graph import Outcome, TrustGraph
+from meshnode.trust.evidence import Outcome
+from meshnode.trust.graph import TrustGraph
 from protocols.envelope import EnvelopeGuard
 from protocols.errors import BadSignature, DecodeError, ProtocolError
 from protocols.peerid import Signer
@@ -36,9 +36,10 @@ REFRESH_S = 300.0
 
 
 def pre_trusted_peers(config: NodeConfig, self_id: str) -> set[str]:
-    """The configured anchors, else this node's bootstrap peers, and always itself."""
-    peers = set(config.trust.pre_trusted) or {parse_bootstrap(a).peer_id for a in config.bootstrap}
-    return peers | {self_id}
+    """The anchors of global trust: this node itself and the peers its operator listed in
+    ``trust.pre_trusted``. Never the bootstrap peers for being bootstrap peers: a hostile
+    one would own a newcomer's trust and could hand it to its Sybils."""
+    return set(config.trust.pre_trusted) | {self_id}
 
 
 class TrustService:
@@ -54,12 +55,14 @@ class TrustService:
         self.config = config
         #: How many nodes the mesh has, as far as this node knows (scales the refresh).
         self.mesh_size = mesh_size
+        self._joined = False
         self.host = host
         self.signer = signer
         self._clock = clock
         self._path = Path(config.home) / TRUST_FILE
         self.graph = TrustGraph.load(self._path, self_id=signer.peer_id,
-                                     pre_trusted=pre_trusted_peers(config, signer.peer_id))
+                                     pre_trusted=pre_trusted_peers(config, signer.peer_id),
+                                     max_peers=config.trust.max_peers)
         self.graph.compute_global()
         self._saved = ""
         self._codec = EnvelopeCodec(EnvelopeGuard(config.network_id, max_age_s=600.0), TRUST,
@@ -87,6 +90,10 @@ class TrustService:
         elif isinstance(exc, DecodeError):
             self.graph.record(peer_id, Outcome.MALFORMED, now=self._clock())
 
+    def refused(self, peer_id: str, reason: str) -> None:
+        """Evidence against a peer that went over one of this node's budgets."""
+        self.graph.record(peer_id, Outcome.REFUSED, now=self._clock())
+
     @property
     def rejected(self) -> int:
         return self.topic.rejected_total
@@ -110,16 +117,22 @@ class TrustService:
         return refresh_interval(REFRESH_S, self.mesh_size(),
                                 self.config.gossip.presence_rate_per_s)
 
+    def peer_joined(self, peer_id: str) -> None:
+        """A peer completed its handshake with this node: it may have joined the mesh just
+        now and would otherwise wait a whole refresh for this node's vector."""
+        self._joined = True
+
     async def _publish_loop(self) -> None:
-        # Checked every publish interval, published when it changed: an idle mesh whose
-        # trust does not move sends almost nothing.
+        # Checked every publish interval, published when it changed or a neighbour joined:
+        # an idle mesh whose trust does not move sends almost nothing.
         published: dict[str, float] | None = None
         published_at = -float("inf")
         while True:
             await trio.sleep(self.config.trust.publish_interval_s)
             scores = self.graph.local_trust()
             now = trio.current_time()
-            if scores != published or now - published_at >= self.refresh_s():
+            if scores != published or self._joined or now - published_at >= self.refresh_s():
+                self._joined = False
                 await self.publish()
                 published, published_at = scores, now
 

@@ -40,6 +40,7 @@ from protocols.a2a.frames import (
     encode_request,
 )
 from protocols.a2a.model import (
+    BUSY,
     INVALID_REQUEST,
     MAX_ID,
     TERMINAL_STATES,
@@ -55,7 +56,6 @@ SESSION_PROTOCOL = "/meshnode/a2a/1.1.0"
 #: Requests one session may have unanswered at once (each side enforces its own).
 MAX_IN_FLIGHT = 64
 #: The JSON-RPC "server busy" of A2A's error space: over the in-flight limit.
-BUSY = -32005
 
 
 class SessionError(RuntimeError):
