@@ -1,8 +1,14 @@
 """A2A benchmark: round trip and throughput over real libp2p, and where `ask` spends its time.
 
 Part 1 (in one process, two real MeshHosts on loopback, Noise + yamux): a no-op agent that
-answers at once, asked through the real TaskService / call_agent code. Reports the round
-trip of one streaming task (p50/p99) and tasks per second with N tasks in flight.
+answers at once, asked through the real TaskService code, three ways in the same run:
+
+- ``bare``: not a task at all: a 200-byte echo over one reused py-libp2p stream (raw
+  py-libp2p streams, none of meshnode's code): the floor any A2A call sits on;
+- ``1.0``: one stream per task (``/meshnode/a2a/1.0.0``, ``call_agent``), as before;
+- ``1.1``: tasks pipelined on one long-lived session (``/meshnode/a2a/1.1.0``, A2AClient).
+
+Reports the round trip (p50/p99) and calls per second with N in flight.
 
 Part 2 (real daemons): an asking node and the Milvus expert seeded with its knowledge base;
 `ask` is called repeatedly through the local API and the per-stage timings the daemon
@@ -21,15 +27,18 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from libp2p.peer.id import ID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from meshnode.a2a.lifecycle import TaskStore
+from meshnode.a2a.session import A2AClient, SessionServer
 from meshnode.a2a.tasks import AGENT_KEY, TaskService, call_agent
 from meshnode.agents.answering import Answer
 from meshnode.agents.specs import AgentSpec
@@ -63,6 +72,42 @@ class NoKnowledge:
 
 
 
+ECHO = "/bench/echo/1.0.0"
+
+
+async def _echo(stream: Any) -> None:  # a raw py-libp2p stream
+    try:
+        while data := await stream.read(4096):
+            await stream.write(data)
+    except Exception:
+        pass
+
+
+async def _measure(label: str, call: Callable[[], Awaitable[None]], tasks: int,
+                   concurrency: list[int]) -> None:
+    async def timed() -> float:
+        start = time.perf_counter()
+        await call()
+        return (time.perf_counter() - start) * 1000
+
+    for _ in range(20):  # warm up: streams, muxer windows, code paths
+        await timed()
+
+    async def worker(count: int, samples: list[float]) -> None:
+        for _ in range(count):
+            samples.append(await timed())
+
+    for level in concurrency:
+        samples: list[float] = []
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for i in range(level):
+                nursery.start_soon(worker, tasks // level + (i < tasks % level), samples)
+        elapsed = time.perf_counter() - start
+        print(f"{label:5}  {level:9}  {len(samples):5}  {quantile(samples, .5):6.2f}  "
+              f"{quantile(samples, .99):6.2f}  {len(samples) / elapsed:7.0f}", flush=True)
+
+
 async def _admit_all(_: str) -> bool:
     return True
 
@@ -71,7 +116,8 @@ async def roundtrips(tasks: int, concurrency: list[int]) -> None:
     key_a, key_b = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     listen = ["/ip4/127.0.0.1/tcp/0"]
     async with MeshHost(key_a, listen=listen, gossip=GossipSettings()) as a, \
-            MeshHost(key_b, listen=listen, gossip=GossipSettings()) as b:
+            MeshHost(key_b, listen=listen, gossip=GossipSettings()) as b, \
+            trio.open_nursery() as nursery:
         # The node's path (per-peer budgets, then the task store), with the budgets lifted:
         # one asker with many tasks in flight is past what a real node lets one peer do,
         # and this measures throughput, not policy.
@@ -82,38 +128,41 @@ async def roundtrips(tasks: int, concurrency: list[int]) -> None:
                               NoKnowledge(Signer(key_b)),  # type: ignore[arg-type]
                               version="bench", store=TaskStore(limits=unlimited))
         service.serve(admit=_admit_all)  # two bare hosts: no hello runs here
+        SessionServer(service, unlimited).serve()
+        b._host.set_stream_handler(ECHO, _echo)
+        client = A2AClient(a)
+        await nursery.start(client.run)
         await a.connect(b.peer_id, b.listen_addrs(), timeout=10)
 
-        async def one() -> float:
-            done: list[bool] = []
+        def message() -> Message:
+            return Message(role="user", parts=(TextPart("ping"),),
+                           message_id=str(uuid.uuid4()), metadata={AGENT_KEY: "noop"})
 
-            async def on_event(event: StreamEvent) -> None:
-                done.append(True)
+        async def no_event(event: StreamEvent) -> None:
+            pass
 
-            message = Message(role="user", parts=(TextPart("ping"),),
-                              message_id=str(uuid.uuid4()), metadata={AGENT_KEY: "noop"})
-            start = time.perf_counter()
-            await call_agent(a, b.peer_id, message, on_event, timeout=30)
-            assert done, "no events came back"
-            return (time.perf_counter() - start) * 1000
+        async def legacy() -> None:
+            await call_agent(a, b.peer_id, message(), no_event, timeout=30)
 
-        for _ in range(20):  # warm up: streams, muxer windows, code paths
-            await one()
-        print("in flight  tasks  p50 ms  p99 ms  tasks/s")
-        async def worker(count: int, samples: list[float]) -> None:
-            for _ in range(count):
-                samples.append(await one())
+        async def session() -> None:
+            await client.call(b.peer_id, message(), no_event, timeout=30)
 
-        for level in concurrency:
-            samples: list[float] = []
+        echo = await a._host.new_stream(ID.from_base58(b.peer_id), [ECHO])
+        lock = trio.Lock()
+        payload = b"x" * 200
 
-            start = time.perf_counter()
-            async with trio.open_nursery() as nursery:
-                for i in range(level):
-                    nursery.start_soon(worker, tasks // level + (i < tasks % level), samples)
-            elapsed = time.perf_counter() - start
-            print(f"{level:9}  {len(samples):5}  {quantile(samples, .5):6.2f}  "
-                  f"{quantile(samples, .99):6.2f}  {len(samples) / elapsed:7.0f}", flush=True)
+        async def bare() -> None:
+            async with lock:  # one stream: one round trip at a time on it
+                await echo.write(payload)
+                got = b""
+                while len(got) < len(payload):
+                    got += await echo.read(4096)
+
+        print("path   in flight  calls  p50 ms  p99 ms  calls/s")
+        for label, call in (("bare", bare), ("1.0", legacy), ("1.1", session)):
+            await _measure(label, call, tasks, concurrency)
+        await echo.close()
+        nursery.cancel_scope.cancel()
 
 
 def stage_breakdown(asks: int) -> None:
@@ -164,10 +213,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--asks", type=int, default=30)
+    parser.add_argument("--asks", type=int, default=30,
+                        help="asks through real daemons for the stage breakdown (0: skip)")
     args = parser.parse_args()
     trio.run(roundtrips, args.tasks, args.concurrency)
-    stage_breakdown(args.asks)
+    if args.asks:
+        stage_breakdown(args.asks)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,31 @@
-"""Gossip benchmark: presence propagation latency and how fast a newcomer learns the mesh.
+"""Gossip benchmark: what an idle mesh costs each node, presence latency, and joining.
 
-Starts N real `meshnode start` processes on loopback (default settings: presence every 5 s),
-each bootstrapped from a random earlier node, waits until every node knows every other,
-then records the publish-to-receipt latency at every node of every presence announcement
-published during ``--settle`` seconds (sender and receiver share this machine's clock). Then a new
-node joins through one peer and we time how long it takes to list all N.
+Starts N real `meshnode start` processes on loopback (default settings), each bootstrapped
+from a random earlier node, and waits until every node knows every other ("up and meshed",
+timed from the first launch). Then, over ``--settle`` seconds of an idle mesh:
 
-    python bench/bench_gossip.py --sizes 5 10 25
+- **idle cost per node**: CPU (% of one core) of each daemon process, and its libp2p bytes
+  on the wire (sent + received, from the kernel's per-socket TCP counters), per second;
+  resident memory (RSS) of each daemon at the end;
+- **presence latency**: publish-to-receipt at every node of every presence announcement
+  published in the window (sender and receiver share this machine's clock).
+
+Then a new node joins through one peer and we time how long it takes to list all N.
+
+``--parallel K`` launches K daemons at a time (each still bootstrapped from a node already
+up); ``--profile`` records a py-spy profile of one daemon during the window.
+
+    python bench/bench_gossip.py --sizes 5 15 25 50 --settle 60
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,73 +33,140 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from procstats import rss_mb, sample
 
 from meshnode.cli.client import DaemonClient
 from meshnode.stats import quantile
 from tests.integration.harness import Daemon, mesh, wait_for
 
 
-def run(size: int, settle: float, rng: random.Random) -> dict[str, Any]:
+def _port(addr: str) -> int:
+    return int(addr.split("/tcp/")[1].split("/")[0])
+
+
+def _start(root: Path, nodes: list[Daemon], size: int, parallel: int,
+           rng: random.Random) -> None:
+    """Launch ``size`` daemons, ``parallel`` at a time, each bootstrapped from a node already
+    up; each goes into ``nodes`` as soon as it is launched (so that it is stopped however
+    this ends)."""
+    up: list[Daemon] = []
+    while len(up) < size:
+        batch = []
+        # The first node alone: every later one needs a node that is up to bootstrap from.
+        for i in range(len(up), min(size, len(up) + (parallel if up else 1))):
+            node = Daemon(root, f"n{i}", "bench", fast=False)
+            node.launch(*([rng.choice(up).addr] if up else []), log_level="info")
+            nodes.append(node)
+            batch.append(node)
+        for node in batch:
+            node.wait_started(timeout=300)
+        up += batch
+
+
+def run(size: int, settle: float, parallel: int, rng: random.Random,
+        profile: Path | None, newcomer: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, mesh(Path(tmp)) as nodes:
         root = Path(tmp)
         started = time.monotonic()
-        for i in range(size):
-            node = Daemon(root, f"n{i}", "bench", fast=False)
-            node.start(*([rng.choice(nodes).addr] if nodes else []), log_level="info")
-            nodes.append(node)
+        _start(root, nodes, size, parallel, rng)
+        up_s = time.monotonic() - started
         clients = [DaemonClient(n.home) for n in nodes]
         wait_for(
             "every node to know every other",
             lambda: all(len(c.get("/v1/peers")) == size - 1 for c in clients),
-            timeout=120,
+            timeout=600,
         )
         full_mesh_s = time.monotonic() - started
+        pids = [n.proc.pid for n in nodes if n.proc]
+        ports = {_port(n.addr) for n in nodes}
+        spy = None
+        if profile is not None:
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                 str(pids[1 % len(pids)]), "--duration", str(int(settle)), "--format", "raw",
+                 "--nonblocking", "--rate", "50",
+                 "--output", str(profile)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         mark = time.time()
-        time.sleep(settle + 5)  # + a grace period for announcements still in flight
+        before = sample(pids, ports)
+        time.sleep(settle)
+        after = sample(pids, ports)
+        rss = [rss_mb(p) for p in pids]
+        links = [c.get("/v1/status")["connected_peers"] for c in clients]
+        time.sleep(5)  # a grace period for announcements still in flight
+        if spy is not None:
+            spy.wait(timeout=120)
+        cpu = [100 * (after.cpu_s[p] - before.cpu_s[p]) / settle for p in pids]
+        traffic = [(after.bytes[p] - before.bytes[p]) / settle for p in pids]
         latencies: list[float] = []
         for client in clients:
             samples = client.get("/v1/gossip", since=mark)["samples"]
             # Count what was published inside the window, however late it arrived.
             latencies += [ms for at, ms, _ in samples if mark <= at - ms / 1000 <= mark + settle]
 
-        newcomer = Daemon(root, "newcomer", "bench", fast=False)
+        result = {
+            "nodes": size,
+            "samples": len(latencies),
+            "p50_ms": quantile(latencies, 0.50) if latencies else float("nan"),
+            "p99_ms": quantile(latencies, 0.99) if latencies else float("nan"),
+            "cpu_mean": statistics.fmean(cpu), "cpu_max": max(cpu),
+            "kbps_mean": statistics.fmean(traffic) / 1024, "kbps_max": max(traffic) / 1024,
+            "rss_mean": statistics.fmean(rss),
+            "links_mean": statistics.fmean(links),
+            "up_s": up_s,
+            "meshed_s": full_mesh_s,
+            "learn_from_api_up_s": float("nan"),
+            "learn_from_launch_s": float("nan"),
+        }
+        if not newcomer:
+            return result
+        joiner = Daemon(root, "newcomer", "bench", fast=False)
         launched = time.monotonic()
-        newcomer.start(nodes[0].addr, log_level="info")
+        joiner.start(nodes[0].addr, log_level="info", timeout=120)
         api_up = time.monotonic()
-        probe = DaemonClient(newcomer.home)
+        probe = DaemonClient(joiner.home)
         wait_for("the newcomer to list the whole mesh",
                  lambda: len(probe.get("/v1/peers")) == size, timeout=120, every=0.02)
         learned = time.monotonic()
-        nodes.append(newcomer)
-        return {
-            "nodes": size,
-            "samples": len(latencies),
-            "p50_ms": quantile(latencies, 0.50),
-            "p99_ms": quantile(latencies, 0.99),
-            "mean_ms": statistics.fmean(latencies),
-            "max_ms": max(latencies),
-            "learn_from_api_up_s": learned - api_up,
-            "learn_from_launch_s": learned - launched,
-            "all_nodes_started_and_full_view_s": full_mesh_s,
-        }
+        nodes.append(joiner)
+        result["learn_from_api_up_s"] = learned - api_up
+        result["learn_from_launch_s"] = learned - launched
+        return result
 
 
 def main() -> None:
+    # SIGTERM unwinds like Ctrl-C, so that every daemon started is stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 25])
-    parser.add_argument("--settle", type=float, default=30.0,
-                        help="seconds of presence traffic to sample (default 30)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5, 15, 25])
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="seconds of idle mesh to measure (default 60)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="daemons launched at a time (default 1: one after the other)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy raw profile of one daemon during the window: "
+                             "PROFILE.<nodes>.txt")
+    parser.add_argument("--no-newcomer", action="store_true",
+                        help="skip timing how fast a new node learns the mesh")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    print("nodes  samples  p50 ms  p99 ms  mean ms  max ms  newcomer learns mesh (s)")
+    print("nodes  up s  meshed s  cpu %/node (mean, max)  KB/s/node (mean, max)  RSS MB  "
+          "links  presence n  p50 ms  p99 ms  newcomer learns mesh s (from launch)")
     for size in args.sizes:
-        r = run(size, args.settle, rng)
+        profile = (args.profile.with_suffix(f".{size}.txt") if args.profile else None)
+        load = os.getloadavg()[0]
+        r = run(size, args.settle, args.parallel, rng, profile, not args.no_newcomer)
         print(
-            f"{r['nodes']:5}  {r['samples']:7}  {r['p50_ms']:6.1f}  {r['p99_ms']:6.1f}  "
-            f"{r['mean_ms']:7.1f}  {r['max_ms']:6.1f}  {r['learn_from_api_up_s']:.2f} "
-            f"(from launch {r['learn_from_launch_s']:.2f}; {r['nodes']} nodes up and "
-            f"fully meshed in {r['all_nodes_started_and_full_view_s']:.0f} s)",
+            f"{r['nodes']:5}  {r['up_s']:5.0f}  {r['meshed_s']:8.0f}  "
+            f"{r['cpu_mean']:10.2f} {r['cpu_max']:6.2f}  "
+            f"{r['kbps_mean']:14.2f} {r['kbps_max']:6.2f}  {r['rss_mean']:6.0f}  "
+            f"{r['links_mean']:5.1f}  "
+            f"{r['samples']:10}  {r['p50_ms']:6.1f}  {r['p99_ms']:6.1f}  "
+            f"{r['learn_from_api_up_s']:.2f} ({r['learn_from_launch_s']:.2f})  "
+            f"[load {load:.1f} -> {os.getloadavg()[0]:.1f}]",
             flush=True,
         )
 

@@ -4,13 +4,50 @@ The node keeps ``target`` connections. Bootstrap peers are dialed until the node
 connection at all; peers learned by gossip are dialed until the target is met. A peer that
 failed is retried after a backoff that doubles up to ``max_backoff_s``; a peer found to be
 on another network is left alone for ``ban_s``.
+
+Addresses only announced are not a reason to dial anyone: peers this node has verified (a
+hello on an earlier connection) come first, and of the others at most a few a minute are
+dialed (``unverified_per_s``, ``unverified_burst``), each at no more than
+``MAX_DIAL_ADDRS`` addresses. An address that failed backs off like its peer, whichever
+identity announces it next, so a swarm announcing one victim's address cannot make the node
+dial it again and again.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
+
+#: Addresses of one announced peer that are dialed.
+MAX_DIAL_ADDRS = 4
+#: Failed addresses remembered for their backoff.
+MAX_FAILED_ADDRS = 4096
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """``burst`` tokens, refilled at ``rate`` a second; the caller passes the time."""
+
+    rate: float
+    burst: float
+    tokens: float
+    stamp: float
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
+
+
+def _endpoint(addr: str) -> str:
+    """What is actually dialed: the address without its /p2p/ part."""
+    return addr.split("/p2p/")[0]
 
 
 @dataclass(slots=True)
@@ -28,6 +65,8 @@ class DialPolicy:
         base_backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         ban_s: float = 600.0,
+        unverified_per_s: float = math.inf,
+        unverified_burst: float = math.inf,
         rng: random.Random | None = None,
     ) -> None:
         self.target = target
@@ -37,12 +76,35 @@ class DialPolicy:
         self._rng = rng or random.Random()
         self._state: dict[str, _DialState] = {}
         self._in_flight: set[str] = set()
+        self._unverified = TokenBucket(unverified_per_s, unverified_burst, unverified_burst, 0.0)
+        self._endpoints: OrderedDict[str, _DialState] = OrderedDict()
+        self._dialing: dict[str, str] = {}  # endpoint -> the peer it is being dialed for
 
     def _ready(self, peer_id: str, now: float) -> bool:
         state = self._state.get(peer_id)
         return peer_id not in self._in_flight and (
             state is None or (state.next_attempt <= now and state.banned_until <= now)
         )
+
+    def _addrs_ready(self, addrs: Sequence[str], now: float) -> list[str]:
+        """The addresses worth a dial now: not backing off, and not being dialed already
+        for another identity."""
+        ready = []
+        for addr in addrs[:MAX_DIAL_ADDRS]:
+            endpoint = _endpoint(addr)
+            state = self._endpoints.get(endpoint)
+            if endpoint not in self._dialing and (state is None or state.next_attempt <= now):
+                ready.append(addr)
+        return ready
+
+    def _backoff(self, state: _DialState, now: float) -> float:
+        state.failures += 1
+        # Cap the exponent: 2 ** 1024 no longer converts to float (OverflowError).
+        exponent = min(state.failures - 1, 64)
+        delay = min(self.max_backoff_s, self.base_backoff_s * 2.0**exponent)
+        delay *= 0.5 + self._rng.random() / 2  # jitter, so a mesh does not retry in lockstep
+        state.next_attempt = now + delay
+        return delay
 
     def choose(
         self,
@@ -52,11 +114,13 @@ class DialPolicy:
         bootstrap: Mapping[str, str],
         self_id: str,
         now: float,
+        verified: Set[str] | None = None,
     ) -> list[tuple[str, list[str]]]:
         """The (peer, addresses) to dial now, and marks them in flight.
 
         ``known`` maps gossip-learned peers to their addresses; ``bootstrap`` maps bootstrap
-        peer IDs to their full address.
+        peer IDs to their full address; ``verified`` are the known peers whose hello this
+        node checked before (None: all of them).
         """
         connected = set(connected)
         missing = self.target - len(connected) - len(self._in_flight)
@@ -67,43 +131,65 @@ class DialPolicy:
                 if peer_id != self_id and self._ready(peer_id, now):
                     picks.append((peer_id, [addr]))
         if missing > len(picks):
+            chosen = {p for p, _ in picks}
             candidates = [
                 p
                 for p, addrs in known.items()
                 if addrs
                 and p != self_id
                 and p not in connected
-                and all(p != q for q, _ in picks)
+                and p not in chosen
                 and self._ready(p, now)
             ]
             self._rng.shuffle(candidates)
-            picks += [(p, list(known[p])) for p in candidates[: missing - len(picks)]]
+            # Peers verified before first; then, within the budget, peers only announced.
+            candidates.sort(key=lambda p: verified is not None and p not in verified)
+            for peer_id in candidates:
+                if len(picks) >= missing:
+                    break
+                addrs = self._addrs_ready(known[peer_id], now)
+                if not addrs:
+                    continue
+                if verified is not None and peer_id not in verified \
+                        and not self._unverified.take(now):
+                    break
+                picks.append((peer_id, addrs))
+                self._dialing.update((_endpoint(a), peer_id) for a in addrs)
         self._in_flight.update(p for p, _ in picks)
         return picks
 
-    def succeeded(self, peer_id: str) -> None:
+    def _done(self, peer_id: str) -> None:
         self._in_flight.discard(peer_id)
+        for endpoint in [e for e, p in self._dialing.items() if p == peer_id]:
+            del self._dialing[endpoint]
+
+    def succeeded(self, peer_id: str, addrs: Sequence[str] = ()) -> None:
+        self._done(peer_id)
+        for addr in addrs:
+            self._endpoints.pop(_endpoint(addr), None)
         state = self._state.get(peer_id)
         if state is not None and state.banned_until:
             state.failures = 0  # a ban outlives a dial that happened to succeed
         else:
             self._state.pop(peer_id, None)
 
-    def failed(self, peer_id: str, now: float) -> float:
-        """Record a failed dial; returns the backoff before the next attempt."""
-        self._in_flight.discard(peer_id)
-        state = self._state.setdefault(peer_id, _DialState())
-        state.failures += 1
-        # Cap the exponent: 2 ** 1024 no longer converts to float (OverflowError).
-        exponent = min(state.failures - 1, 64)
-        delay = min(self.max_backoff_s, self.base_backoff_s * 2.0**exponent)
-        delay *= 0.5 + self._rng.random() / 2  # jitter, so a mesh does not retry in lockstep
-        state.next_attempt = now + delay
+    def failed(self, peer_id: str, now: float, addrs: Sequence[str] = ()) -> float:
+        """Record a failed dial (of ``addrs``); returns the backoff before the next
+        attempt."""
+        self._done(peer_id)
+        delay = self._backoff(self._state.setdefault(peer_id, _DialState()), now)
+        # The addresses back off too, whichever identity announces them next.
+        for addr in addrs:
+            key = _endpoint(addr)
+            self._backoff(self._endpoints.setdefault(key, _DialState()), now)
+            self._endpoints.move_to_end(key)
+        while len(self._endpoints) > MAX_FAILED_ADDRS:
+            self._endpoints.popitem(last=False)
         return delay
 
     def ban(self, peer_id: str, now: float) -> None:
         """Stop dialing a peer for ``ban_s`` (it is on another network, or misbehaved)."""
-        self._in_flight.discard(peer_id)
+        self._done(peer_id)
         state = self._state.setdefault(peer_id, _DialState())
         state.banned_until = state.next_attempt = now + self.ban_s
 

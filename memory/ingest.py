@@ -18,15 +18,17 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
-from memory.backend import MAX_WINDOW
 from memory.errors import IngestError
 from memory.files import write_atomic
-from memory.store import MemoryStore
 from protocols.peerid import Signer
 from protocols.records import MemoryRecord, MetaValue, new_record, new_tombstone
+
+if TYPE_CHECKING:  # the store (pymilvus) is not imported for what the CLI uses here
+    from memory.store import MemoryStore
 
 SUFFIXES = frozenset({".md", ".markdown", ".txt", ".rst"})
 KIND = "document"
@@ -402,6 +404,8 @@ async def ingest(
     """Plan, sign, store, then save the manifest (only once the records are stored, so a
     failure leaves the manifest describing what the store holds). Returns the report and
     the records stored, for the caller to announce."""
+    from memory.backend import MAX_WINDOW  # with a store open, pymilvus is loaded anyway
+
     plan = await trio.to_thread.run_sync(functools.partial(manifest.plan, paths, prune=prune))
     if plan.is_noop:
         return manifest.commit(plan, []), []

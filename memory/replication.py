@@ -251,25 +251,45 @@ class Replicator:
     async def apply_announced(self, peer: str, record: MemoryRecord) -> Announcement:
         """:meth:`on_announcement` for a record already decoded, verified and found to be of
         this tenant."""
+        return await self.apply_announced_many(peer, (record,))
+
+    async def apply_announced_many(
+        self, peer: str, records: Sequence[MemoryRecord]
+    ) -> Announcement:
+        """Apply one author's announced records (verified, of this tenant, in seq order):
+        those that continue the author's sequence, in one write. GAP if a record is missing
+        before or between them (the caller syncs); DUPLICATE if all were held already."""
+        author = records[0].author
         async with self._apply_lock:
-            expected = await self._store.expected(record.author)
-            if record.seq < expected:
-                return Announcement(AnnouncementStatus.DUPLICATE, record)
-            if record.seq > expected:
-                reason = f"have {record.author} up to #{expected - 1}, got #{record.seq}"
-                if self.budget.throttled(record.author, self.clock()):
+            expected = await self._store.expected(author)
+            fresh = [r for r in records if r.seq >= expected]
+            if not fresh:
+                return Announcement(AnnouncementStatus.DUPLICATE, records[-1])
+            run = [fresh[0]] if fresh[0].seq == expected else []
+            for record in fresh[1:]:
+                if not run or record.seq != run[-1].seq + 1:
+                    break
+                run.append(record)
+            if not run:
+                reason = f"have {author} up to #{expected - 1}, got #{fresh[0].seq}"
+                if self.budget.throttled(author, self.clock()):
                     # No sync for an author over budget: it would be refused anyway.
-                    return Announcement(AnnouncementStatus.REFUSED, record, reason)
-                return Announcement(AnnouncementStatus.GAP, record, reason)
-            kept, why = await self._admit([record])
-            if not kept:
-                return Announcement(AnnouncementStatus.REFUSED, record, why)
-            try:
-                await self._store.put([record])
-            except InvalidRecord as exc:
-                log.warning("store refused record %s from %s: %s", record.id, peer, exc)
-                return Announcement(AnnouncementStatus.REJECTED, record, str(exc))
-        return Announcement(AnnouncementStatus.APPLIED, record)
+                    return Announcement(AnnouncementStatus.REFUSED, fresh[0], reason)
+                return Announcement(AnnouncementStatus.GAP, fresh[0], reason)
+            kept, why = await self._admit(run)
+            if kept:
+                try:
+                    await self._store.put(run[:kept])
+                except InvalidRecord as exc:
+                    log.warning("store refused records from %s: %s", peer, exc)
+                    return Announcement(AnnouncementStatus.REJECTED, run[0], str(exc))
+            if kept < len(run):
+                # Not lost: the next sync asks for the rest again.
+                return Announcement(AnnouncementStatus.REFUSED, run[kept], why)
+        if len(run) < len(fresh):
+            reason = f"have {author} up to #{run[-1].seq}, got #{fresh[len(run)].seq}"
+            return Announcement(AnnouncementStatus.GAP, fresh[len(run)], reason)
+        return Announcement(AnnouncementStatus.APPLIED, run[-1])
 
     async def _admit(self, records: Sequence[MemoryRecord]) -> tuple[int, str]:
         """How many of one author's ``records`` its budget allows (a prefix), and why not

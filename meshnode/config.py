@@ -69,14 +69,27 @@ def _seconds(value: float) -> str | None:
 @dataclass(frozen=True)
 class GossipSettings:
     presence_interval_s: float = setting(
-        5.0, "How often this node announces itself on the presence topic (seconds).",
+        60.0, "How often this node re-announces itself on the presence topic when nothing "
+        "changed (seconds); it announces at once when its addresses, agents or load level "
+        "change. A mesh larger than presence_rate_per_s x this stretches it.",
+        check=positive)
+    presence_rate_per_s: float = setting(
+        0.1, "The presence refreshes per second the whole mesh may send: each node "
+        "re-announces every max(presence_interval_s, nodes / this) seconds (at most 8 h), so "
+        "what a node receives stays flat however large the mesh grows. Liveness does not "
+        "depend on it: connected neighbours detect failures (ping_interval_s).",
         check=positive)
     peer_ttl_s: float = setting(
-        30.0, "A peer that has not been heard from for this long, and is not connected, is "
-        "forgotten. At least twice presence_interval_s.", check=positive)
+        180.0, "A peer that has not been heard from for this long, and is not connected, is "
+        "forgotten (longer if its announcements say it refreshes less often). At least twice "
+        "presence_interval_s.", check=positive)
     ping_interval_s: float = setting(
-        10.0, "How often connected peers are pinged to measure round-trip time (seconds).",
-        check=positive)
+        2.0, "Probe period (seconds): each period one connected peer, in turn, is pinged "
+        "(RTT); two missed pings, or a lost connection that cannot be redialed, make it "
+        "suspect to the whole mesh.", check=positive)
+    max_peers: int = setting(
+        10_000, "Peers the peer table holds at most; when full, peers verified on a connection "
+        "and trusted ones displace those only announced.", check=at_least(1))
     heartbeat_s: float = setting(
         1.0, "GossipSub heartbeat (seconds). py-libp2p's default of 120 s heals the mesh far "
         "too slowly.", check=positive)
@@ -124,7 +137,8 @@ class MemorySettings:
         0, "Vector size of that model; 0 means the known size of OpenAI's own models.",
         check=at_least(0))
     sync_interval_s: float = setting(
-        30.0, "How often this node runs anti-entropy with its connected peers (seconds).",
+        30.0, "How often this node runs anti-entropy with two of its connected peers, chosen "
+        "at random (seconds); it also does with every peer it connects to.",
         check=positive)
 
     @property
@@ -170,7 +184,8 @@ PRE_TRUST_HELP = (
 class TrustSettings:
     pre_trusted: tuple[str, ...] = setting((), PRE_TRUST_HELP, check=each(_peer_id))
     publish_interval_s: float = setting(
-        10.0, "How often this node publishes its signed local trust vector (seconds).",
+        10.0, "How often this node checks its local trust vector and, if it changed, publishes "
+        "it signed (seconds). An unchanged one is published again every few minutes.",
         check=positive)
     recompute_interval_s: float = setting(
         5.0, "How often global trust is recomputed from the attestations (seconds).",

@@ -23,6 +23,7 @@ from memory.store import MemoryStore
 from meshnode import __version__
 from meshnode.a2a.hosted import CodeAgent, RemoteAgent, resolve_code_agent
 from meshnode.a2a.lifecycle import TaskStore
+from meshnode.a2a.session import A2AClient, SessionServer
 from meshnode.a2a.tasks import HostedAgent, TaskService, agent_card
 from meshnode.agents.answering import Answerer
 from meshnode.agents.code import Agent, Handler, Passage, Reply
@@ -129,6 +130,8 @@ class NodeServices:
     trust: TrustService
     asker: Asker
     mesh: MeshA2A
+    sessions: SessionServer
+    client: A2AClient
     limits: PeerLimits
 
     @classmethod
@@ -165,17 +168,22 @@ class NodeServices:
         answerer = Answerer(store, llm)
         tasks = TaskService(host, specs, answerer, knowledge,
                             version=__version__, store=task_store)
-        trust = TrustService(config, host, signer, clock=clock)
+        trust = TrustService(config, host, signer, clock=clock,
+                             mesh_size=lambda: len(membership.table) + 1)
         # Passages count as much as their author's record with this node (never more than
         # a stranger's): a peer caught answering badly stops feeding its records to answers.
         answerer.author_weight = lambda author: min(1.0, trust.graph.experience(author))
         membership.bad_message_listeners.append(trust.bad_message)
+        membership.handshake_listeners.append(trust.peer_joined)
+        # A full peer table keeps the peers this node trusts (see PeerTable).
+        membership.table.standing = trust.graph.relative_trust
         # Refused work is evidence against the peer; shared budgets favour good records.
         limits.listeners.append(trust.refused)
         limits.standing = trust.graph.experience
         knowledge.replicator.on_sync_refused = limits.refuse
+        client = A2AClient(host)
         asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
-                      trust.graph, settings=config.routing, faults=faults)
+                      trust.graph, settings=config.routing, faults=faults, client=client)
         tasks.forwarder = asker.answer_forwarded
         delegator = Delegator(asker)
         for spec in specs:
@@ -191,13 +199,16 @@ class NodeServices:
             if hosted is not None:
                 tasks.hosted[spec.name] = hosted
         mesh = MeshA2A(asker, tasks, network_id=config.network_id, version=__version__)
-        return cls(membership, knowledge, tasks, trust, asker, mesh, limits)
+        return cls(membership, knowledge, tasks, trust, asker, mesh, SessionServer(tasks, limits),
+                   client, limits)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the mesh until cancelled."""
         # Agents are for nodes of this mesh: a peer without a verified hello gets no task run.
         self.tasks.serve(admit=partial(self.membership.gate.wait, timeout=HELLO_TIMEOUT_S))
+        self.sessions.serve()  # the same agents, admitted and budgeted as tasks.serve's
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.client.run)
             await nursery.start(self.membership.run)
             await nursery.start(self.knowledge.run)
             await nursery.start(self.trust.run)
@@ -248,6 +259,8 @@ class Node:
             self.services = services
             # NAT traversal drives py-libp2p's relay, DCUtR and AutoNAT: the real host only.
             nat = NatService(config, host, services.membership)
+            # A2A sessions opened over a relay move to a direct connection once there is one.
+            services.client.connection_kind = nat.connection_kind
             app = ApiApp(self._token, allowed_hosts=api_hosts(config))
             add_node_routes(app, config, services.membership,
                             lambda: time.monotonic() - self._started, lambda: self.api_url, faults,

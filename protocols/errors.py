@@ -29,3 +29,13 @@ class Rejected(ProtocolError):
 
     For example: another network, too old or too far in the future, or a replay.
     """
+
+
+class OverBudget(Rejected):
+    """A well-formed, well-signed message dropped for the receiver's budgets (or spoken for
+    another identity than its publisher's): not the relaying peer's fault by itself.
+    ``reason`` says which budget, for the receiver's counters."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

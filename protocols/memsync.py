@@ -27,7 +27,8 @@ an author than its caller managed to keep (a store failing on one record, or an 
 its budget, stops that author for this sync; the next sync asks again).
 
 The messages themselves, their limits and their encoding are :mod:`protocols.memsync_wire`
-(re-exported here, with the knowledge announcement that shares their format).
+(re-exported here, with the knowledge announcement that shares their format: one new
+record, or a batch of one author's new records in seq order).
 """
 
 from __future__ import annotations
@@ -43,11 +44,14 @@ from protocols.codec import MAX_FRAME, FrameDecoder, pack
 from protocols.envelope import validate_network_id
 from protocols.errors import DecodeError, ProtocolError
 from protocols.memsync_wire import (
+    BATCH_OVERHEAD,
     ERR_BUSY,
     ERR_INTERNAL,
     ERR_PROTOCOL,
     ERR_WRONG_TENANT,
+    MAX_ANNOUNCED,
     MAX_ANNOUNCEMENT,
+    MAX_ANNOUNCEMENTS,
     MAX_AUTHORS,
     MAX_BATCH,
     MAX_ERROR_LEN,
@@ -63,23 +67,24 @@ from protocols.memsync_wire import (
     UnexpectedMessage,
     WrongTenant,
     decode_announcement,
+    decode_announcements,
     decode_message,
     encode_announcement,
+    encode_announcements,
     encode_message,
     error_code,
 )
 from protocols.records import MemoryRecord, record_from_wire, record_to_wire
 
 __all__ = [
-    "ERR_BUSY", "ERR_INTERNAL", "ERR_PROTOCOL", "ERR_WRONG_TENANT", "MAX_ANNOUNCEMENT",
-    "MAX_AUTHORS", "MAX_BATCH", "MAX_ERROR_LEN", "PROTOCOL_ID", "VERSION", "Batch", "Bye",
-    "ClientState", "Closed", "Error", "Message", "OverBudget", "Pull", "RecordsReceived",
-    "ServerState", "Summary", "SyncClient", "SyncServer", "SyncStateError",
-    "UnexpectedMessage", "WrongTenant", "decode_announcement", "decode_message",
-    "encode_announcement", "encode_message", "error_code",
+    "BATCH_OVERHEAD", "ERR_BUSY", "ERR_INTERNAL", "ERR_PROTOCOL", "ERR_WRONG_TENANT",
+    "MAX_ANNOUNCED", "MAX_ANNOUNCEMENT", "MAX_ANNOUNCEMENTS", "MAX_AUTHORS", "MAX_BATCH",
+    "MAX_ERROR_LEN", "PROTOCOL_ID", "VERSION", "Batch", "Bye", "ClientState", "Closed", "Error",
+    "Message", "OverBudget", "Pull", "RecordsReceived", "ServerState", "Summary", "SyncClient",
+    "SyncServer", "SyncStateError", "UnexpectedMessage", "WrongTenant", "decode_announcement",
+    "decode_announcements", "decode_message", "encode_announcement", "encode_announcements",
+    "encode_message", "error_code",
 ]
-# Bytes of a Batch frame besides its records (type, author, list and map headers).
-_BATCH_OVERHEAD = 256
 
 
 class SyncStateError(RuntimeError):
@@ -349,7 +354,7 @@ class SyncServer(_Connection[Summary | Pull]):
         if pull is None or self._closed:
             raise SyncStateError(f"no pull to answer in state {self.state.name}")
         wires: list[dict[str, Any]] = []
-        size = _BATCH_OVERHEAD
+        size = BATCH_OVERHEAD
         for record in records[: pull.limit]:
             wire = record_to_wire(record)
             size += len(pack(wire))

@@ -6,14 +6,15 @@ re-exports everything here: import from there.
 
 Every frame is length-prefixed msgpack ``{"v": 1, "t": <type>, ...}``. Batches carry record
 wire dicts, not records: each is verified on its own so one bad record costs only itself and
-what follows it, never the whole batch. A knowledge announcement (one new record) shares the
-message format.
+what follows it, never the whole batch. A knowledge announcement (one new record, or a batch
+of one author's new records in seq order) shares the message format.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from itertools import pairwise
 from typing import Any, ClassVar
 
 from protocols.codec import MAX_FRAME, Fields, encode_frame, pack, unpack
@@ -32,6 +33,12 @@ MAX_ERROR_LEN = 512
 #: One announced record: the largest valid one (32 KiB of text, 32 meta entries of up to
 #: 512 characters, all 4-byte UTF-8) is about 110 KB.
 MAX_ANNOUNCEMENT = 128 * 1024
+#: Records in one batched announcement, and its size (a GossipSub RPC carries 1 MiB).
+MAX_ANNOUNCED = 256
+MAX_ANNOUNCEMENTS = 512 * 1024
+#: Bytes of a batch (a sync Batch frame, a batched announcement) besides its records: type,
+#: author, list and map headers.
+BATCH_OVERHEAD = 256
 
 ERR_WRONG_TENANT = "wrong_tenant"
 ERR_PROTOCOL = "protocol"
@@ -184,3 +191,53 @@ def decode_announcement(data: bytes, *, max_size: int = MAX_ANNOUNCEMENT) -> Mem
     if kind != _ANNOUNCE:
         raise DecodeError(f"announcement: unexpected message type {kind!r}")
     return record_from_wire(f.map("record", max_items=32))
+
+
+_ANNOUNCE_BATCH = "announce_batch"
+
+
+def encode_announcements(records: Sequence[MemoryRecord]) -> list[bytes]:
+    """Knowledge-gossip bodies announcing ``records`` (one author's, in seq order): as few
+    as the limits allow, each a single announcement or a batch."""
+    bodies: list[bytes] = []
+    batch: list[dict[str, Any]] = []
+    size = BATCH_OVERHEAD
+
+    def close() -> None:
+        if len(batch) == 1:
+            bodies.append(_payload(_ANNOUNCE, {"record": batch[0]}))
+        elif batch:
+            bodies.append(_payload(_ANNOUNCE_BATCH, {"records": list(batch)}))
+
+    for record in records:
+        wire = record_to_wire(record)
+        record_size = len(pack(wire))
+        if batch and (len(batch) >= MAX_ANNOUNCED or size + record_size > MAX_ANNOUNCEMENTS):
+            close()
+            batch, size = [], BATCH_OVERHEAD
+        batch.append(wire)
+        size += record_size
+    close()
+    return bodies
+
+
+def decode_announcements(data: bytes) -> tuple[MemoryRecord, ...]:
+    """Decode and verify an announcement, single or batched: one author's records with
+    increasing seqs. Raises DecodeError or BadSignature."""
+    kind, f = _open(data, max_size=MAX_ANNOUNCEMENTS, what="announcement")
+    if kind == _ANNOUNCE:
+        if len(data) > MAX_ANNOUNCEMENT:
+            raise DecodeError(f"announcement of {len(data)} bytes; the limit is "
+                              f"{MAX_ANNOUNCEMENT}")
+        return (record_from_wire(f.map("record", max_items=32)),)
+    if kind != _ANNOUNCE_BATCH:
+        raise DecodeError(f"announcement: unexpected message type {kind!r}")
+    wires = f.list("records", max_items=MAX_ANNOUNCED)
+    if not wires or not all(isinstance(w, dict) for w in wires):
+        raise DecodeError("announcement: records must be a non-empty list of maps")
+    records = tuple(record_from_wire(w) for w in wires)
+    first = records[0]
+    for before, after in pairwise(records):
+        if after.author != first.author or after.seq <= before.seq:
+            raise DecodeError("announcement: a batch is one author's records in seq order")
+    return records

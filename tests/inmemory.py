@@ -77,6 +77,11 @@ class Peer:
     config: NodeConfig
     membership: Membership
     trust: TrustService | None = None
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    def stop(self) -> None:
+        """Stop the node's services (they say goodbye) and its host."""
+        self.scope.cancel()
 
     @property
     def id(self) -> str:
@@ -101,13 +106,15 @@ async def start_peer(
     if with_trust:
         peer.trust = TrustService(config, host, signer, clock=mesh.clock)
         membership.bad_message_listeners.append(peer.trust.bad_message)
+        membership.handshake_listeners.append(peer.trust.peer_joined)  # as the daemon
 
     async def serve(*, task_status: trio.TaskStatus[None]) -> None:
-        async with host, trio.open_nursery() as services:
-            await services.start(membership.run)
-            if peer.trust is not None:
-                await services.start(peer.trust.run)
-            task_status.started()
+        with peer.scope:
+            async with host, trio.open_nursery() as services:
+                await services.start(membership.run)
+                if peer.trust is not None:
+                    await services.start(peer.trust.run)
+                task_status.started()
 
     await nursery.start(serve)
     return peer

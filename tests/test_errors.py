@@ -40,7 +40,7 @@ ROOTS = {
 }
 #: Raised only when a caller misuses a state machine: a bug, deliberately outside the tree so
 #: that no ``except ProtocolError`` (which blames the peer) can catch it.
-NOT_ERRORS = {"protocols.memsync.SyncStateError"}
+NOT_ERRORS = {"protocols.memsync.SyncStateError", "protocols.a2a.session.SessionError"}
 #: Requests to stop, like KeyboardInterrupt: BaseExceptions no ``except Exception`` catches.
 STOP_REQUESTS = {"meshnode.cli.children.Stopped"}
 

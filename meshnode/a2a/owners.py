@@ -22,12 +22,9 @@ from typing import Literal
 
 from meshnode.config import LimitSettings
 from meshnode.node.limits import PeerLimits
-from protocols.a2a import A2AError
+from protocols.a2a import BUSY, A2AError
 
 MIB = 1024 * 1024
-#: The A2A error code of a task refused because its owner has too many running (JSON-RPC
-#: leaves -32000..-32099 to implementations; 29 as in HTTP 429).
-BUSY = -32029
 
 
 @dataclass(frozen=True, slots=True)

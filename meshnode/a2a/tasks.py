@@ -22,7 +22,7 @@ import trio
 
 from memory.store import SearchHit
 from meshnode.a2a.lifecycle import Emit, TaskRun, TaskStore, no_emit
-from meshnode.a2a.owners import BUSY, Owner, peer_owner
+from meshnode.a2a.owners import Owner, peer_owner
 from meshnode.agents.answering import AgentError, Answer, Answerer
 from meshnode.agents.llm import LLMError
 from meshnode.agents.specs import AgentSpec
@@ -32,6 +32,7 @@ from meshnode.node.streams import ByteStream, read_frame, write_frame
 from meshnode.node.transport import Host, Stream
 from protocols.a2a import (
     A2A_PROTOCOL,
+    BUSY,
     INVALID_PARAMS,
     INVALID_REQUEST,
     A2AError,
@@ -221,6 +222,10 @@ class TaskService:
         self._admit = admit
         self.host.set_stream_handler(A2A_PROTOCOL, self._serve)
 
+    async def admits(self, peer_id: str) -> bool:
+        """Whether ``peer_id`` may use this node's agents (no one before :meth:`serve`)."""
+        return await self._admit(peer_id)
+
     # ---- running a task ------------------------------------------------------------
 
     def _agent_for(self, message: Message) -> AgentSpec | None:
@@ -347,7 +352,7 @@ class TaskService:
 
     async def _serve(self, stream: Stream) -> None:
         peer_id = stream.peer_id
-        if not await self._admit(peer_id):
+        if not await self.admits(peer_id):
             log.info("a2a stream refused: peer not admitted", extra={"peer": peer_id})
             return
         request_id = ""

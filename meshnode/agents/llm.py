@@ -21,13 +21,15 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import openai
 import trio
 
 from meshnode.errors import ConfigError, MeshnodeError
 from meshnode.settings import check, documented_fields, read_table, render_section, setting, within
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +173,8 @@ class LLMClient:
     ) -> None:
         if not settings.configured:
             raise LLMError("unavailable", "no LLM is configured (no base URL and no API key)")
+        import openai  # a second of start-up and some 15 MB: only for a node with an LLM
+
         self.settings = settings
         self._limiter = limiter or trio.CapacityLimiter(settings.concurrency)
         self._client = openai.OpenAI(
@@ -248,6 +252,8 @@ class LLMClient:
 
     def _call(self, request: dict[str, Any], deadline: float, budget: float) -> str:
         """Blocking: one HTTP request, its errors translated."""
+        import openai  # imported already (by __init__): a dictionary lookup
+
         where = self.settings.base_url or "api.openai.com"
         timeout = deadline - time.monotonic()
         if timeout <= 0:

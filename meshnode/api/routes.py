@@ -19,7 +19,7 @@ from meshnode.api.mesh_agent import TIMEOUT_KEY, MeshA2A
 from meshnode.ask.asker import Asker
 from meshnode.config import NodeConfig
 from meshnode.node.faults import Faults
-from meshnode.node.knowledge import KnowledgeService
+from meshnode.node.knowledge import KnowledgeService, NewRecord
 from meshnode.node.limits import PeerLimits
 from meshnode.node.membership import Membership
 from meshnode.trust.service import TrustService
@@ -35,6 +35,8 @@ from protocols.errors import ProtocolError
 from protocols.records import COLLECTIONS, MemoryRecord, record_from_wire, record_to_wire
 
 MAX_IMPORT_BATCH = 1000
+#: Records one POST /v1/memory/records may add.
+MAX_ADD_BATCH = 1000
 
 
 def add_node_routes(
@@ -113,20 +115,34 @@ def _text_field(body: dict[str, Any], name: str, default: str | None = None) -> 
     return value
 
 
+def _new_record(body: Any, where: str = "") -> NewRecord:
+    if not isinstance(body, dict):
+        raise HttpError(400, f"{where}a record must be an object")
+    collection = _text_field(body, "collection", "expert_knowledge")
+    if collection not in COLLECTIONS:
+        raise HttpError(400, f"{where}collection must be one of {', '.join(COLLECTIONS)}")
+    meta = body.get("meta", {})
+    if not isinstance(meta, dict):
+        raise HttpError(400, f"{where}'meta' must be an object")
+    return NewRecord(_text_field(body, "text"), kind=_text_field(body, "kind", "note"),
+                     collection=collection, meta=meta, agent=_text_field(body, "agent", ""))
+
+
 def add_memory_routes(app: ApiApp, knowledge: KnowledgeService) -> None:
     async def add(request: Request) -> dict[str, Any]:
+        """One record ({"text": ...}), or many ({"records": [{"text": ...}, ...]}) in one
+        batch: one embedding call, one insert, one announcement per few hundred."""
         body = request.json()
-        collection = _text_field(body, "collection", "expert_knowledge")
-        if collection not in COLLECTIONS:
-            raise HttpError(400, f"collection must be one of {', '.join(COLLECTIONS)}")
-        meta = body.get("meta", {})
-        if not isinstance(meta, dict):
-            raise HttpError(400, "'meta' must be an object")
-        record = await knowledge.add(
-            _text_field(body, "text"), kind=_text_field(body, "kind", "note"),
-            collection=collection, meta=meta, agent=_text_field(body, "agent", ""),
-        )
-        return record_json(record)
+        if "records" not in body:
+            return record_json((await knowledge.add_many([_new_record(body)]))[0])
+        rows = body["records"]
+        if not isinstance(rows, list) or not 0 < len(rows) <= MAX_ADD_BATCH:
+            raise HttpError(400, f"'records' must be a list of 1 to {MAX_ADD_BATCH} records")
+        # An invalid record (ProtocolError: 400) fails the whole batch.
+        records = await knowledge.add_many([_new_record(row, f"record {i}: ")
+                                            for i, row in enumerate(rows)])
+        return {"added": len(records), "ids": [r.id for r in records],
+                "first_seq": records[0].seq, "last_seq": records[-1].seq}
 
     async def search(request: Request) -> list[dict[str, Any]]:
         query = request.arg("q")

@@ -31,6 +31,7 @@ import trio
 
 from memory.errors import MemoryStoreError
 from meshnode.a2a.owners import OPERATOR, Owner
+from meshnode.a2a.session import A2AClient
 from meshnode.a2a.tasks import (
     AGENT_KEY,
     ASKER_KEY,
@@ -86,6 +87,22 @@ MARGIN_S = 1.0
 QUALITY_S = 0.5
 #: The agent name shown for a neighbour a question was forwarded to.
 FORWARDED = "(forwarded)"
+#: Agents scored for relevance per ask, and skill sets embedded for the first time per ask
+#: (bounds an ask's work however many agents the mesh announces; see _bounded).
+MAX_SCORED = 512
+MAX_NEW_EMBEDDED = 128
+#: Decoded agent card sets kept, by digest.
+MAX_CARD_SETS = 4096
+
+
+def _decoded(wires: tuple[dict[str, Any], ...]) -> list[AgentCard]:
+    cards = []
+    for wire in wires:
+        try:
+            cards.append(card_from_wire(wire))
+        except ProtocolError:
+            continue  # a peer's bad card only hides that agent
+    return cards
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +161,11 @@ class Asker:
         policy: RoutingPolicy = DEFAULT_POLICY,
         rng: random.Random | None = None,
         faults: Faults | None = None,
+        client: A2AClient | None = None,
     ) -> None:
         self.host = host
+        #: How agents of other nodes are called (over A2A sessions); None: a stream a call.
+        self.client = client
         self.membership = membership
         self.tasks = tasks
         self.skills = skills
@@ -161,18 +181,31 @@ class Asker:
         self.unrated_dropped = 0
         #: The recent questions routed here, for the dashboard and the metrics.
         self.history = AskHistory()
+        self._cards: OrderedDict[str, tuple[AgentCard, ...]] = OrderedDict()
 
     # ---- who can answer ------------------------------------------------------------
 
     def known_agents(self) -> list[tuple[str, AgentCard]]:
         agents = [(self.self_id, card) for card in self.tasks.cards()]
-        for record in self.membership.table:
-            for wire in record.presence.agents if record.presence else ():
-                try:
-                    agents.append((record.peer_id, card_from_wire(wire)))
-                except ProtocolError:
-                    continue  # a peer's bad card only hides that agent
+        for peer, digest, wires in self.membership.agent_sets():
+            cards = self._cards.get(digest)
+            if cards is None:
+                cards = self._cards[digest] = tuple(_decoded(wires))
+                while len(self._cards) > MAX_CARD_SETS:
+                    self._cards.popitem(last=False)
+            agents += [(peer, card) for card in cards]
         return agents
+
+    def _bounded(self, known: list[tuple[str, AgentCard]]) -> list[tuple[str, AgentCard]]:
+        """At most MAX_SCORED agents, the most trusted peers' first (then those this node is
+        connected to): a swarm of announced identities cannot make every ask score it."""
+        if len(known) <= MAX_SCORED:
+            return known
+        connected = self.membership.verified_connected()
+        order = sorted(known, key=lambda pc: (pc[0] != self.self_id,
+                                              -self.trust.relative_trust(pc[0]),
+                                              pc[0] not in connected, self._rng.random()))
+        return order[:MAX_SCORED]
 
     def _candidate(self, peer: str, card: AgentCard, relevance: float) -> Candidate:
         record = self.membership.table.get(peer)
@@ -230,9 +263,11 @@ class Asker:
             if not known:
                 raise AskError(f"no agent named {agent!r} is known in the mesh "
                                "(see `meshnode agents`)")
+        known = self._bounded(known)
         try:
             relevance = await self.skills.score(
-                question, [(f"{peer}/{card.name}", skill_texts(card)) for peer, card in known]
+                question, [(f"{peer}/{card.name}", skill_texts(card)) for peer, card in known],
+                max_new=MAX_NEW_EMBEDDED,
             )
         except MemoryStoreError as exc:  # an embeddings endpoint down, say
             self.faults.record("embedder", exc, expected=True)
@@ -365,6 +400,8 @@ class Asker:
                         final[0] = await self.tasks.run_task(message, on_event, owner=owner)
                     except A2AError as exc:  # refused before it began: too many under way
                         raise PeerBusy(exc.message) from None
+                elif self.client is not None:
+                    await self.client.call(candidate.peer_id, message, on_event, timeout=wait)
                 else:
                     await call_agent(self.host, candidate.peer_id, message, on_event,
                                      timeout=wait)

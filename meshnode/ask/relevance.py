@@ -39,10 +39,17 @@ class SkillIndex:
         return np.asarray(vectors, dtype=np.float64)
 
     async def score(
-        self, question: str, agents: Sequence[tuple[str, Sequence[str]]]
+        self, question: str, agents: Sequence[tuple[str, Sequence[str]]], *,
+        max_new: int | None = None,
     ) -> dict[str, float]:
-        """``agents`` is (key, skill texts) per agent; returns key -> relevance in [-1, 1]."""
-        missing = sorted({tuple(texts) for _, texts in agents if texts} - set(self._cache))
+        """``agents`` is (key, skill texts) per agent; returns key -> relevance in [-1, 1].
+
+        At most ``max_new`` skill sets not embedded before are embedded now (the first ones
+        of ``agents``); the others score 0 this time, and are embedded by later calls.
+        """
+        missing = list(dict.fromkeys(tuple(texts) for _, texts in agents
+                                     if texts and tuple(texts) not in self._cache))
+        missing = missing[:max_new] if max_new is not None else missing
         flat = [text for texts in missing for text in texts]
         vectors = await self._embed([question, *flat])
         question_vector, rest = vectors[0], vectors[1:]

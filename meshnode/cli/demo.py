@@ -72,8 +72,8 @@ class DemoNode:
         # The template already has [gossip] and [memory]: set the values in place instead.
         path = self.home / "config.toml"
         text = path.read_text(encoding="utf-8").replace(FAST, "")
-        for old, new in (("presence_interval_s = 5.0", "presence_interval_s = 1.0"),
-                         ("peer_ttl_s = 30.0", "peer_ttl_s = 10.0"),
+        for old, new in (("presence_interval_s = 60.0", "presence_interval_s = 1.0"),
+                         ("peer_ttl_s = 180.0", "peer_ttl_s = 10.0"),
                          ("sync_interval_s = 30.0", "sync_interval_s = 5.0")):
             text = text.replace(old, new, 1)
         path.write_text(text, encoding="utf-8")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,10 @@ from meshnode.node.home import resolve_home
 from protocols.records import COLLECTIONS
 
 IMPORT_BATCH = 500
+#: Records sent per POST /v1/memory/records by `memory add --file` (well under the API's
+#: 1000 records and 8 MiB of body).
+ADD_BATCH = 500
+ADD_BATCH_BYTES = 4 << 20
 
 
 def _client(args: argparse.Namespace) -> DaemonClient:
@@ -49,12 +53,62 @@ def _short(text: str, width: int = 70) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def _records_from(path: str) -> list[dict[str, Any]]:
+    """JSON Lines of records to add ({"text": ..., "kind"?, "collection"?, "meta"?}); "-"
+    reads standard input."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MeshnodeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise MeshnodeError(f"{path}:{number}: not JSON: {exc}") from None
+        if not isinstance(row, dict):
+            raise MeshnodeError(f"{path}:{number}: a record is a JSON object")
+        rows.append(row)
+    return rows
+
+
 def cmd_add(args: argparse.Namespace) -> int:
-    record = _client(args).post("/v1/memory/records", {
-        "text": args.text, "kind": args.kind, "collection": args.collection,
-        "meta": parse_meta(args.meta),
-    })
-    return emit(args, record, lambda r: f"added {r['id']} (seq {r['seq']}, {r['collection']})")
+    defaults = {"kind": args.kind, "collection": args.collection,
+                "meta": parse_meta(args.meta)}
+    if args.file is None:
+        if args.text is None:
+            raise MeshnodeError("give the record's TEXT, or --file with records to add")
+        record = _client(args).post("/v1/memory/records", {"text": args.text, **defaults})
+        return emit(args, record,
+                    lambda r: f"added {r['id']} (seq {r['seq']}, {r['collection']})")
+    rows = [{**defaults, **row} for row in _records_from(args.file)]
+    if args.text is not None:
+        rows.insert(0, {"text": args.text, **defaults})
+    client = _client(args)
+    added: dict[str, Any] = {"added": 0, "ids": []}
+    for batch in _batches(rows):  # one batch per request: stored and announced as one
+        result = client.post("/v1/memory/records", {"records": batch})
+        added["added"] += result["added"]
+        added["ids"] += result["ids"]
+        _progress(added["added"], len(rows), "records")
+    return emit(args, added, lambda a: f"added {a['added']} record(s)")
+
+
+def _batches(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """At most ADD_BATCH rows and ADD_BATCH_BYTES of JSON a request."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for row in rows:
+        row_size = len(json.dumps(row))
+        if batch and (len(batch) >= ADD_BATCH or size + row_size > ADD_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(row)
+        size += row_size
+    if batch:
+        yield batch
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -187,8 +241,12 @@ def add_memory_commands(
     memory = sub.add_parser("memory", help="the shared memory of the mesh")
     msub = memory.add_subparsers(dest="memory_command", required=True, metavar="COMMAND")
 
-    p = msub.add_parser("add", parents=[common, output], help="remember a piece of text")
-    p.add_argument("text")
+    p = msub.add_parser("add", parents=[common, output],
+                        help="remember a piece of text (or many, with --file)")
+    p.add_argument("text", nargs="?")
+    p.add_argument("--file", metavar="JSONL",
+                   help='records to add in batches, one JSON object a line ({"text": ..., '
+                        'optionally "kind", "collection", "meta"}); "-" reads stdin')
     p.add_argument("--kind", default="note", help="a short label (default: note)")
     p.add_argument("--collection", default="expert_knowledge", choices=COLLECTIONS)
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",

@@ -27,6 +27,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.host.ping import ID as PING_PROTOCOL
 from libp2p.host.ping import PingService
+from libp2p.network.config import RetryConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.protocol_muxer.exceptions import MultiselectClientError
@@ -117,6 +118,10 @@ class _Subscription:
         return self._host._delivered(self._topic, await self._subscription.get())
 
 
+async def _no_auto_dial() -> None:
+    pass
+
+
 def _expand_unspecified(addr: str) -> list[str]:
     """Replace 0.0.0.0 in a listen address by this machine's IPv4 addresses."""
     if "/ip4/0.0.0.0/" not in addr:
@@ -172,6 +177,17 @@ class MeshHost:
             max_messages_per_topic_per_second=gossip.max_messages_per_s,
             do_px=True,
         )
+        # meshnode chooses whom to dial (bootstrap.DialPolicy). py-libp2p's AutoConnector
+        # would dial every peer of its peerstore (any address this node ever tried, an
+        # announced one included) until it held 100 connections: a full mesh at our sizes,
+        # so a node's cost would grow with the mesh, and a swarm's addresses would be
+        # dialed again every 30 s.
+        network = self._host.get_network()
+        if hasattr(network, "auto_connector"):
+            network.auto_connector.maybe_connect = _no_auto_dial
+        # One attempt per dial: DialPolicy backs off and retries, and py-libp2p's own three
+        # retries would make every dial of a dead (or someone else's) address four.
+        network.retry_config = RetryConfig(max_retries=0)
         self._pubsub = Pubsub(self._host, self._router, strict_signing=True)
         # py-libp2p's gossip stream handler lets the protobuf DecodeError of a peer's
         # malformed RPC escape, and that stops the whole host (found by bench/fuzz_live.py).

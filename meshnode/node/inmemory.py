@@ -184,7 +184,9 @@ class InMemoryMesh:
             raise DialError(f"opening {protocol} to {peer_id} failed: not connected")
         target = self.hosts[peer_id]
         handler = target._handlers.get(protocol)
-        if handler is None or target._nursery is None:
+        if target._nursery is None:
+            raise DialError(f"opening {protocol} to {peer_id} failed: host stopped")
+        if handler is None:
             raise ProtocolNotSupported(
                 f"opening {protocol} to {peer_id} failed: protocol not supported")
         there, back = Pipe(), Pipe()
@@ -330,6 +332,20 @@ class InMemoryHost:
         await trio.lowlevel.checkpoint()
         self._seqno += 1
         self._receive(_Delivery(topic, bytes(data), self.peer_id, self._seqno, self.peer_id))
+
+    async def publish_from(self, origin: str, topic: str, data: bytes) -> None:
+        """Send ``data`` out as if ``origin`` had published it and this host relayed it.
+
+        On GossipSub any peer holding ``origin``'s key can do this (it signs the message as
+        ``origin``), so one hostile connection can speak for any number of fresh keys: tests
+        use this to play such a peer.
+        """
+        await trio.lowlevel.checkpoint()
+        self._seqno += 1
+        relayed = _Delivery(topic, bytes(data), origin, self._seqno, self.peer_id)
+        for peer in self._mesh._neighbours(self.peer_id):
+            if topic in self._mesh.hosts[peer]._subscriptions:
+                self._mesh.hosts[peer]._deliver(relayed)
 
     def topic_peers(self, topic: str) -> int:
         return sum(1 for p in self._mesh._neighbours(self.peer_id)

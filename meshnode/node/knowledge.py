@@ -2,9 +2,9 @@
 
 It owns the memory store's write path (so an author's sequence numbers never collide),
 announces new records on the network's knowledge topic, applies other nodes'
-announcements, and runs memsync anti-entropy with peers on every handshake and every
-``memory.sync_interval_s``. With a common Milvus server every node already sees the same
-records, so replication is off and only the store is used.
+announcements, and runs memsync anti-entropy with each peer on its handshake and with a
+couple of random neighbours every ``memory.sync_interval_s``. With a common Milvus server
+every node already sees the same records, so replication is off and only the store is used.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,15 @@ from meshnode.node.topics import SignedTopic
 from meshnode.node.transport import DialError, GossipMessage, Host, Stream
 from protocols.errors import Rejected
 from protocols.memsync import PROTOCOL_ID as MEMSYNC_PROTOCOL
-from protocols.memsync import OverBudget, WrongTenant, decode_announcement, encode_announcement
+from protocols.memsync import OverBudget, WrongTenant, decode_announcements, encode_announcements
 from protocols.peerid import Signer
 from protocols.presence import topic
 from protocols.records import TOMBSTONE, MemoryRecord, new_record, new_tombstone
 
 log = logging.getLogger(__name__)
 SYNC_WORKERS = 2
+#: Neighbours synced with per sync interval (besides every new connection).
+SYNC_SAMPLE = 2
 STREAM_TIMEOUT_S = 10.0
 #: How long a stream from a new connection waits for that connection's hello to finish.
 HELLO_WAIT_S = 10.0
@@ -57,23 +60,37 @@ class NotAuthor(KnowledgeError):
 
 
 class AnnouncementCodec:
-    """Knowledge announcements: a record signed by its author, of this node's tenant, whose
-    author is not over its budget (then the record goes no further: not forwarded either)."""
+    """Knowledge announcements: records signed by their author (one, or a batch of one
+    author's in seq order), of this node's tenant, whose author is not over its budget (then
+    the records go no further: not forwarded either)."""
 
     def __init__(self, tenant: str, throttled: Callable[[str], bool] = lambda _: False) -> None:
         self.tenant = tenant
         self._throttled = throttled
 
-    def decode(self, data: bytes) -> tuple[str, MemoryRecord]:
-        record = decode_announcement(data)
-        if record.tenant != self.tenant:
-            raise WrongTenant(f"record of tenant {record.tenant!r}, not {self.tenant!r}")
-        if self._throttled(record.author):
-            raise OverBudget(f"{record.author} is over its records-per-hour budget")
-        return record.author, record
+    def decode(self, data: bytes) -> tuple[str, tuple[MemoryRecord, ...]]:
+        records = decode_announcements(data)
+        for record in records:
+            if record.tenant != self.tenant:
+                raise WrongTenant(f"record of tenant {record.tenant!r}, not {self.tenant!r}")
+        author = records[0].author
+        if self._throttled(author):
+            raise OverBudget(f"{author} is over its records-per-hour budget")
+        return author, records
 
-    def admit(self, record: MemoryRecord) -> None:
+    def admit(self, records: tuple[MemoryRecord, ...]) -> None:
         pass  # applying a record twice is a no-op: replays cost nothing
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """What a writer gives for a new record of this node's (the rest is filled in)."""
+
+    text: str
+    kind: str = "note"
+    collection: str = "expert_knowledge"
+    meta: dict[str, str | int | float | bool] | None = None
+    agent: str = ""
 
 
 class KnowledgeService:
@@ -162,9 +179,12 @@ class KnowledgeService:
                                              "duration_s": round(result.duration_s, 3)})
 
     async def _periodic_sync(self) -> None:
+        # A few random neighbours per round, not all: repair spreads epidemically, and a
+        # node's cost stays the same however many connections it has.
         while True:
             await trio.sleep(self.config.memory.sync_interval_s)
-            for peer_id in self.membership.verified_connected():
+            connected = sorted(self.membership.verified_connected())
+            for peer_id in random.sample(connected, min(SYNC_SAMPLE, len(connected))):
                 self.request_sync(peer_id)
 
     @property
@@ -175,9 +195,10 @@ class KnowledgeService:
     def announcements_received(self) -> int:
         return self.topic.accepted
 
-    async def _on_announcement(self, message: GossipMessage, record: MemoryRecord) -> None:
+    async def _on_announcement(self, message: GossipMessage,
+                               records: tuple[MemoryRecord, ...]) -> None:
         try:
-            outcome = await self.replicator.apply_announced(message.origin, record)
+            outcome = await self.replicator.apply_announced_many(message.origin, records)
         except MemoryStoreError as exc:  # the store or its embedder failing: a later sync
             # brings the record, so only this message is lost
             self.faults.record("memory announcement", exc, expected=True, peer=message.origin)
@@ -197,11 +218,12 @@ class KnowledgeService:
             raise OverBudget(outcome.reason)
 
     async def _announce(self, records: Sequence[MemoryRecord]) -> None:
+        """Announce this node's new records, as few messages as the size limits allow."""
         if not self.replicating:
             return
-        for record in records:
+        for body in encode_announcements(records):
             # A failed announcement is not retried: peers still get it by anti-entropy.
-            await self.topic.publish(encode_announcement(record))
+            await self.topic.publish(body)
 
     # ---- writes --------------------------------------------------------------------
 
@@ -214,15 +236,27 @@ class KnowledgeService:
         meta: dict[str, str | int | float | bool] | None = None,
         agent: str = "",
     ) -> MemoryRecord:
+        (record,) = await self.add_many([NewRecord(text, kind, collection, meta, agent)])
+        return record
+
+    async def add_many(self, items: Sequence[NewRecord]) -> list[MemoryRecord]:
+        """Store new records of this node's in one batch (consecutive seqs, one embedding
+        call and one insert per collection chunk) and announce them in as few messages as
+        the limits allow. All or nothing: an invalid item fails the whole batch."""
+        if not items:
+            return []
         async with self._write_lock:
             seq = await self.store.next_seq(self.signer.peer_id)
-            record = new_record(
-                self.signer, collection=collection, tenant=self.config.tenant, text=text,
-                kind=kind, agent=agent, created=time.time(), seq=seq, meta=meta,
-            )
-            await self.store.put([record])
-        await self._announce([record])
-        return record
+            now = time.time()
+            records = [
+                new_record(self.signer, collection=item.collection, tenant=self.config.tenant,
+                           text=item.text, kind=item.kind, agent=item.agent, created=now,
+                           seq=seq + i, meta=item.meta)
+                for i, item in enumerate(items)
+            ]
+            await self.store.put(records)
+        await self._announce(records)
+        return records
 
     async def delete(self, record_id: str) -> MemoryRecord:
         async with self._write_lock:

@@ -13,13 +13,17 @@ Presence, trust attestations and knowledge announcements share one shape, writte
 - **publish**: failures are logged, not raised: a periodic message is sent again anyway.
 - **counts**: accepted, rejected per reason (the error's class name), and failed.
 
+A topic may also *screen* each message in validation, with its gossip context (origin,
+forwarder): budgets that must stop a message before it is relayed (see
+:mod:`meshnode.node.admission`). What validation decoded is kept until the listener takes
+it, so a message's signature is checked once, not twice.
+
 What differs per topic is a :class:`TopicCodec`; :class:`EnvelopeCodec` covers every topic
 carrying :mod:`protocols.envelope` envelopes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,10 +42,6 @@ T = TypeVar("T")
 V = TypeVar("V")
 #: The reason counted when a validator or handler fails in a way no check foresaw.
 ERROR = "error"
-#: Validated messages kept for the listener, by count and by size: a subscription holds
-#: 32 to 256 messages, and one that is dropped before delivery must not pin memory.
-DECODED_KEPT = 256
-DECODED_KEPT_BYTES = 4 << 20
 
 
 class TopicCodec(Protocol[T]):
@@ -64,20 +64,21 @@ class Signed(Generic[V]):
 
 
 class EnvelopeCodec(Generic[V]):
-    """Signed envelopes of one type: decode (signature checked), network and freshness by
-    ``guard``, the type, then the body by ``parse``."""
+    """Signed envelopes of one type (or a few): decode (signature checked), network and
+    freshness by ``guard``, the type, then the body by ``parse``."""
 
     def __init__(
         self,
         guard: EnvelopeGuard,
-        type_: str,
+        type_: str | tuple[str, ...],
         parse: Callable[[Envelope], V],
         *,
         max_size: int,
         clock: Callable[[], float],
     ) -> None:
         self.guard = guard
-        self.type = type_
+        self.types = (type_,) if isinstance(type_, str) else type_
+        self.type = self.types[0]
         self._parse = parse
         self._max_size = max_size
         self._clock = clock
@@ -85,20 +86,28 @@ class EnvelopeCodec(Generic[V]):
     def decode(self, data: bytes) -> tuple[str, Signed[V]]:
         env = decode_envelope(data, max_size=self._max_size)
         self.guard.check(env, self._clock())
-        if env.type != self.type:
+        if env.type not in self.types:
             raise ProtocolError(f"unexpected {env.type!r} on the {self.type} topic")
         return env.sender, Signed(env, self._parse(env))
 
     def admit(self, item: Signed[V]) -> None:
         self.guard.admit(item.envelope, self._clock())
 
-    def seal(self, signer: Signer, body: Any) -> bytes:
+    def seal(self, signer: Signer, body: Any, type_: str | None = None) -> bytes:
         now = self._clock()
-        return encode_envelope(seal(signer, self.guard.network_id, self.type, body, now=now))
+        return encode_envelope(seal(signer, self.guard.network_id, type_ or self.type, body,
+                                    now=now))
 
 
 def _ignore_bad(peer_id: str, exc: ProtocolError) -> None:
     pass
+
+
+#: Messages decoded in validation and not yet taken by the listener, at most this many and
+#: this many bytes (a message validated and then dropped by the host, e.g. by a full
+#: subscription, is never taken).
+_DECODED_KEPT = 256
+_DECODED_BYTES = 4 << 20
 
 
 class SignedTopic(Generic[T]):
@@ -110,8 +119,13 @@ class SignedTopic(Generic[T]):
         *,
         self_id: str,
         on_bad: Callable[[str, ProtocolError], None] = _ignore_bad,
+        screen: Callable[[GossipMessage, str, T], None] | None = None,
     ) -> None:
         self.host = host
+        #: (message, author, item) -> None, or ProtocolError to drop the message here.
+        self.screen = screen
+        self._decoded: OrderedDict[bytes, tuple[str, T]] = OrderedDict()
+        self._decoded_bytes = 0
         self.topic = topic
         self.codec = codec
         self.self_id = self_id
@@ -119,9 +133,6 @@ class SignedTopic(Generic[T]):
         self.accepted = 0
         self.failed = 0
         self.rejected: Counter[str] = Counter()
-        # What validation decoded, by the hash of the bytes, until the listener takes it.
-        self._decoded: OrderedDict[bytes, tuple[int, tuple[str, T]]] = OrderedDict()
-        self._decoded_bytes = 0
 
     @property
     def rejected_total(self) -> int:
@@ -133,7 +144,9 @@ class SignedTopic(Generic[T]):
 
     def validate(self, message: GossipMessage) -> bool:
         try:
-            decoded = self.codec.decode(message.data)
+            author, item = self.codec.decode(message.data)
+            if self.screen is not None and message.origin != self.self_id:
+                self.screen(message, author, item)
         except ProtocolError as exc:
             self.rejected[type(exc).__name__] += 1
             log.debug("gossip rejected", extra={"topic": self.topic, "peer": message.forwarder,
@@ -144,21 +157,20 @@ class SignedTopic(Generic[T]):
             self.rejected[ERROR] += 1
             log.exception("gossip validation failed", extra={"topic": self.topic})
             return False
-        key = hashlib.sha256(message.data).digest()
-        if key not in self._decoded:
-            self._decoded[key] = (len(message.data), decoded)
+        if message.data not in self._decoded:
+            self._decoded[message.data] = (author, item)
             self._decoded_bytes += len(message.data)
-        while len(self._decoded) > DECODED_KEPT or self._decoded_bytes > DECODED_KEPT_BYTES:
-            self._decoded_bytes -= self._decoded.popitem(last=False)[1][0]
+        while self._decoded and (len(self._decoded) > _DECODED_KEPT
+                                 or self._decoded_bytes > _DECODED_BYTES):
+            self._decoded_bytes -= len(self._decoded.popitem(last=False)[0])
         return True
 
     def _decode(self, data: bytes) -> tuple[str, T]:
-        """What validation decoded of ``data``, else decode it now."""
-        kept = self._decoded.pop(hashlib.sha256(data).digest(), None)
-        if kept is None:
+        decoded = self._decoded.pop(data, None)
+        if decoded is None:
             return self.codec.decode(data)
-        self._decoded_bytes -= kept[0]
-        return kept[1]
+        self._decoded_bytes -= len(data)
+        return decoded
 
     async def run(
         self,

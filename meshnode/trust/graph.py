@@ -363,9 +363,14 @@ class TrustGraph:
         graph.compute_global()
         return graph
 
-    def save(self, path: Path) -> None:
-        """Write atomically, so a crash never leaves half a state file."""
-        write_atomic(path, json.dumps(self.to_json(), separators=(",", ":")))
+    def dumps(self) -> str:
+        """:meth:`to_json` as the text :meth:`save` writes."""
+        return json.dumps(self.to_json(), separators=(",", ":"))
+
+    def save(self, path: Path, state: str | None = None) -> None:
+        """Write atomically (``state``, if :meth:`dumps` made it already), so a crash never
+        leaves half a state file."""
+        write_atomic(path, state if state is not None else self.dumps())
 
     @classmethod
     def load(

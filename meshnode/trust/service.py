@@ -2,7 +2,8 @@
 
 The graph (meshnode.trust.graph) holds this node's own evidence and the latest attestation of
 each other node. This service publishes our local trust vector, signed, on the network's
-trust topic every ``trust.publish_interval_s``; verifies and keeps others'; recomputes
+trust topic when it changed (checked every ``trust.publish_interval_s``) and otherwise once a
+refresh interval (REFRESH_S, stretched in a large mesh); verifies and keeps others'; recomputes
 global trust every ``trust.recompute_interval_s``; and saves the graph in the node home so
 that trust survives restarts.
 """
@@ -25,11 +26,13 @@ from meshnode.trust.graph import TrustGraph
 from protocols.envelope import EnvelopeGuard
 from protocols.errors import BadSignature, DecodeError, ProtocolError
 from protocols.peerid import Signer
-from protocols.presence import topic
+from protocols.presence import refresh_interval, topic
 from protocols.trust import MAX_TRUST_SIZE, TRUST, TrustAttestation, attestation_from_envelope
 
 log = logging.getLogger(__name__)
 TRUST_FILE = "trust.json"
+#: An unchanged trust vector is published again after this long (at least).
+REFRESH_S = 300.0
 
 
 def pre_trusted_peers(config: NodeConfig, self_id: str) -> set[str]:
@@ -47,8 +50,12 @@ class TrustService:
         signer: Signer,
         *,
         clock: Callable[[], float] = time.time,
+        mesh_size: Callable[[], int] = lambda: 1,
     ) -> None:
         self.config = config
+        #: How many nodes the mesh has, as far as this node knows (scales the refresh).
+        self.mesh_size = mesh_size
+        self._joined = False
         self.host = host
         self.signer = signer
         self._clock = clock
@@ -57,6 +64,7 @@ class TrustService:
                                      pre_trusted=pre_trusted_peers(config, signer.peer_id),
                                      max_peers=config.trust.max_peers)
         self.graph.compute_global()
+        self._saved = ""
         self._codec = EnvelopeCodec(EnvelopeGuard(config.network_id, max_age_s=600.0), TRUST,
                                     attestation_from_envelope, max_size=MAX_TRUST_SIZE + 1024,
                                     clock=clock)
@@ -103,10 +111,30 @@ class TrustService:
         body = self.graph.attestation(self._clock()).to_body()
         await self.topic.publish(self._codec.seal(self.signer, body))
 
+    def refresh_s(self) -> float:
+        """How often an unchanged vector is published again (for nodes that joined since):
+        stretched in a large mesh like presence, so its mesh-wide rate stays bounded."""
+        return refresh_interval(REFRESH_S, self.mesh_size(),
+                                self.config.gossip.presence_rate_per_s)
+
+    def peer_joined(self, peer_id: str) -> None:
+        """A peer completed its handshake with this node: it may have joined the mesh just
+        now and would otherwise wait a whole refresh for this node's vector."""
+        self._joined = True
+
     async def _publish_loop(self) -> None:
+        # Checked every publish interval, published when it changed or a neighbour joined:
+        # an idle mesh whose trust does not move sends almost nothing.
+        published: dict[str, float] | None = None
+        published_at = -float("inf")
         while True:
             await trio.sleep(self.config.trust.publish_interval_s)
-            await self.publish()
+            scores = self.graph.local_trust()
+            now = trio.current_time()
+            if scores != published or self._joined or now - published_at >= self.refresh_s():
+                self._joined = False
+                await self.publish()
+                published, published_at = scores, now
 
     async def _recompute_loop(self) -> None:
         while True:
@@ -115,11 +143,17 @@ class TrustService:
             await self._save()
 
     async def _save(self) -> None:
+        # Unchanged state is not written again: every write is two fsyncs, every few seconds.
+        state = self.graph.dumps()
+        if state == self._saved:
+            return
         try:
-            await trio.to_thread.run_sync(self.graph.save, self._path)
+            await trio.to_thread.run_sync(self.graph.save, self._path, state)
         except OSError as exc:
             log.warning("could not save trust", extra={"path": str(self._path),
                                                        "error": str(exc)})
+        else:
+            self._saved = state
 
     def snapshot(self) -> dict[str, Any]:
         return {**self.graph.snapshot(), "attestations_rejected": self.rejected,

@@ -28,6 +28,7 @@ from protocols.a2a.frames import (
     encode_result,
 )
 from protocols.a2a.model import (
+    BUSY,
     INTERNAL_ERROR,
     INTERRUPTED_STATES,
     INVALID_AGENT_RESPONSE,
@@ -88,6 +89,7 @@ from protocols.a2a.wire import card_from_wire, card_to_wire, from_wire, to_wire
 
 __all__ = [
     "A2A_PROTOCOL",
+    "BUSY",
     "INTERNAL_ERROR",
     "INTERRUPTED_STATES",
     "INVALID_AGENT_RESPONSE",

@@ -55,6 +55,9 @@ INVALID_AGENT_RESPONSE = -32006
 EXTENDED_AGENT_CARD_NOT_CONFIGURED = -32007
 EXTENSION_SUPPORT_REQUIRED = -32008
 VERSION_NOT_SUPPORTED = -32009
+#: meshnode's: a request refused for now, its sender having too much under way (JSON-RPC
+#: leaves -32000..-32099 to implementations; 29 as in HTTP 429).
+BUSY = -32029
 
 #: The reason string of each code (``google.rpc.ErrorInfo.reason`` in A2A v1.0 errors).
 ERROR_REASONS: dict[int, str] = {

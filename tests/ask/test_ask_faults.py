@@ -95,7 +95,7 @@ def _node(embedder: Embedder) -> tuple[Asker, MeshA2A, Faults]:
     tasks = TaskService(None, (SPEC,), EchoAnswerer(), knowledge,  # type: ignore[arg-type]
                         version="test", store=TaskStore(faults=faults))
     membership: Any = SimpleNamespace(signer=signer, table=PeerTable(signer.peer_id, 60.0),
-                                      verified_connected=set)
+                                      verified_connected=set, agent_sets=list)
     asker = Asker(None, membership, tasks,  # type: ignore[arg-type]
                   SkillIndex(embedder, trio.CapacityLimiter(2)),
                   TrustGraph(signer.peer_id, [signer.peer_id]), settings=RoutingSettings(),

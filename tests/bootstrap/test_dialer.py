@@ -391,3 +391,44 @@ def test_random_event_sequences_keep_the_invariants(
             policy.forget([peer], now)
             not_before.pop(peer, None)
             assert policy.banned(peer, now) == (banned_until.get(peer, 0.0) > now)
+
+
+# ---- announced addresses are no reason to dial ------------------------------------------------
+
+
+def test_verified_peers_come_first_and_announced_ones_within_a_budget() -> None:
+    policy = DialPolicy(8, unverified_per_s=0.1, unverified_burst=3, rng=FixedRandom(0.5))
+    known = peers(20)
+    verified = {"p18", "p19"}
+    picks = policy.choose(known=known, connected=set(), bootstrap={}, self_id=SELF, now=0.0,
+                          verified=verified)
+    assert [p for p, _ in picks][:2] == ["p18", "p19"]
+    assert len(picks) == 2 + 3  # the burst of announced-only peers, no more
+    for peer, _ in picks:
+        policy.failed(peer, 0.0)
+    later = policy.choose(known=known, connected=set(), bootstrap={}, self_id=SELF, now=10.0,
+                          verified=verified)
+    assert len([p for p, _ in later if p not in verified]) == 1  # 0.1 a second
+
+
+def test_an_address_that_failed_backs_off_whoever_announces_it() -> None:
+    policy = DialPolicy(8, rng=FixedRandom(1.0))
+    bait = "/ip4/10.66.0.1/tcp/22"
+    sybils = {f"s{i}": [f"{bait}/p2p/s{i}"] for i in range(50)}
+    dialed = 0
+    now = 0.0
+    while now < 300.0:
+        for peer, addrs in policy.choose(known=sybils, connected=set(), bootstrap={},
+                                         self_id=SELF, now=now):
+            dialed += 1
+            policy.failed(peer, now, addrs)
+        now += 1.0
+    # The endpoint's backoff doubles with each failure, up to a minute: 1+2+4+...+60 s.
+    assert dialed <= 12
+
+
+def test_only_a_few_addresses_of_a_peer_are_dialed() -> None:
+    policy = DialPolicy(8)
+    many = {"p": [f"/ip4/10.0.0.{i}/tcp/1/p2p/p" for i in range(30)]}
+    (picked,) = choose(policy, known=many)
+    assert picked == ("p", many["p"][:4])

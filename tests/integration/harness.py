@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from meshnode.cli.client import DaemonClient
+from meshnode.errors import MeshnodeError
+from meshnode.node.home import read_runtime
 
 T = TypeVar("T")
 
@@ -84,7 +86,7 @@ class Daemon:
         self.prefix = prefix  # runs the daemon and its CLI calls, e.g. in a network namespace
         self.home = root / name
         self.network_id = network_id
-        result = cli(self.home, "init", "--network-id", network_id)
+        result = cli(self.home, "init", "--network-id", network_id, timeout=120)
         assert result.returncode == 0, result.stderr
         self.peer_id = result.stdout.split("peer ID: ")[1].strip()
         self.configure({**(FAST if fast else {}), **(settings or {})})
@@ -118,6 +120,14 @@ class Daemon:
         timeout: float = 60.0,
         listen: str = "/ip4/127.0.0.1/tcp/0",
     ) -> Daemon:
+        self.launch(*bootstrap, env=env, log_level=log_level, listen=listen)
+        return self.wait_started(timeout)
+
+    def launch(
+        self, *bootstrap: str, env: dict[str, str] | None = None, log_level: str = "debug",
+        listen: str = "/ip4/127.0.0.1/tcp/0",
+    ) -> Daemon:
+        """Start the process and return at once (:meth:`wait_started` waits for its API)."""
         args = [*self.prefix, sys.executable, "-m", "meshnode.cli", "start",
                 "--home", str(self.home), "--listen", listen, "--api", "127.0.0.1:0",
                 "--log-level", log_level]
@@ -126,7 +136,10 @@ class Daemon:
         self.log = (self.home / "daemon.log").open("ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log,
                                      env={**os.environ, **(env or {})})
-        status = wait_for(f"{self.name} to start", self._status, timeout=timeout)
+        return self
+
+    def wait_started(self, timeout: float = 60.0) -> Daemon:
+        status = wait_for(f"{self.name} to start", self._status, timeout=timeout, every=0.1)
         self.addr = status["listen_addrs"][0]
         return self
 
@@ -134,11 +147,26 @@ class Daemon:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log_text()}")
-        try:
-            result = cli(self.home, "status", "--json", prefix=self.prefix)
-        except subprocess.TimeoutExpired:  # a daemon still starting on a loaded machine
+        if self.prefix:  # in a namespace: its API is reachable only from there
+            try:
+                result = cli(self.home, "status", "--json", prefix=self.prefix)
+            except subprocess.TimeoutExpired:  # a daemon still starting on a loaded machine
+                return None
+            return json.loads(result.stdout) if result.returncode == 0 else None
+        # In-process HTTP rather than `meshnode status` in a subprocess: polling must not
+        # cost a Python start-up each time. The runtime file must be this process's (a
+        # daemon killed earlier in the same home leaves a stale one behind).
+        runtime = read_runtime(self.home)
+        if runtime is None or runtime.get("pid") != self.proc.pid:
             return None
-        return json.loads(result.stdout) if result.returncode == 0 else None
+        try:
+            client = DaemonClient(self.home, timeout=10)
+            try:
+                return client.get("/v1/status")  # type: ignore[no-any-return]
+            finally:
+                client.close()
+        except MeshnodeError:  # not serving yet, or slow on a loaded machine
+            return None
 
     def json(self, *args: str) -> Any:
         """``meshnode ARGS --json`` against this daemon."""

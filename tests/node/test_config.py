@@ -43,7 +43,7 @@ def test_template_written_by_init_loads_as_the_defaults(tmp_path: Path) -> None:
     config = load_config(home)
     assert config == NodeConfig(home=home, network_id="dev-support")
     # Spot-check that equality really compares values (and the int → float coercion).
-    assert config.gossip.presence_interval_s == 5.0
+    assert config.gossip.presence_interval_s == 60.0
     assert isinstance(config.gossip.presence_interval_s, float)
     assert config.listen == ("/ip4/0.0.0.0/tcp/4001",)
     assert config.bootstrap == ()
@@ -79,7 +79,10 @@ def test_a_config_written_by_an_earlier_init_still_loads(tmp_path: Path) -> None
     # from the settings' descriptions: existing homes must keep starting.
     old = (Path(__file__).parents[1] / "data" / "config_init_0.1.0.toml").read_text()
     write_config(tmp_path, old)
-    assert load_config(tmp_path) == NodeConfig(home=tmp_path, network_id="dev-support")
+    # It wrote every value out: those whose defaults changed since stay as written.
+    written = GossipSettings(presence_interval_s=5.0, peer_ttl_s=30.0, ping_interval_s=10.0)
+    assert load_config(tmp_path) == NodeConfig(home=tmp_path, network_id="dev-support",
+                                               gossip=written)
     example = old[old.index("# [[agents]]"):]
     write_config(tmp_path, old + "\n".join(line.removeprefix("#").removeprefix(" ")
                                            for line in example.splitlines()))
@@ -200,7 +203,7 @@ BAD_CONFIGS = [
     ("[gossip]\nmesh_degree_high = 5\n", "mesh_degree_high"),
     # TTL against the presence interval
     ("[gossip]\npeer_ttl_s = 9.9\n", "gossip.peer_ttl_s"),
-    ("[gossip]\npresence_interval_s = 16\n", "gossip.peer_ttl_s"),
+    ("[gossip]\npresence_interval_s = 91\n", "gossip.peer_ttl_s"),
     # non-positive or non-finite numbers
     ("[network]\ntarget_connections = 0\n", "network.target_connections"),
     ("[gossip]\nping_interval_s = 0\n", "gossip.ping_interval_s"),

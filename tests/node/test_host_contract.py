@@ -1,7 +1,8 @@
 """One contract, two hosts: the real MeshHost (py-libp2p on loopback, in this process) and
 the InMemoryHost behave alike where the services depend on them: streams reach the
 protocol's handler and name the opener, gossip is relayed with the relaying neighbour as
-forwarder, a validator's rejection stops a message there, and failures are DialErrors."""
+forwarder, a validator's rejection stops a message there, and failures are DialErrors
+(ProtocolNotSupported when the peer is there but does not speak the protocol)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from meshnode.config import GossipSettings
 from meshnode.node.host import MeshHost
 from meshnode.node.inmemory import InMemoryMesh
-from meshnode.node.transport import DialError, GossipMessage, Host, Stream
+from meshnode.node.transport import DialError, GossipMessage, Host, ProtocolNotSupported, Stream
 from protocols.peerid import Signer
 from tests.inmemory import eventually
 
@@ -70,7 +71,8 @@ async def _streams_and_ping(a: Host, b: Host, c: Host) -> None:
         await stream.write(b"hi")
         assert await stream.read(1024) == a.peer_id.encode() + b":hi"
     assert await a.ping(b.peer_id, timeout=10) >= 0.0
-    with pytest.raises(DialError):
+    # A protocol the peer does not speak is told apart (a client then falls back).
+    with pytest.raises(ProtocolNotSupported):
         async with a.open_stream(b.peer_id, "/nobody/speaks/this/1.0.0", timeout=10):
             pass
     await a.disconnect(b.peer_id)
@@ -80,9 +82,10 @@ async def _streams_and_ping(a: Host, b: Host, c: Host) -> None:
         await stream.write(b"again")
         assert await stream.read(1024) == a.peer_id.encode() + b":again"
     assert b.peer_id in a.connected_peers()
-    with pytest.raises(DialError):
+    with pytest.raises(DialError) as info:
         async with a.open_stream(c.peer_id, ECHO, timeout=5):
             pass
+    assert not isinstance(info.value, ProtocolNotSupported)
 
 
 async def test_gossip_is_relayed_and_validated_on_the_way(kind: str) -> None:

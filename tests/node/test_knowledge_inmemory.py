@@ -8,6 +8,7 @@ from pathlib import Path
 import trio
 
 from meshnode.node.inmemory import InMemoryMesh
+from meshnode.node.knowledge import NewRecord
 from protocols.records import MemoryRecord
 from tests.inmemory import Node, connect, eventually, no_faults, start_nodes
 
@@ -56,4 +57,21 @@ async def test_records_missed_in_a_partition_arrive_by_anti_entropy_when_it_heal
     await _until_stored(b, missed, "the missed records at b")
     assert b.services.knowledge.topic.accepted == 1  # only `before` came by announcement
     assert b.id in a.services.membership.verified_connected()
+    no_faults(mesh)
+
+
+async def test_a_batch_is_stored_and_announced_as_one(nursery: trio.Nursery,
+                                                      tmp_path: Path) -> None:
+    mesh = InMemoryMesh()
+    a, b = await start_nodes(nursery, mesh, tmp_path, [(), ()])
+    await connect(a, b)
+    items = [NewRecord(f"Tip {i}: flush Milvus Lite after bulk insert number {i}.", kind="tip")
+             for i in range(300)]
+    records = await a.services.knowledge.add_many(items)
+    assert [r.seq for r in records] == list(range(1, 301))
+    await _until_stored(b, records, "the 300 records at b")
+    # Two gossip messages (256 + 44 records), not 300; b stored them without a sync.
+    assert b.services.knowledge.topic.accepted == 2
+    assert b.services.knowledge.replicator.lag().get(a.id, {}).get("pulled", 0) == 0
+    assert await a.store.next_seq(a.id) == 301
     no_faults(mesh)

@@ -1,4 +1,5 @@
-"""meshnode.peers.PeerTable: presence ordering, self, expiry, bounds and the JSON snapshot."""
+"""meshnode.peers.PeerTable: presence ordering, self, expiry, suspicion, bounds and eviction,
+and the JSON snapshot."""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ def presence(
     addrs: tuple[str, ...] = ("/ip4/10.0.0.1/tcp/4001",),
     version: str = "0.1.0",
     load: float = 0.0,
-    agents: tuple[dict[str, object], ...] = (),
+    cards: str = "",
+    leaving: bool = False,
 ) -> Presence:
     return Presence(peer_id=peer_id, addrs=addrs, version=version, seq=seq, ttl_s=30.0,
-                    load=load, agents=agents)
+                    load=load, cards=cards, agents=1 if cards else 0, leaving=leaving)
 
 
 def table(ttl_s: float = 30.0, max_peers: int = 10_000) -> PeerTable:
@@ -38,7 +40,7 @@ def table(ttl_s: float = 30.0, max_peers: int = 10_000) -> PeerTable:
 
 def test_first_presence_adds_the_peer() -> None:
     t = table()
-    p = presence(seq=5, agents=({"name": "python-expert"},), load=0.25)
+    p = presence(seq=5, cards="ab" * 32, load=0.25)
     assert t.saw_presence(p, now=100.0) is True
     record = t.get(A)
     assert record is not None
@@ -111,7 +113,7 @@ def test_self_is_never_added() -> None:
     t.saw_ping(SELF, 1.0, now=1.0)
     assert SELF not in t
     assert len(t) == 0
-    assert t.snapshot(connected={SELF}) == []
+    assert t.snapshot(connected={SELF}, agents=lambda r: []) == []
 
 
 # ---- hello and ping ------------------------------------------------------------------------
@@ -184,15 +186,85 @@ def test_max_peers_bound() -> None:
     t = table(max_peers=2)
     t.saw_hello(A, [], "v", now=0.0)
     assert t.saw_presence(presence(B, seq=1), now=0.0)
+    # Full: an announced-only newcomer does not displace what is held (it is no fresher)...
     assert t.saw_presence(presence("12D3KooWCccc", seq=1), now=0.0) is False
+    assert len(t) == 2 and sorted(r.peer_id for r in t) == [A, B] and t.refused == 1
+    # ...but a peer verified by its hello displaces the worst announced-only entry.
     t.saw_hello("12D3KooWDddd", ["/ip4/1.1.1.1/tcp/1"], "v", now=0.0)
-    assert len(t) == 2 and sorted(r.peer_id for r in t) == [A, B]
+    assert sorted(r.peer_id for r in t) == [A, "12D3KooWDddd"] and t.evicted == 1
     # Known peers are still updated when the table is full.
     assert t.saw_presence(presence(A, seq=3), now=1.0)
     # Room again once a peer expires.
-    assert t.expire(now=100.0, connected={A}) == [B]
+    assert t.expire(now=100.0, connected={A}) == ["12D3KooWDddd"]
     assert t.saw_presence(presence("12D3KooWCccc", seq=1), now=100.0)
     assert len(t) == 2
+
+
+def test_a_full_table_keeps_verified_and_trusted_peers_against_a_flood() -> None:
+    trusted = "12D3KooWTrust"
+    t = PeerTable(SELF, ttl_s=30.0, max_peers=10,
+                  standing=lambda p: 0.5 if p == trusted else 0.0)
+    t.saw_hello(A, [], "v", now=0.0)
+    assert t.saw_presence(presence(trusted, seq=1), now=0.0)
+    for i in range(1000):  # a swarm of announced identities, each fresher than the last
+        t.saw_presence(presence(f"12D3KooWSybil{i}", seq=1), now=1.0 + i)
+    assert len(t) == 10
+    assert A in t and trusted in t  # verified and trusted entries are never displaced
+    # An honest newcomer verified by its hello still gets in.
+    t.saw_hello(B, [], "v", now=2000.0)
+    assert B in t and len(t) == 10
+
+
+def test_bytes_held_are_bounded() -> None:
+    t = PeerTable(SELF, ttl_s=30.0, max_bytes=20_000)
+    envelope = b"x" * 4000
+    for i in range(100):
+        t.saw_presence(presence(f"12D3KooWPeer{i}", seq=1), now=float(i), envelope=envelope)
+    assert t.bytes_held <= 20_000 and 3 <= len(t) <= 5
+    assert sum(r.size for r in t) == t.bytes_held
+
+
+# ---- suspicion and goodbye ------------------------------------------------------------------
+
+
+def test_a_suspicion_is_refuted_by_a_newer_incarnation_only() -> None:
+    t = table()
+    assert t.saw_presence(presence(A, seq=5), now=0.0)
+    assert t.suspect(A, 5, accuser=B, now=1.0) is True
+    assert t.suspect(A, 5, accuser=B, now=2.0) is False  # the same accuser again: no news
+    assert t.suspect(A, 5, accuser="12D3KooWCccc", now=2.0) is True  # a confirmation
+    record = t.get(A)
+    assert record is not None and record.suspicion is not None
+    assert record.suspicion.accusers == {B, "12D3KooWCccc"}
+    assert [r.peer_id for r in t.suspects()] == [A]
+    assert t.saw_presence(presence(A, seq=6), now=3.0)  # refuted
+    assert record.suspicion is None
+    assert t.suspect(A, 5, accuser=B, now=4.0) is False  # about a superseded incarnation
+
+
+def test_a_forgotten_peer_is_not_revived_by_older_news() -> None:
+    t = table()
+    assert t.saw_presence(presence(A, seq=5), now=0.0)
+    t.forget(A)
+    assert A not in t
+    assert t.saw_presence(presence(A, seq=5), now=1.0) is False  # still travelling
+    assert t.saw_presence(presence(A, seq=6), now=2.0) is True  # it came back
+
+
+def test_a_goodbye_removes_the_peer() -> None:
+    t = table()
+    assert t.saw_presence(presence(A, seq=5), now=0.0)
+    assert t.saw_presence(presence(A, seq=6, leaving=True), now=1.0) is False
+    assert A not in t
+    assert t.saw_presence(presence(A, seq=6), now=2.0) is False
+
+
+def test_a_longer_announced_ttl_is_honoured() -> None:
+    t = table(ttl_s=30.0)
+    long = Presence(peer_id=A, addrs=(), version="v", seq=1, ttl_s=600.0)
+    assert t.saw_presence(long, now=0.0)
+    assert t.expire(now=300.0, connected=set()) == []
+    assert t.expire(now=601.0, connected=set()) == [A]
 
 
 def test_iteration_is_safe_while_expiring() -> None:
@@ -211,13 +283,13 @@ def test_iteration_is_safe_while_expiring() -> None:
 def test_snapshot_json(new_peer_id: Callable[[], str]) -> None:
     t = table()
     ids = sorted(new_peer_id() for _ in range(3))
-    t.saw_presence(presence(ids[2], seq=1, agents=({"name": "milvus-expert"},), load=0.5),
-                   now=10.0)
+    t.saw_presence(presence(ids[2], seq=1, cards="cd" * 32, load=0.5), now=10.0)
     t.saw_hello(ids[0], ["/ip4/10.0.0.1/tcp/1", "/ip6/::1/tcp/1"], "0.1.0", now=20.0)
     t.saw_ping(ids[0], 1.23456, now=21.0)
     t.saw_hello(ids[1], [], "0.1.0", now=22.0)
 
-    snapshot = t.snapshot(connected={ids[0]})
+    snapshot = t.snapshot(connected={ids[0]}, agents=lambda r: [
+        {"name": "milvus-expert"}] if r.presence and r.presence.cards else [])
     assert json.loads(json.dumps(snapshot)) == snapshot  # plain JSON types only
     assert [p["peer_id"] for p in snapshot] == ids  # sorted by peer ID
     required = {"peer_id", "addrs", "connected", "last_seen", "rtt_ms"}

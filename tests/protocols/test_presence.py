@@ -26,13 +26,23 @@ from protocols.presence import (
     MAX_ADDR_LEN,
     MAX_ADDRS,
     MAX_AGENTS,
+    MAX_CARDS_SIZE,
     MAX_PRESENCE_SIZE,
     PRESENCE,
+    SUSPECT,
     Hello,
     Presence,
+    Suspect,
+    cards_digest,
     hello_from_envelope,
+    membership_from_envelope,
+    pack_cards,
     presence_from_envelope,
+    refresh_interval,
+    suspect_from_envelope,
+    suspicion_timeout,
     topic,
+    unpack_cards,
 )
 
 FUZZ = settings(
@@ -59,20 +69,31 @@ json_like = st.recursive(
 agent_cards = st.dictionaries(st.text(max_size=12), json_like, max_size=4)
 # Short in the random tests; the exact length and count limits have their own tests.
 addrs = st.builds(lambda s: "/" + s, st.text(max_size=40))
+digests = st.builds(lambda b: b.hex(), st.binary(min_size=32, max_size=32))
+CARD = {"name": "python-expert", "skills": [{"id": "py", "tags": ["python"]}]}
+DIGEST = cards_digest(pack_cards([CARD]))
+
+
+def own(addr: str, signer: Signer) -> str:
+    """``addr`` as an address of ``signer``'s (presence addresses end in /p2p/<sender>)."""
+    return f"{addr}/p2p/{signer.peer_id}"
 network_ids = st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True)
 
 
 @st.composite
 def presences(draw: st.DrawFn) -> tuple[Signer, Presence]:
     signer = draw(st.sampled_from(SIGNERS))
+    cards = draw(st.none() | digests)
     presence = Presence(
         peer_id=signer.peer_id,
-        addrs=tuple(draw(st.lists(addrs, max_size=MAX_ADDRS))),
+        addrs=tuple(own(a, signer) for a in draw(st.lists(addrs, max_size=MAX_ADDRS))),
         version=draw(st.text(max_size=64)),
         seq=draw(st.integers(0, 2**63 - 1)),
         ttl_s=draw(st.floats(1.0, 86_400.0)),
         load=draw(st.floats(0.0, 1e6)),
-        agents=tuple(draw(st.lists(agent_cards, max_size=6))),
+        cards=cards or "",
+        agents=draw(st.integers(1, MAX_AGENTS)) if cards else 0,
+        leaving=draw(st.booleans()),
     )
     return signer, presence
 
@@ -86,12 +107,13 @@ def wire(signer: Signer, body: Any, type_: str = PRESENCE) -> Envelope:
 def presence_body(signer: Signer = ALICE, **changes: Any) -> dict[str, Any]:
     body = Presence(
         peer_id=signer.peer_id,
-        addrs=("/ip4/127.0.0.1/tcp/4001", "/ip6/::1/tcp/4001"),
+        addrs=(own("/ip4/127.0.0.1/tcp/4001", signer), own("/ip6/::1/tcp/4001", signer)),
         version="meshnode/0.1.0",
         seq=7,
         ttl_s=60.0,
         load=0.25,
-        agents=({"name": "python-expert", "skills": [{"id": "py", "tags": ["python"]}]},),
+        cards=DIGEST,
+        agents=1,
     ).to_body()
     body.update(changes)
     return body
@@ -111,8 +133,8 @@ def test_presence_roundtrip(case: tuple[Signer, Presence]) -> None:
 
 def test_presence_example_roundtrip() -> None:
     decoded = presence_from_envelope(wire(ALICE, presence_body()))
-    assert decoded.addrs == ("/ip4/127.0.0.1/tcp/4001", "/ip6/::1/tcp/4001")
-    assert decoded.agents[0]["skills"][0]["tags"] == ["python"]
+    assert decoded.addrs == (own("/ip4/127.0.0.1/tcp/4001", ALICE), own("/ip6/::1/tcp/4001", ALICE))
+    assert (decoded.cards, decoded.agents, decoded.leaving) == (DIGEST, 1, False)
     assert (decoded.seq, decoded.ttl_s, decoded.load) == (7, 60.0, 0.25)
 
 
@@ -134,7 +156,7 @@ def test_reannouncing_someone_elses_presence_is_refused() -> None:
 
 def test_forged_presence_is_refused() -> None:
     # Valid format, Alice's peer ID as sender and in the body, signed by Mallory.
-    body = pack(presence_body(ALICE, addrs=["/ip4/6.6.6.6/tcp/1"]))
+    body = pack(presence_body(ALICE, addrs=[own("/ip4/6.6.6.6/tcp/1", ALICE)]))
     items = [VERSION, NET, PRESENCE, ALICE.peer_id, NOW, b"f" * 16, body]
     forged = pack([*items, MALLORY.sign(envelope_mod._signed_part(*items))])
     with pytest.raises(BadSignature):
@@ -145,16 +167,17 @@ def test_forged_presence_is_refused() -> None:
 
 
 def test_limits_are_inclusive() -> None:
+    suffix = f"/p2p/{ALICE.peer_id}"
     ok = presence_body(
-        addrs=["/" + "a" * (MAX_ADDR_LEN - 1)] * MAX_ADDRS,
-        agents=[{}] * MAX_AGENTS,
+        addrs=["/" + "a" * (MAX_ADDR_LEN - 1 - len(suffix)) + suffix] * MAX_ADDRS,
+        agents=MAX_AGENTS,
         version="v" * 64,
         seq=2**63 - 1,
         ttl_s=86_400.0,
         load=1e6,
     )
     decoded = presence_from_envelope(wire(ALICE, ok))
-    assert len(decoded.addrs) == MAX_ADDRS and len(decoded.agents) == MAX_AGENTS
+    assert len(decoded.addrs) == MAX_ADDRS and decoded.agents == MAX_AGENTS
     low = presence_from_envelope(wire(ALICE, presence_body(ttl_s=1, load=0, seq=0)))
     assert (low.ttl_s, low.load, low.seq) == (1.0, 0.0, 0)
 
@@ -171,10 +194,17 @@ def test_limits_are_inclusive() -> None:
         pytest.param({"addrs": [b"/ip4/1.2.3.4"]}, id="addr-bytes"),
         pytest.param({"addrs": [4001]}, id="addr-int"),
         pytest.param({"addrs": "/ip4/1.2.3.4/tcp/1"}, id="addrs-not-a-list"),
-        pytest.param({"agents": [{}] * (MAX_AGENTS + 1)}, id="too-many-agents"),
-        pytest.param({"agents": ["python-expert"]}, id="agent-not-a-map"),
-        pytest.param({"agents": [{}, []]}, id="one-agent-not-a-map"),
-        pytest.param({"agents": {"name": "x"}}, id="agents-not-a-list"),
+        pytest.param({"addrs": ["/ip4/1.2.3.4/tcp/1"]}, id="addr-without-p2p"),
+        pytest.param({"addrs": [own("/ip4/1.2.3.4/tcp/1", BOB)]}, id="addr-of-another-peer"),
+        pytest.param({"agents": MAX_AGENTS + 1}, id="too-many-agents"),
+        pytest.param({"agents": [CARD]}, id="agents-cards-inline"),
+        pytest.param({"agents": 0}, id="digest-without-agents"),
+        pytest.param({"cards": "", "agents": 1}, id="agents-without-digest"),
+        pytest.param({"cards": "ab" * 31}, id="digest-too-short"),
+        pytest.param({"cards": "AB" * 32}, id="digest-uppercase"),
+        pytest.param({"cards": "zz" * 32}, id="digest-not-hex"),
+        pytest.param({"cards": b"\0" * 32}, id="digest-bytes"),
+        pytest.param({"leaving": 1}, id="leaving-int"),
         pytest.param({"version": "v" * 65}, id="version-too-long"),
         pytest.param({"version": 1}, id="version-int"),
         pytest.param({"seq": -1}, id="seq-negative"),
@@ -200,7 +230,8 @@ def test_invalid_presence_fields(changes: dict[str, Any]) -> None:
         presence_from_envelope(wire(ALICE, presence_body(**changes)))
 
 
-@pytest.mark.parametrize("field", ["peer_id", "addrs", "version", "seq", "ttl_s", "load", "agents"])
+@pytest.mark.parametrize("field", ["peer_id", "addrs", "version", "seq", "ttl_s", "load",
+                                   "cards", "agents", "leaving"])
 def test_missing_presence_fields(field: str) -> None:
     body = presence_body()
     del body[field]
@@ -224,10 +255,10 @@ def test_presence_body_is_raw_msgpack_checked() -> None:
 
 def padded_body(size: int) -> dict[str, Any]:
     """A valid presence body whose msgpack encoding is exactly ``size`` bytes."""
-    body = presence_body(agents=[{"pad": ""}])
+    body = presence_body(pad="")  # unknown fields are ignored, but they count
     pad = size - len(pack(body))
     for _ in range(3):  # the string's header grows with its length (1, 2, 3 or 5 bytes)
-        body["agents"] = [{"pad": "x" * pad}]
+        body["pad"] = "x" * pad
         pad -= len(pack(body)) - size
     assert len(pack(body)) == size
     return body
@@ -235,7 +266,7 @@ def padded_body(size: int) -> dict[str, Any]:
 
 def test_presence_size_limit() -> None:
     at_limit = padded_body(MAX_PRESENCE_SIZE)
-    assert len(presence_from_envelope(wire(ALICE, at_limit)).agents[0]["pad"]) > 60_000
+    assert presence_from_envelope(wire(ALICE, at_limit)).cards == DIGEST
     with pytest.raises(FrameTooLarge):
         presence_from_envelope(wire(ALICE, padded_body(MAX_PRESENCE_SIZE + 1)))
     with pytest.raises(FrameTooLarge):
@@ -258,7 +289,9 @@ field_values = {
     "seq": st.integers(-5, 2**64 - 1) | json_like,
     "ttl_s": st.floats(allow_nan=True) | st.integers(-5, 100_000) | json_like,
     "load": st.floats(allow_nan=True) | st.integers(-5, 2_000_000) | json_like,
-    "agents": st.lists(agent_cards | json_like, max_size=MAX_AGENTS + 2) | json_like,
+    "cards": digests | st.just("") | json_like,
+    "agents": st.integers(-2, MAX_AGENTS + 2) | json_like,
+    "leaving": st.booleans() | json_like,
 }
 
 
@@ -294,8 +327,11 @@ def test_random_presence_bodies(body: dict[str, Any]) -> None:
     assert p.seq == body["seq"] and type(p.seq) is int and 0 <= p.seq < 2**63
     assert p.ttl_s == body["ttl_s"] and type(p.ttl_s) is float and 1.0 <= p.ttl_s <= 86_400.0
     assert p.load == body["load"] and type(p.load) is float and 0.0 <= p.load <= 1e6
-    assert list(p.agents) == body["agents"] and len(p.agents) <= MAX_AGENTS
-    assert all(type(a) is dict for a in p.agents)
+    assert p.cards == body["cards"] and (len(p.cards) == 64 or p.cards == "")
+    assert p.agents == body["agents"] and 0 <= p.agents <= MAX_AGENTS
+    assert bool(p.cards) == bool(p.agents)
+    assert p.leaving is body["leaving"]
+    assert all(a.endswith(f"/p2p/{signer.peer_id}") for a in p.addrs)
 
 
 # -- hello -------------------------------------------------------------------------------
@@ -359,3 +395,66 @@ def test_network_ids_that_could_collide_are_invalid() -> None:
     for bad in ("a/b", "/", ""):
         with pytest.raises(DecodeError):
             validate_network_id(bad)
+
+
+# -- agent cards by digest ---------------------------------------------------------------
+
+
+def test_cards_come_back_only_for_their_digest() -> None:
+    packed = pack_cards([CARD])
+    assert unpack_cards(packed, DIGEST) == (CARD,)
+    assert cards_digest(pack_cards([])) == ""  # no agents, no digest
+    with pytest.raises(DecodeError, match="digest"):
+        unpack_cards(pack_cards([CARD, CARD]), DIGEST)  # another node's cards
+    with pytest.raises(DecodeError, match="digest"):
+        unpack_cards(packed, "00" * 32)
+
+
+@pytest.mark.parametrize("cards", [[], [1], [CARD, "x"], {"name": "x"}, [{}] * (MAX_AGENTS + 1)])
+def test_bad_card_sets_are_refused(cards: Any) -> None:
+    packed = pack(cards)
+    with pytest.raises(DecodeError):
+        unpack_cards(packed, cards_digest(packed) or "00" * 32)
+
+
+def test_card_sets_are_bounded_in_size() -> None:
+    packed = pack_cards([{"pad": "x" * MAX_CARDS_SIZE}])
+    with pytest.raises(FrameTooLarge):
+        unpack_cards(packed, cards_digest(packed))
+
+
+# -- suspicion ----------------------------------------------------------------------------
+
+
+def test_suspicion_roundtrip_and_dispatch() -> None:
+    env = wire(ALICE, Suspect(BOB.peer_id, 42).to_body(), type_=SUSPECT)
+    assert suspect_from_envelope(env) == Suspect(BOB.peer_id, 42)
+    assert membership_from_envelope(env) == Suspect(BOB.peer_id, 42)
+    assert isinstance(membership_from_envelope(wire(ALICE, presence_body())), Presence)
+    with pytest.raises(DecodeError, match="itself"):
+        suspect_from_envelope(wire(ALICE, Suspect(ALICE.peer_id, 1).to_body(), type_=SUSPECT))
+    for bad in ({"peer_id": "x", "seq": 1}, {"peer_id": BOB.peer_id, "seq": -1}, {}, [1]):
+        with pytest.raises(DecodeError):
+            suspect_from_envelope(wire(ALICE, bad, type_=SUSPECT))
+    with pytest.raises(DecodeError):
+        membership_from_envelope(wire(ALICE, presence_body(), type_=HELLO))
+
+
+def test_suspicion_timeout_follows_lifeguard() -> None:
+    # memberlist's numbers: 4 x log10(N) x probe interval, up to 6 times that.
+    assert suspicion_timeout(100, 1.0, 0) == pytest.approx(48.0)
+    assert suspicion_timeout(100, 1.0, 3) == pytest.approx(8.0)
+    assert suspicion_timeout(100, 1.0, 10) == pytest.approx(8.0)  # never below the floor
+    times = [suspicion_timeout(100, 1.0, c) for c in range(5)]
+    assert times == sorted(times, reverse=True)  # more confirmations, sooner
+    assert suspicion_timeout(10_000, 1.0, 0) == 2 * suspicion_timeout(100, 1.0, 0)
+    assert suspicion_timeout(3, 1.0, 0) == suspicion_timeout(1, 1.0, 0) == pytest.approx(24.0)
+
+
+def test_refresh_interval_keeps_the_mesh_wide_rate_bounded() -> None:
+    assert refresh_interval(60.0, 25, 1.0) == 60.0
+    assert refresh_interval(60.0, 10_000, 1.0) == 10_000.0
+    for n in (10, 100, 1000, 10_000):
+        assert n / refresh_interval(60.0, n, 1.0) <= 1.0
+    # Never so long that announcements (kept three refreshes, at most a day) run out.
+    assert refresh_interval(60.0, 10_000, 0.1) == 86_400.0 / 3

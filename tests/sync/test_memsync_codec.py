@@ -17,6 +17,7 @@ from protocols.codec import MAX_FRAME, pack, unpack
 from protocols.errors import BadSignature, DecodeError, FrameTooLarge
 from protocols.memsync import (
     MAX_ANNOUNCEMENT,
+    MAX_ANNOUNCEMENTS,
     MAX_AUTHORS,
     MAX_BATCH,
     Batch,
@@ -26,8 +27,10 @@ from protocols.memsync import (
     Pull,
     Summary,
     decode_announcement,
+    decode_announcements,
     decode_message,
     encode_announcement,
+    encode_announcements,
 )
 from protocols.records import (
     MAX_AGENT_LEN,
@@ -163,6 +166,47 @@ def test_a_batch_keeps_records_as_unverified_maps() -> None:
 
 def test_announcement_round_trips() -> None:
     assert decode_announcement(encode_announcement(RECORDS[2])) == RECORDS[2]
+
+
+def test_records_are_announced_in_as_few_batches_as_the_limits_allow() -> None:
+    records = [record(ALICE, seq) for seq in range(1, 601)]
+    bodies = encode_announcements(records)
+    assert len(bodies) == 3  # 256 + 256 + 88 records
+    assert all(len(b) <= MAX_ANNOUNCEMENTS for b in bodies)
+    assert [r for b in bodies for r in decode_announcements(b)] == records
+    # One record is announced as before: nodes of the version before read it.
+    (single,) = encode_announcements(records[:1])
+    assert single == encode_announcement(records[0])
+    assert decode_announcements(single) == (records[0],)
+
+
+def test_batches_are_cut_by_size_too() -> None:
+    big = [record(ALICE, seq, text="x" * 30_000) for seq in range(1, 41)]
+    bodies = encode_announcements(big)
+    assert len(bodies) >= 3 and all(len(b) <= MAX_ANNOUNCEMENTS for b in bodies)
+    assert [r for b in bodies for r in decode_announcements(b)] == big
+
+
+@pytest.mark.parametrize("records", [
+    [record(ALICE, 1), record(BOB, 2)],
+    [record(ALICE, 2), record(ALICE, 1)],
+    [record(ALICE, 1), record(ALICE, 1)],
+])
+def test_a_batch_is_one_authors_records_in_order(records: list[Any]) -> None:
+    data = pack({"v": 1, "t": "announce_batch",
+                 "records": [record_to_wire(r) for r in records]})
+    with pytest.raises(DecodeError, match="one author"):
+        decode_announcements(data)
+
+
+def test_malformed_batches_raise_decode_error() -> None:
+    for body in ({"records": []}, {"records": [1]}, {"records": "x"}, {}):
+        with pytest.raises(DecodeError):
+            decode_announcements(pack({"v": 1, "t": "announce_batch", **body}))
+    tampered = {**record_to_wire(record(ALICE, 2)), "text": "tampered"}
+    with pytest.raises(DecodeError):
+        decode_announcements(pack({"v": 1, "t": "announce_batch",
+                                   "records": [record_to_wire(record(ALICE, 1)), tampered]}))
 
 
 def announce_wire(wire: dict[str, Any], **outer: Any) -> bytes:

@@ -220,6 +220,28 @@ async def test_announcements_apply_in_order_and_a_gap_calls_for_a_sync(
     assert await all_of(b, ALICE.peer_id) == [1, 2, 3, 4]
 
 
+async def test_a_batch_applies_what_continues_the_sequence_in_one_write(
+    open_store: OpenStore,
+) -> None:
+    b = await open_store("b")
+    records = chain(ALICE, 8)
+    node = Replicator(b, tenant=TENANT)
+    applied = await node.apply_announced_many("a", records[:3])
+    assert applied.status is AnnouncementStatus.APPLIED and applied.record == records[2]
+    # Overlapping what is held: the rest is applied.
+    assert (await node.apply_announced_many("a", records[1:5])).status \
+        is AnnouncementStatus.APPLIED
+    assert await all_of(b, ALICE.peer_id) == [1, 2, 3, 4, 5]
+    assert (await node.apply_announced_many("a", records[:5])).status \
+        is AnnouncementStatus.DUPLICATE
+    # A hole inside a batch: what comes before it is stored, the rest calls for a sync.
+    gap = await node.apply_announced_many("a", [records[5], records[7]])
+    assert gap.status is AnnouncementStatus.GAP and gap.record == records[7]
+    assert await all_of(b, ALICE.peer_id) == [1, 2, 3, 4, 5, 6]
+    ahead = await node.apply_announced_many("a", [records[7]])
+    assert ahead.status is AnnouncementStatus.GAP
+
+
 async def test_bad_announcements_are_rejected(open_store: OpenStore) -> None:
     node = Replicator(await open_store("b"), tenant=TENANT)
     forged = record_to_wire(record(ALICE, 1))
