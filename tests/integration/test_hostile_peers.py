@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from meshnode.a2a.tasks import AGENT_KEY
 from meshnode.config import GossipSettings
 from meshnode.node.host import MeshHost
+from meshnode.node.members import PROTOCOL_ID as MEMBERS_PROTOCOL
+from meshnode.node.members import MembersServer
 from meshnode.node.topics import EnvelopeCodec
 from protocols.a2a import (
     TASK_NOT_FOUND,
@@ -42,7 +44,16 @@ from protocols.a2a import (
 )
 from protocols.envelope import EnvelopeGuard
 from protocols.peerid import Signer
-from protocols.presence import MAX_PRESENCE_SIZE, PRESENCE, Presence, presence_from_envelope, topic
+from protocols.presence import (
+    MAX_PRESENCE_SIZE,
+    PRESENCE,
+    PRESENCE_TOPIC_VERSION,
+    Presence,
+    cards_digest,
+    pack_cards,
+    presence_from_envelope,
+    topic,
+)
 from protocols.trust import MAX_TRUST_SIZE, TRUST, TrustAttestation, attestation_from_envelope
 from tests.hostile import Hostile, forwarded, question
 from tests.integration.harness import Daemon, cli, cli_json, mesh, wait_for
@@ -176,9 +187,14 @@ async def _sybil_hellos(victim: Daemon, count: int) -> None:
 async def _evil_presence(victim: Daemon) -> None:
     card = AgentCard(name="evil" + EVIL, description=EVIL, version="1" + EVIL, skills=(
         AgentSkill(id="s", name="skill" + EVIL, description="d" + EVIL, tags=("t" + EVIL,)),))
+    # Presence names the cards by digest; the victim fetches them from the announcer.
+    packed = pack_cards([card_to_wire(card)])
+    digest = cards_digest(packed)
     async with hostile_node() as evil:
+        evil.host.set_stream_handler(MEMBERS_PROTOCOL, MembersServer(
+            lambda d: packed if d == digest else None, lambda _limit: []))
         await evil.join(*_dial(victim))
-        presence_topic = topic(NET, "presence")
+        presence_topic = topic(NET, "presence", PRESENCE_TOPIC_VERSION)
         await evil.host.subscribe(presence_topic)
         codec = EnvelopeCodec(EnvelopeGuard(NET), PRESENCE, presence_from_envelope,
                               max_size=MAX_PRESENCE_SIZE + 1024, clock=time.time)
@@ -190,8 +206,9 @@ async def _evil_presence(victim: Daemon) -> None:
         with trio.fail_after(60):
             while True:
                 seq += 1
-                body = Presence(evil.peer_id, ("/dns4/host" + EVIL + "/tcp/1",), "x", seq, 60.0,
-                                agents=(card_to_wire(card),)).to_body()
+                addr = f"/dns4/host{EVIL}/tcp/1/p2p/{evil.peer_id}"  # addresses name their peer
+                body = Presence(evil.peer_id, (addr,), "x", seq, 60.0, cards=digest,
+                                agents=1).to_body()
                 await evil.host.publish(presence_topic, codec.seal(evil.signer, body))
                 if await _off_loop(listed):
                     return
