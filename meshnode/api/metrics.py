@@ -40,7 +40,6 @@ from meshnode.node.faults import Faults
 from meshnode.node.knowledge import KnowledgeService
 from meshnode.node.membership import Membership
 from meshnode.trust.service import TrustService
-from protocols.presence import topic
 
 METRICS_PATH = "/metrics"
 #: Per-peer series (RTT, replication) are capped, so a mesh of thousands of peers cannot
@@ -83,7 +82,9 @@ class NodeCollector(Collector):
         self.knowledge = knowledge
         self.connections = connections
         self.published = published
-        self.topics = {kind: topic(network_id, kind) for kind in _GOSSIP_KINDS}
+        # The services' own topic names: a topic's version is theirs to change.
+        self.topics = {"presence": membership.presence_topic.topic, "trust": trust.topic.topic,
+                       "knowledge": knowledge.topic.topic}
         self.records: dict[str, int] = {}
         self.faults = faults
 
