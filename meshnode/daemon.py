@@ -120,9 +120,11 @@ class NodeServices:
         trust = TrustService(config, host, signer, clock=clock)
         membership.bad_message_listeners.append(trust.bad_message)
         asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
-                      trust.graph, settings=config.routing, faults=faults)
+                      trust.graph, settings=config.routing, faults=faults, knowledge=knowledge)
         tasks.forwarder = asker.answer_forwarded
-        mesh = MeshA2A(asker, tasks, network_id=config.network_id, version=__version__)
+        # Questions from A2A clients that needed no token are nobody's to accept: not learnt.
+        mesh = MeshA2A(asker, tasks, network_id=config.network_id, version=__version__,
+                       learn_from_a2a=not config.public_a2a)
         return cls(membership, knowledge, tasks, trust, asker, mesh)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -132,6 +134,7 @@ class NodeServices:
             await nursery.start(self.membership.run)
             await nursery.start(self.knowledge.run)
             await nursery.start(self.trust.run)
+            await nursery.start(self.asker.run)
             await nursery.start(self.mesh.run)
             task_status.started()
 

@@ -105,8 +105,10 @@ def agent_card(spec: AgentSpec, *, version: str) -> AgentCard:
     )
 
 
-def answer_data(answer: Answer, *, agent: str, peer: str) -> dict[str, Any]:
-    return {"agent": agent, "peer": peer, **answer.to_dict()}
+def answer_data(
+    answer: Answer, *, agent: str, peer: str, learnable: bool = True
+) -> dict[str, Any]:
+    return {"agent": agent, "peer": peer, **answer.to_dict(), "learnable": learnable}
 
 
 def _deadline(message: Message) -> float:
@@ -194,12 +196,14 @@ class TaskService:
                 self.store.faults.record("memory", exc, expected=True, agent=spec.name)
             await run.fail(f"{spec.name}: {exc}")
             return
+        # Nothing is written to memory here: only the asker may keep an answer it accepted
+        # (meshnode.ask.learning); ``learnable`` says whether this agent allows that.
         await run.complete(Artifact(
             artifact_id=str(uuid.uuid4()), name="answer",
             parts=(TextPart(answer.text),
-                   DataPart(answer_data(answer, agent=spec.name, peer=self.peer_id))),
+                   DataPart(answer_data(answer, agent=spec.name, peer=self.peer_id,
+                                        learnable=spec.writes))),
         ))
-        await self._record(spec, message, answer, run.task.id)  # after the asker has it
 
     async def _forwarded(
         self, run: TaskRun, message: Message, forward: tuple[int, frozenset[str]]
@@ -216,20 +220,6 @@ class TaskService:
             return
         await run.complete(Artifact(artifact_id=str(uuid.uuid4()), name="answer",
                                     parts=(TextPart(str(data.get("text", ""))), DataPart(data))))
-
-    async def _record(
-        self, spec: AgentSpec, message: Message, answer: Answer, task_id: str
-    ) -> None:
-        asker = message.metadata.get(ASKER_KEY)
-        try:
-            await self.answerer.record_exchange(
-                self.knowledge.add, spec=spec, question=message.text, answer=answer,
-                asker=asker if isinstance(asker, str) else "unknown", task_id=task_id,
-                accepted=answer.grounded,
-            )
-        except Exception as exc:  # the answer stands even if history cannot be written
-            log.warning("could not record the exchange", extra={"task": task_id,
-                                                               "error": str(exc)})
 
     # ---- the stream protocol --------------------------------------------------------
 

@@ -52,8 +52,14 @@ def _describe(progress: dict[str, Any]) -> str:
 
 
 class MeshA2A:
-    def __init__(self, asker: Asker, tasks: TaskService, *, network_id: str, version: str) -> None:
+    def __init__(
+        self, asker: Asker, tasks: TaskService, *, network_id: str, version: str,
+        learn_from_a2a: bool = True,
+    ) -> None:
         self.asker = asker
+        #: Whether questions from the A2A binding may become solutions once accepted (not
+        #: when anyone may send them without the token).
+        self.learn_from_a2a = learn_from_a2a
         self.tasks = tasks
         #: Mesh asks are tasks of this node like its agents' ones: one store, one lifecycle.
         self.store = tasks.store
@@ -83,10 +89,10 @@ class MeshA2A:
         )
 
     async def send_message(self, op: SendMessage) -> Task:
-        return await self.run_question(op.message)
+        return await self.run_question(op.message, learn=self.learn_from_a2a)
 
     def send_streaming(self, op: SendStreamingMessage) -> AsyncIterator[StreamEvent]:
-        return self.stream(op.message)
+        return self.stream(op.message, learn=self.learn_from_a2a)
 
     async def get_task(self, op: GetTask) -> Task:
         return self.store.get(op.task_id)
@@ -99,32 +105,36 @@ class MeshA2A:
 
     # ---- running a question --------------------------------------------------------
 
-    async def stream(self, message: Message) -> AsyncIterator[StreamEvent]:
+    async def stream(self, message: Message, *, learn: bool = True) -> AsyncIterator[StreamEvent]:
         assert self._nursery is not None, "MeshA2A.run() must be running"
         send, receive = trio.open_memory_channel[StreamEvent](64)
-        self._nursery.start_soon(self._produce, message, send)
+        self._nursery.start_soon(self._produce, message, send, learn)
         async with receive:
             async for event in receive:
                 yield event
 
-    async def _produce(self, message: Message, send: trio.MemorySendChannel[StreamEvent]) -> None:
+    async def _produce(
+        self, message: Message, send: trio.MemorySendChannel[StreamEvent], learn: bool
+    ) -> None:
         async with send:
             async def emit(event: StreamEvent) -> None:
                 # If the client left, the question still completes and its task is kept.
                 with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await send.send(event)
 
-            await self.run_question(message, emit)
+            await self.run_question(message, emit, learn=learn)
 
-    async def run_question(self, message: Message, emit: Emit = no_emit) -> Task:
+    async def run_question(
+        self, message: Message, emit: Emit = no_emit, *, learn: bool = True
+    ) -> Task:
         async with self.store.run(message, emit, where="mesh ask") as run:
             if not message.text.strip():
                 await run.reject("the message has no text")
             else:
-                await self._route(run, message)
+                await self._route(run, message, learn)
         return run.task
 
-    async def _route(self, run: TaskRun, message: Message) -> None:
+    async def _route(self, run: TaskRun, message: Message, learn: bool) -> None:
         await run.working()
 
         async def progress(update: dict[str, Any]) -> None:
@@ -137,7 +147,7 @@ class MeshA2A:
         try:
             result = await self.asker.ask(
                 message.text, agent=agent if isinstance(agent, str) else None,
-                timeout=float(timeout), progress=progress,
+                timeout=float(timeout), progress=progress, learn=learn,
             )
         except AskError as exc:
             await run.fail(str(exc))

@@ -30,7 +30,7 @@ from protocols.a2a import (
     TextPart,
 )
 from protocols.errors import ProtocolError
-from protocols.records import COLLECTIONS, MemoryRecord, record_from_wire, record_to_wire
+from protocols.records import COLLECTIONS, record_from_json, record_to_json
 
 MAX_IMPORT_BATCH = 1000
 
@@ -74,23 +74,6 @@ def _number(request: Request, name: str, default: float) -> float:
         raise HttpError(400, f"{name} must be a number") from None
 
 
-def record_json(record: MemoryRecord) -> dict[str, Any]:
-    """A record as JSON: the wire form with the signature in hex."""
-    wire = record_to_wire(record)
-    wire["sig"] = record.signature.hex()
-    return wire
-
-
-def record_from_json(obj: Any) -> MemoryRecord:
-    if not isinstance(obj, dict) or not isinstance(obj.get("sig"), str):
-        raise ProtocolError("a record must be an object with a hex 'sig'")
-    try:
-        signature = bytes.fromhex(obj["sig"])
-    except ValueError:
-        raise ProtocolError("record 'sig' is not hex") from None
-    return record_from_wire({**obj, "sig": signature})
-
-
 def _text_field(body: dict[str, Any], name: str, default: str | None = None) -> str:
     value = body.get(name, default)
     if not isinstance(value, str) or (default is None and not value):
@@ -111,7 +94,7 @@ def add_memory_routes(app: ApiApp, knowledge: KnowledgeService) -> None:
             _text_field(body, "text"), kind=_text_field(body, "kind", "note"),
             collection=collection, meta=meta, agent=_text_field(body, "agent", ""),
         )
-        return record_json(record)
+        return record_to_json(record)
 
     async def search(request: Request) -> list[dict[str, Any]]:
         query = request.arg("q")
@@ -125,10 +108,10 @@ def add_memory_routes(app: ApiApp, knowledge: KnowledgeService) -> None:
             raise HttpError(400, f"collection must be one of {', '.join(COLLECTIONS)}")
         hits = await knowledge.store.search(query, k=k, collection=collection,
                                             kind=request.arg("kind"))
-        return [{**record_json(h.record), "score": round(h.score, 4)} for h in hits]
+        return [{**record_to_json(h.record), "score": round(h.score, 4)} for h in hits]
 
     async def delete(request: Request) -> dict[str, Any]:
-        return record_json(await knowledge.delete(_text_field(request.json(), "id")))
+        return record_to_json(await knowledge.delete(_text_field(request.json(), "id")))
 
     async def ingest(request: Request) -> dict[str, Any]:
         body = request.json()
@@ -142,7 +125,7 @@ def add_memory_routes(app: ApiApp, knowledge: KnowledgeService) -> None:
         return await knowledge.stats()
 
     async def export(_: Request) -> list[dict[str, Any]]:
-        return [record_json(r) async for r in knowledge.store.export()]
+        return [record_to_json(r) async for r in knowledge.store.export()]
 
     async def import_(request: Request) -> dict[str, Any]:
         rows = request.json().get("records")

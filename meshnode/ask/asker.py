@@ -1,11 +1,18 @@
 """Asker: routes a question to the best agents of the mesh and brings back one answer.
 
 Candidates are every agent this node knows (its own and those in presence cards), scored by
-skill relevance x trust x load x latency (meshnode.ask.policy). They are asked in waves, a few
-in parallel, each wave within what is left of the deadline; the answer with the best
-quality x trust wins, and each outcome becomes trust evidence. Every step is kept for
-``meshnode ask --explain``. One deadline covers the whole ask: relevance scoring, the waves
-and the quality checks of their answers.
+relevance (their skills, and the knowledge their node holds) x trust x load x latency
+(meshnode.ask.policy). They are asked in waves, a few in parallel, each wave within what is
+left of the deadline. Each answer is checked here against the records it cites
+(meshnode.ask.quality: faithfulness, retrieval precision, quality); the answer with the best
+quality x trust wins, and each outcome becomes trust evidence. When no agent is relevant,
+or every relevant agent found nothing, the ask fails with an honest "no expert" rather than
+a wrong answer. Every step is kept for ``meshnode ask --explain``. One deadline covers the
+whole ask: relevance scoring, the waves and the quality checks of their answers.
+
+The answer taken may be rated during ``routing.rating_window_s``; one not rated bad by then
+counts as accepted. Either verdict is trust evidence, and an accepted (or well rated)
+answer to a question asked here becomes a solution in shared memory (meshnode.ask.learning).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from meshnode.a2a.tasks import (
 )
 from meshnode.agents.specs import skill_texts
 from meshnode.ask.history import AskHistory
+from meshnode.ask.learning import Learner, Lesson
 from meshnode.ask.policy import (
     DEFAULT_POLICY,
     Candidate,
@@ -40,13 +48,16 @@ from meshnode.ask.policy import (
     choose_answer,
     forward_targets,
     rank,
+    relevance,
     score,
     waves,
 )
-from meshnode.ask.relevance import SkillIndex
+from meshnode.ask.quality import AnswerChecker, AnswerQuality, QualityBook
+from meshnode.ask.relevance import SkillIndex, knowledge_holders
 from meshnode.config import RoutingSettings
 from meshnode.errors import MeshnodeError
 from meshnode.node.faults import Faults
+from meshnode.node.knowledge import KnowledgeService
 from meshnode.node.membership import Membership
 from meshnode.node.transport import DialError, Host
 from meshnode.trust.graph import Outcome, TrustGraph
@@ -74,10 +85,16 @@ MARGIN_S = 1.0
 QUALITY_S = 0.5
 #: The agent name shown for a neighbour a question was forwarded to.
 FORWARDED = "(forwarded)"
+#: How often answers whose rating window passed are settled (at most; see Asker.run).
+SETTLE_EVERY_S = 10.0
 
 
 class AskError(MeshnodeError):
     """No agent of the mesh produced an acceptable answer."""
+
+
+class NoExpert(AskError):
+    """No agent of the mesh is relevant to the question, or every one asked found nothing."""
 
 
 class UnknownAnswer(AskError):
@@ -91,6 +108,7 @@ class _Taken:
     peer: str
     agent: str
     at: float
+    lesson: Lesson | None = None  # None: not to be learnt from (e.g. a forwarded question)
 
 
 @dataclass(slots=True)
@@ -101,6 +119,7 @@ class _Outcome:
     data: dict[str, Any] = field(default_factory=dict)
     task_id: str | None = None
     quality: float | None = None
+    check: AnswerQuality | None = None
     seconds: float = 0.0
 
 
@@ -121,6 +140,7 @@ class Asker:
         policy: RoutingPolicy = DEFAULT_POLICY,
         rng: random.Random | None = None,
         faults: Faults | None = None,
+        knowledge: KnowledgeService | None = None,
     ) -> None:
         self.host = host
         self.membership = membership
@@ -136,6 +156,23 @@ class Asker:
         self.answered: OrderedDict[str, _Taken] = OrderedDict()
         #: The recent questions routed here, for the dashboard and the metrics.
         self.history = AskHistory()
+        self.knowledge = knowledge
+        self.checker = AnswerChecker(membership.config.tenant,
+                                     knowledge.store if knowledge else None)
+        #: Faithfulness and retrieval precision of each agent's answers, as checked here.
+        self.quality = QualityBook()
+        self.learner = Learner(knowledge, faults=self.faults) if knowledge else None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Settle answers whose rating window passed, and learn from the verdicts."""
+        async with trio.open_nursery() as nursery:
+            if self.learner is not None:
+                await nursery.start(self.learner.run)
+            task_status.started()
+            every = min(SETTLE_EVERY_S, max(0.1, self.settings.rating_window_s / 4))
+            while True:
+                await trio.sleep(every)
+                self.settle(time.time())
 
     # ---- who can answer ------------------------------------------------------------
 
@@ -165,12 +202,17 @@ class Asker:
     async def ask(
         self, question: str, *, agent: str | None = None, timeout: float = 60.0,
         progress: Progress = _ignore, hops: int = 0, visited: frozenset[str] = frozenset(),
+        learn: bool = True, keep_records: bool = False,
     ) -> dict[str, Any]:
         """Route ``question`` and return the chosen answer with how it was chosen.
 
         Everything (relevance scoring, every wave, every quality check) happens within
-        ``timeout`` seconds. Raises AskError when no acceptable answer came in time, or the
-        embedder this node ranks with failed.
+        ``timeout`` seconds. Raises NoExpert when no agent is relevant or every one found
+        nothing, AskError when no acceptable answer came in time or the embedder this node
+        ranks with failed. An answer to a question asked here (``hops`` 0) with ``learn``
+        may become a solution once accepted. The answer's cited records (signed, checked
+        here) are left out of the result unless ``keep_records`` (a forwarded question's
+        asker checks them again).
         """
         stage = ["scoring relevance"]
         started = time.monotonic()
@@ -178,19 +220,37 @@ class Asker:
             try:
                 with trio.fail_after(timeout):
                     result = await self._route(question, agent, timeout, progress, hops,
-                                               visited, stage)
+                                               visited, stage, learn and hops == 0)
             except trio.TooSlowError:
                 raise AskError(f"the ask's deadline of {timeout:g} s passed while {stage[0]}") \
                     from None
         except AskError as exc:
             self.history.record(question, started=started, forwarded=hops > 0, error=str(exc))
             raise
+        records = result["answer"].pop("records", None)
         self.history.record(question, started=started, forwarded=hops > 0, result=result)
+        if keep_records and records is not None:
+            result = {**result, "answer": {**result["answer"], "records": records}}
         return result
+
+    async def _relevance(self, question: str, known: list[tuple[str, AgentCard]],
+                         named: bool) -> tuple[dict[str, float], dict[str, float]]:
+        """(raw skill similarity, knowledge relevance of its node) per "peer/agent" key."""
+        try:
+            skills = await self.skills.score(
+                question, [(f"{peer}/{card.name}", skill_texts(card)) for peer, card in known]
+            )
+            holders = {} if named or self.knowledge is None else \
+                await knowledge_holders(self.knowledge.store, question)
+        except MemoryStoreError as exc:  # an embeddings endpoint down, say
+            self.faults.record("embedder", exc, expected=True)
+            raise AskError(f"cannot rank the agents: this node's embedder failed: {exc}") from None
+        knowledge = {f"{p}/{c.name}": holders[p] for p, c in known if p in holders}
+        return skills, knowledge
 
     async def _route(
         self, question: str, agent: str | None, timeout: float, progress: Progress, hops: int,
-        visited: frozenset[str], stage: list[str],
+        visited: frozenset[str], stage: list[str], learn: bool,
     ) -> dict[str, Any]:
         started = time.monotonic()
         deadline = started + timeout
@@ -200,28 +260,28 @@ class Asker:
             if not known:
                 raise AskError(f"no agent named {agent!r} is known in the mesh "
                                "(see `meshnode agents`)")
-        try:
-            relevance = await self.skills.score(
-                question, [(f"{peer}/{card.name}", skill_texts(card)) for peer, card in known]
-            )
-        except MemoryStoreError as exc:  # an embeddings endpoint down, say
-            self.faults.record("embedder", exc, expected=True)
-            raise AskError(f"cannot rank the agents: this node's embedder failed: {exc}") from None
+        skills, knowledge = await self._relevance(question, known, agent is not None)
         stage[0] = "asking agents and checking their answers"
         # Raw similarities depend on the embedder (the built-in one gives small numbers):
-        # the threshold applies to them, the ranking to their share of the best one's.
+        # the threshold applies to them, the ranking to their share of the best one's. An
+        # agent whose node holds relevant knowledge is a candidate whatever its skills say.
         floor = 0.0 if agent else self.settings.min_relevance
-        best = max(relevance.values(), default=0.0)
-        candidates = [
-            self._candidate(p, c, relevance[f"{p}/{c.name}"] / best if best > 0 else 0.0)
-            for p, c in known
-            if relevance[f"{p}/{c.name}"] >= floor
-        ]
+        best_skill = max(skills.values(), default=0.0)
+        best_known = max(knowledge.values(), default=0.0)
+        candidates = []
+        for p, c in known:
+            key = f"{p}/{c.name}"
+            if skills[key] < floor and key not in knowledge:
+                continue
+            held = knowledge.get(key, 0.0) / best_known if best_known > 0 else None
+            share = skills[key] / best_skill if best_skill > 0 else 0.0
+            candidates.append(self._candidate(p, c, relevance(share, held)))
         ranked = rank(candidates, min_relevance=0.0, explore=self.settings.explore,
                       rng=self._rng, policy=self.policy)
         explain: dict[str, Any] = {
             "candidates": [s.explain() for s in ranked],
             "irrelevant": len(known) - len(ranked),
+            "knowledge_holders": len({k.split("/", 1)[0] for k in knowledge}),
             "waves": [],
         }
         routing_s = time.monotonic() - started
@@ -231,7 +291,7 @@ class Asker:
         if not ranked and agent is None:
             groups, forward = self._forwarding(hops, visited, explain, len(known))
         elif not ranked:
-            raise AskError("no known agent is relevant to this question "
+            raise NoExpert("no known agent is relevant to this question "
                            f"({len(known)} known; see `meshnode agents`)")
         for wave in groups:
             remaining = deadline - time.monotonic()
@@ -246,30 +306,57 @@ class Asker:
                 "outcomes": [
                     {"agent": o.scored.candidate.agent, "peer": o.scored.candidate.peer_id,
                      "state": o.state, "reason": o.reason, "quality": o.quality,
+                     **(o.check.figures() if o.check else {}),
                      "seconds": round(o.seconds, 3)}
                     for o in outcomes
                 ],
                 "choice": choice.explain(),
             })
             self._record_evidence(outcomes)
+            for i, o in enumerate(outcomes):
+                if o.check is not None:
+                    self.quality.record(str(o.data.get("peer") or o.scored.candidate.peer_id),
+                                        str(o.data.get("agent") or o.scored.candidate.agent),
+                                        o.check, chosen=i == choice.index)
             if choice.index is not None:
                 won = outcomes[choice.index]
-                return self._result(won, explain, routing_s, time.monotonic() - started)
-        raise AskError("no agent gave an acceptable answer: " + "; ".join(
-            f"{o['agent']}: {o['state']} {o['reason']}".strip()
-            for w in explain["waves"] for o in w["outcomes"]
-        ) if explain["waves"] else "the deadline passed before any agent could be asked")
+                return self._result(question, won, explain, routing_s,
+                                    time.monotonic() - started, learn)
+        raise self._no_answer(explain)
+
+    @staticmethod
+    def _no_answer(explain: dict[str, Any]) -> AskError:
+        outcomes = [o for w in explain["waves"] for o in w["outcomes"]]
+        if not outcomes:
+            return AskError("the deadline passed before any agent could be asked")
+        listed = "; ".join(f"{o['agent']}: {o['state']} {o['reason']}".strip() for o in outcomes)
+        # Every agent answered, and none had anything relevant (or grounded) to say.
+        if all(o["state"] == TaskState.COMPLETED and o.get("supported", -1) == 0
+               for o in outcomes):
+            return NoExpert("no expert for this question: no agent of the mesh found anything "
+                            f"relevant in its memory ({listed})")
+        return AskError(f"no agent gave an acceptable answer: {listed}")
+
+    def _unknown_peers(self, visited: frozenset[str]) -> int:
+        """Peers this node knows of but has no agent card from: agents not yet known."""
+        return sum(1 for record in self.membership.table
+                   if record.presence is None and record.peer_id not in visited)
 
     def _forwarding(
         self, hops: int, visited: frozenset[str], explain: dict[str, Any], known: int
     ) -> tuple[list[list[Scored]], dict[str, Any]]:
-        """Waves of neighbours to forward to when no known agent fits the question."""
+        """Waves of neighbours to forward to when no known agent fits the question: only
+        while some peers' agents are still unknown here. When this node knows every agent
+        of the mesh and none fits, forwarding would only reach a wrong expert."""
+        if not self._unknown_peers(visited | {self.self_id}):
+            raise NoExpert(f"no expert for this question: none of the {known} agents known in "
+                           "the mesh is relevant to it")
         neighbours = {p: self.trust.relative_trust(p) for p in self.membership.verified_connected()}
         plan = forward_targets(neighbours, visited | {self.self_id},
                                self.settings.hop_limit, hops, self.settings.fanout)
         explain["forwarded"] = plan.explain()
         if not plan.targets:
-            raise AskError(f"no known agent is relevant to this question ({known} known), "
+            raise NoExpert(f"no known agent is relevant to this question ({known} known), "
                            f"and it cannot be forwarded: {plan.reason}")
         wave = [score(Candidate(agent=FORWARDED, peer_id=p, relevance=1.0, trust=neighbours[p],
                                 load=0.0, rtt_ms=None, experience=self.trust.experience(p)))
@@ -340,20 +427,14 @@ class Asker:
         outcome.seconds = time.monotonic() - started
         if outcome.state == TaskState.COMPLETED and outcome.data.get("text"):
             try:
-                outcome.quality = await self._quality(question, outcome.data)
+                outcome.check = await self.checker.check(question, outcome.data)
+                outcome.quality = outcome.check.quality
             except MemoryStoreError as exc:
                 # Not the agent's fault: the answer is left unrated, and no evidence recorded.
-                self.faults.record("embedder", exc, expected=True)
-                outcome.reason = f"quality check failed: this node's embedder failed: {exc}"
+                self.faults.record("memory", exc, expected=True)
+                outcome.reason = f"quality check failed: this node's memory failed: {exc}"
         elif outcome.state == TaskState.COMPLETED:
             outcome.state, outcome.reason = "malformed", "completed without an answer"
-
-    async def _quality(self, question: str, data: dict[str, Any]) -> float:
-        """The asker's own estimate in [0, 1]: grounded in cited memory, and on topic."""
-        grounded = 0.5 if data.get("citations") else 0.0
-        text = str(data.get("body") or data.get("text") or "")
-        similarity = await self.skills.similarity(question, text)
-        return grounded + 0.5 * max(0.0, min(1.0, similarity))
 
     def _record_evidence(self, outcomes: list[_Outcome]) -> None:
         now = time.time()
@@ -368,24 +449,36 @@ class Asker:
             self.trust.record(peer, outcome, skill=o.scored.candidate.agent, now=now)
 
     def _result(
-        self, won: _Outcome, explain: dict[str, Any], routing_s: float, total_s: float
+        self, question: str, won: _Outcome, explain: dict[str, Any], routing_s: float,
+        total_s: float, learn: bool,
     ) -> dict[str, Any]:
         candidate = won.scored.candidate
+        check = won.check
+        assert check is not None  # only checked answers have a quality to be chosen by
         # A forwarded question was answered further away: report who really answered.
         agent = str(won.data.get("agent") or candidate.agent)
         peer = str(won.data.get("peer") or candidate.peer_id)
         if won.task_id:
-            self.answered[won.task_id] = _Taken(candidate.peer_id, candidate.agent, time.time())
+            lesson = Lesson(
+                question=question, task_id=won.task_id, peer=peer, agent=agent,
+                text=str(won.data.get("text", "")), solution=check.supported_text(),
+                sources=tuple(check.sources()), cited=tuple(i for i in check.cited if i),
+                learnable=won.data.get("learnable", True) is not False,
+            ) if learn else None
+            self.answered[won.task_id] = _Taken(candidate.peer_id, candidate.agent, time.time(),
+                                                lesson)
             self.settle(time.time())
         retrieval_s = float(won.data.get("retrieval_s") or 0.0)
         llm_s = float(won.data.get("llm_s") or 0.0)
         explain["chosen"] = {"agent": agent, "peer": peer, "via": candidate.peer_id,
-                             "why": f"best quality x trust ({won.quality:.2f} quality)"}
+                             "why": f"best quality x trust ({won.quality:.2f} quality)",
+                             "checks": check.explain()}
         return {
             "task_id": won.task_id,
             "agent": agent,
             "peer": peer,
-            "answer": won.data,
+            # The asker's own figures replace any the answering node may have claimed.
+            "answer": {**won.data, **check.figures()},
             "timings": {
                 "routing_s": round(routing_s, 4),
                 "retrieval_s": round(retrieval_s, 4),
@@ -400,7 +493,8 @@ class Asker:
         self, question: str, hops: int, visited: frozenset[str], deadline_s: float
     ) -> dict[str, Any]:
         """TaskService's forwarder: route a neighbour's question from here, one hop on."""
-        result = await self.ask(question, timeout=deadline_s, hops=hops, visited=visited)
+        result = await self.ask(question, timeout=deadline_s, hops=hops, visited=visited,
+                                keep_records=True)
         return dict(result["answer"])
 
     def settle(self, now: float) -> None:
@@ -412,6 +506,7 @@ class Asker:
                 break
             del self.answered[task_id]
             self.trust.record(taken.peer, Outcome.ACCEPTED, skill=taken.agent, now=now)
+            self._learn(taken, "accepted")
 
     def rate(self, task_id: str, good: bool) -> dict[str, str]:
         """A person's verdict on an answer this node took: it replaces the automatic
@@ -426,5 +521,10 @@ class Asker:
             self.trust.record(taken.peer, Outcome.ACCEPTED, skill=taken.agent, now=now)
         self.trust.record(taken.peer, Outcome.RATED_GOOD if good else Outcome.RATED_BAD,
                           skill=taken.agent, now=now)
+        self._learn(taken, "rated_good" if good else "rated_bad")
         return {"task_id": task_id, "peer": taken.peer, "agent": taken.agent,
                 "rating": "good" if good else "bad"}
+
+    def _learn(self, taken: _Taken, verdict: str) -> None:
+        if self.learner is not None and taken.lesson is not None:
+            self.learner.offer(taken.lesson, verdict)

@@ -23,10 +23,21 @@ A relevant candidate (``relevance >= min_relevance``) scores
   known liar and a stranger the same 0, and lags behind what this node found itself;
 - load and latency only break near-ties: answers take seconds, a ping milliseconds.
 
+``relevance`` is what :func:`relevance` makes of two signals: how well the agent's skills
+fit the question (embedding similarity, as a share of the best agent's) and how relevant
+the knowledge its node authored is (from the asking node's own replica of memory, as a
+share of the best holder's); their mean when any node holds relevant knowledge, else the
+skills alone. So, in a fresh mesh where nobody has any trust yet, relevance decides.
+
 Exploration: with probability ``explore`` per question, one relevant newcomer (trust below
 ``newcomer_trust``, no bad experience) is put first and asked alone (see :func:`waves`),
 so that new honest agents can earn trust. Its answer still has to reach ``min_quality``,
-and the trusted candidates follow as fail-over.
+and the trusted candidates follow as fail-over. There is nothing to explore while no
+relevant candidate has earned trust or experience (a fresh mesh): then the ranking stands.
+
+Answers are taken by quality x trust x experience (:func:`choose_answer`); answers within
+``near_tie`` of the best count as tied, and a tie goes to the more relevant agent, then the
+nearer one, never to chance.
 """
 
 from __future__ import annotations
@@ -57,6 +68,7 @@ class RoutingPolicy:
     rtt_scale_ms: float = 1000.0
     unknown_rtt_ms: float = 250.0
     newcomer_trust: float = 0.05
+    near_tie: float = 0.1
 
 
 DEFAULT_POLICY = RoutingPolicy()
@@ -113,6 +125,18 @@ def _is_newcomer(candidate: Candidate, policy: RoutingPolicy) -> bool:
     return _unit(candidate.trust) < policy.newcomer_trust and _experience(candidate) >= 1.0
 
 
+def relevance(skill: float, knowledge: float | None) -> float:
+    """One agent's relevance from its skills' and its node's knowledge's (each 0..1, as a
+    share of the best candidate's); ``knowledge`` is None when no node holds any."""
+    if knowledge is None:
+        return _unit(skill)
+    return (_unit(skill) + _unit(knowledge)) / 2.0
+
+
+def _established(candidate: Candidate, policy: RoutingPolicy) -> bool:
+    return _unit(candidate.trust) >= policy.newcomer_trust or _experience(candidate) > 1.0
+
+
 def rank(
     candidates: Sequence[Candidate],
     *,
@@ -131,7 +155,8 @@ def rank(
     # whichever order the peer table happened to list them in.
     relevant.sort(key=lambda s: (-s.score, s.candidate.peer_id, s.candidate.agent))
     newcomers = [s for s in relevant if _is_newcomer(s.candidate, policy)]
-    if not newcomers or rng.random() >= explore:
+    established = any(_established(s.candidate, policy) for s in relevant)
+    if not newcomers or not established or rng.random() >= explore:
         return relevant
     weights = [math.prod(v for k, v in s.factors.items() if k != "trust") for s in newcomers]
     if sum(weights) > 0.0:
@@ -179,11 +204,12 @@ def choose_answer(
     min_quality: float = 0.0,
     policy: RoutingPolicy = DEFAULT_POLICY,
 ) -> Choice:
-    """Take the answer with the highest quality x trust (x experience, as in the score).
+    """Take the answer with the highest quality x trust (x experience, as in the score);
+    near-ties (within ``policy.near_tie``) go to the most relevant agent, then the nearest.
 
     ``quality`` is the asking node's estimate in [0, 1], None when the agent failed or
-    timed out. Answers below ``min_quality`` are never taken; with none left the caller
-    fails over to the next wave.
+    timed out. Answers of quality 0 or below ``min_quality`` are never taken; with none
+    left the caller fails over to the next wave.
     """
     scores: list[float | None] = []
     reasons: list[str] = []
@@ -191,7 +217,7 @@ def choose_answer(
         if quality is None:
             scores.append(None)
             reasons.append("no answer")
-        elif math.isnan(quality) or quality < min_quality:
+        elif math.isnan(quality) or quality < min_quality or quality <= 0.0:
             scores.append(None)
             reasons.append(f"quality {quality:.2f} below {min_quality:.2f}")
         else:
@@ -199,8 +225,20 @@ def choose_answer(
             value = _unit(quality) * trust * _experience(candidate)
             scores.append(value)
             reasons.append(f"quality {quality:.2f} x trust {trust:.3f}")
-    valid = [(value, -i) for i, value in enumerate(scores) if value is not None]
-    best = -max(valid)[1] if valid else None  # on a tie, the earlier (better-ranked) answer
+    valid = [(value, i) for i, value in enumerate(scores) if value is not None]
+    if not valid:
+        return Choice(None, scores, reasons)
+    top = max(value for value, _ in valid)
+    tied = [i for value, i in valid if value >= (1.0 - policy.near_tie) * top]
+
+    def tie_break(i: int) -> tuple[float, float, int]:
+        candidate = answers[i][0]
+        rtt = candidate.rtt_ms if candidate.rtt_ms is not None else policy.unknown_rtt_ms
+        return (-_unit(candidate.relevance), _nonneg(rtt), i)
+
+    best = min(tied, key=tie_break)
+    if len(tied) > 1:
+        reasons[best] += " (near-tie: the most relevant, then the nearest)"
     return Choice(best, scores, reasons)
 
 

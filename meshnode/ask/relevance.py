@@ -1,9 +1,14 @@
-"""SkillIndex: how relevant each known agent is to a question, by embedding similarity.
+"""How relevant each known agent is to a question: by its skills, and by its knowledge.
+
+SkillIndex: embedding similarity of the question with the agent's skills.
 
 An agent's skills (rendered by :func:`meshnode.agents.skills.skill_texts`) are embedded once
 per distinct card with this node's own embedder and cached; a question is embedded once and
 compared with every skill in one matrix product. An agent's relevance is its best skill's
 cosine similarity.
+
+:func:`knowledge_holders`: which peers authored the records of this node's own memory that
+are relevant to the question.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import trio
 from numpy.typing import NDArray
 
 from memory.embedders import Embedder, cosine_similarities
+from memory.store import MemoryStore
+from meshnode.agents.retrieval import retrieve
 
 MAX_CACHED = 4096
 #: Above this many skill vectors the comparison runs in a worker thread, off the event loop
@@ -90,3 +97,22 @@ def _best_of_blocks(
     starts = np.cumsum([0] + [len(m) for m in matrices[:-1]])
     best: NDArray[np.float64] = np.maximum.reduceat(similarity, starts)
     return best
+
+
+#: How many of this node's most relevant records say who holds knowledge on a question.
+KNOWLEDGE_K = 10
+
+
+async def knowledge_holders(store: MemoryStore, question: str) -> dict[str, float]:
+    """Peer -> relevance of the best record it authored in this node's replica of
+    ``expert_knowledge`` (:func:`meshnode.agents.retrieval.retrieve`), for the peers holding
+    any knowledge relevant to ``question``. In a replicated mesh every node holds every
+    record, so the asker can see whose knowledge answers a question before asking anyone.
+    """
+    holders: dict[str, float] = {}
+    # Every author of a relevant passage holds it, even when several hold the same text.
+    for found in await retrieve(store, question, ("expert_knowledge",), KNOWLEDGE_K,
+                                unique=False):
+        author = found.hit.record.author
+        holders[author] = max(holders.get(author, 0.0), found.relevance)
+    return holders

@@ -131,6 +131,12 @@ def test_exploration_moves_one_newcomer_to_the_front(cs: list[Candidate], seed: 
         s for s in plain if s.candidate.trust < DEFAULT_POLICY.newcomer_trust
         and s.candidate.experience >= 1.0
     ]  # fmt: skip
+    established = [
+        s for s in plain if s.candidate.trust >= DEFAULT_POLICY.newcomer_trust
+        or s.candidate.experience > 1.0
+    ]  # fmt: skip
+    if not established:  # a fresh mesh: nobody to explore away from, the ranking stands
+        newcomers = []
     assert [s.explore for s in ranked].count(True) == (1 if newcomers else 0)
     if newcomers:
         assert ranked[0].explore and ranked[0].candidate in [s.candidate for s in newcomers]
@@ -152,6 +158,17 @@ def test_exploration_happens_at_the_configured_rate() -> None:
     assert 0.08 < len(explored) / len(picks) < 0.12
     assert {s.candidate.peer_id for s in explored} == {"new"}  # never the known liar
     assert all(s.candidate.peer_id == "trusted" for s in picks if not s.explore)
+
+
+def test_a_fresh_mesh_is_ranked_by_relevance_not_chance() -> None:
+    # Nobody has trust or experience yet: exploring would only put a less relevant agent
+    # first at random.
+    cs = [cand("expert", relevance=1.0, trust=0.0), cand("other", relevance=0.7, trust=0.0)]
+    rng = random.Random(7)
+    for _ in range(200):
+        ranked = rank(cs, min_relevance=0.0, explore=1.0, rng=rng)
+        assert [s.candidate.peer_id for s in ranked] == ["expert", "other"]
+        assert not any(s.explore for s in ranked)
 
 
 def test_nothing_relevant_gives_an_empty_ranking() -> None:
@@ -218,19 +235,38 @@ def test_ties_go_to_the_better_ranked_answer() -> None:
     assert choose_answer([(cand("a"), 0.8), (cand("b"), 0.8)]).index == 0
 
 
+def test_near_ties_go_to_the_more_relevant_then_the_nearer_agent_not_to_chance() -> None:
+    # In a fresh mesh (everyone at the trust floor) two answers of nearly the same quality:
+    # the agent whose skills fit the question better wins, even if answered second.
+    generalist = cand("a", relevance=0.6, trust=0.0)
+    expert = cand("b", relevance=1.0, trust=0.0)
+    choice = choose_answer([(generalist, 0.84), (expert, 0.8)])
+    assert choice.index == 1 and "near-tie" in choice.reasons[1]
+    # Equally relevant: the nearer one.
+    far, near = cand("c", rtt_ms=300.0), cand("d", rtt_ms=5.0)
+    assert choose_answer([(far, 0.8), (near, 0.78)]).index == 1
+    # A clearly better answer is no tie: quality still decides.
+    assert choose_answer([(generalist, 0.9), (expert, 0.5)]).index == 0
+    # An answer of quality 0 (an echo, nothing grounded) is never taken, even alone.
+    assert choose_answer([(expert, 0.0)], min_quality=0.0).index is None
+
+
 @PROPS
 @given(st.lists(st.tuples(candidates, st.none() | unit), max_size=8), unit)
 def test_the_choice_has_the_best_acceptable_score(
     answers: list[tuple[Candidate, float | None]], min_quality: float
 ) -> None:
     choice = choose_answer(answers, min_quality=min_quality)
-    acceptable = [i for i, (_, q) in enumerate(answers) if q is not None and q >= min_quality]
+    acceptable = [i for i, (_, q) in enumerate(answers)
+                  if q is not None and q >= min_quality and q > 0.0]
     if not acceptable:
         assert choice.index is None
         return
     assert choice.index in acceptable
-    best = choice.scores[choice.index]
-    assert best is not None and all((choice.scores[i] or 0.0) <= best for i in acceptable)
+    chosen = choice.scores[choice.index]
+    top = max(choice.scores[i] or 0.0 for i in acceptable)
+    # The best score, or one within the near-tie margin of it (then the most relevant).
+    assert chosen is not None and chosen >= (1.0 - DEFAULT_POLICY.near_tie) * top
 
 
 # -- forwarding -----------------------------------------------------------------------------

@@ -1,0 +1,81 @@
+"""Retrieval: which records of memory are relevant to a question, and what of each may be
+served.
+
+A wide pool of nearest neighbours is re-ranked by similarity plus keyword overlap weighted
+by rarity within the pool (so "HNSW" counts for more than "Milvus"), and a record must
+share a keyword with the question unless its similarity is high. What is compared and
+served is each record's *passage* (:func:`meshnode.agents.grounding.passage_of`): for a
+solution record its answer part only, so that a record is never served as the answer to
+the question it records. Used by the agents that answer and by the asker that routes (whose
+memory tells it which peers hold knowledge about a question).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from memory.store import MAX_K, MemoryStore, SearchHit
+from meshnode.agents.grounding import passage_of
+from meshnode.agents.passages import _compact, _Idf, _terms
+
+# The similarities are those of the node's embedder; the thresholds suit the built-in
+# hashing embedder and are lenient for sentence-transformers models, whose related texts
+# score higher.
+#: A hit sharing a keyword with the question is relevant from this cosine similarity on.
+MIN_SCORE = 0.12
+#: Hits at or above this score are relevant even without a shared keyword (paraphrases);
+#: not solutions, whose vectors include the question they record.
+STRONG_SCORE = 0.45
+#: A hit sharing this share of the question's keyword weight is relevant at any similarity.
+LEXICAL_ALONE = 0.45
+#: How much keyword overlap adds to similarity when ranking hits.
+LEXICAL_WEIGHT = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieved:
+    hit: SearchHit
+    passage: str  # what of the record may be served (see the module docstring)
+    relevance: float  # similarity plus weighted keyword overlap
+
+
+def pool_size(k: int) -> int:
+    return min(max(8 * k, 40), MAX_K)
+
+
+def rank_hits(
+    question: str, pool: Sequence[SearchHit], k: int, *, unique: bool = True
+) -> list[Retrieved]:
+    """The relevant hits of ``pool`` for ``question``, best first: at most ``k``, possibly
+    none; without duplicate passages (the same text from several authors) if ``unique``."""
+    kept: dict[str, tuple[SearchHit, str]] = {}
+    for hit in sorted(pool, key=lambda h: (-h.score, h.record.id)):
+        passage = passage_of(hit.collection, hit.record.kind, hit.record.text)
+        key = _compact(passage)
+        if key:
+            kept.setdefault(key if unique else hit.record.id, (hit, passage))
+    hits = list(kept.values())
+    wanted = _terms(question)
+    terms = [_terms(passage) for _, passage in hits]
+    idf = _Idf(terms)
+    ranked: list[Retrieved] = []
+    for (hit, passage), have in zip(hits, terms, strict=True):
+        shared = wanted & have
+        lexical = idf.share(wanted, shared)
+        strong = hit.score >= STRONG_SCORE and hit.collection == "expert_knowledge"
+        if strong or (bool(shared) and (hit.score >= MIN_SCORE or lexical >= LEXICAL_ALONE)):
+            ranked.append(Retrieved(hit, passage, hit.score + LEXICAL_WEIGHT * lexical))
+    ranked.sort(key=lambda r: (-r.relevance, r.hit.record.id))
+    return ranked[:k]
+
+
+async def retrieve(
+    store: MemoryStore, question: str, collections: Sequence[str], k: int, *,
+    unique: bool = True,
+) -> list[Retrieved]:
+    """The records of ``collections`` relevant to ``question``, best first (at most k)."""
+    pool: list[SearchHit] = []
+    for collection in collections:
+        pool.extend(await store.search(question, k=pool_size(k), collection=collection))
+    return rank_hits(question, pool, k, unique=unique)
