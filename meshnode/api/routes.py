@@ -157,6 +157,8 @@ def agents_json(asker: Asker) -> list[dict[str, Any]]:
             "description": card.description, "version": card.version,
             "skills": [{"id": s.id, "name": s.name, "tags": list(s.tags)}
                        for s in card.skills],
+            # This node's checks of the agent's answers: faithfulness, retrieval precision.
+            "quality": asker.quality.summary(peer, card.name),
         }
         for peer, card in asker.known_agents()
     ]
@@ -192,7 +194,20 @@ def add_agent_routes(
     async def trust_view(_: Request) -> dict[str, Any]:
         return trust.snapshot()
 
+    async def clean(request: Request) -> dict[str, Any]:
+        if asker.learner is None:
+            raise HttpError(409, "this node has no memory to clean")
+        dry_run = request.json().get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise HttpError(400, "'dry_run' must be true or false")
+        return {"dry_run": dry_run, "records": await asker.learner.clean(dry_run=dry_run)}
+
+    async def quality(_: Request) -> list[dict[str, Any]]:
+        return asker.quality.to_json()
+
     app.route("GET", "/v1/agents", agents)
+    app.route("GET", "/v1/quality", quality)
+    app.route("POST", "/v1/memory/clean", clean)
     app.route("POST", "/v1/ask", ask)
     app.route("POST", "/v1/rate", rate)
     app.route("GET", "/v1/trust", trust_view)
