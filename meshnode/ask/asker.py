@@ -43,9 +43,11 @@ from meshnode.ask.learning import Learner, Lesson
 from meshnode.ask.policy import (
     DEFAULT_POLICY,
     Candidate,
+    Choice,
     RoutingPolicy,
     Scored,
     choose_answer,
+    corroborated_choice,
     forward_targets,
     rank,
     relevance,
@@ -109,6 +111,8 @@ class _Taken:
     agent: str
     at: float
     lesson: Lesson | None = None  # None: not to be learnt from (e.g. a forwarded question)
+    #: (peer, agent) of the other answers that said the same: they share the verdict.
+    corroborated: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -298,8 +302,7 @@ class Asker:
             if remaining <= MARGIN_S:
                 break
             outcomes = await self._ask_wave(wave, question, remaining, progress, forward)
-            choice = choose_answer([(o.scored.candidate, o.quality) for o in outcomes],
-                                   min_quality=self.settings.min_quality, policy=self.policy)
+            choice = self._choose(outcomes)
             explain["waves"].append({
                 "asked": [o.scored.candidate.agent + "@" + o.scored.candidate.peer_id
                           for o in outcomes],
@@ -321,8 +324,31 @@ class Asker:
             if choice.index is not None:
                 won = outcomes[choice.index]
                 return self._result(question, won, explain, routing_s,
-                                    time.monotonic() - started, learn)
+                                    time.monotonic() - started, learn,
+                                    self._corroborating(won, outcomes))
         raise self._no_answer(explain)
+
+    def _choose(self, outcomes: list[_Outcome]) -> Choice:
+        """The answer to take: quality x trust, or an explored newcomer's that says the same
+        as that one (meshnode.ask.policy.corroborated_choice)."""
+        choice = choose_answer([(o.scored.candidate, o.quality) for o in outcomes],
+                               min_quality=self.settings.min_quality, policy=self.policy)
+        explored = next((i for i, o in enumerate(outcomes) if o.scored.explore), None)
+        if explored is None or choice.index is None:
+            return choice
+        best, newcomer = outcomes[choice.index].check, outcomes[explored].check
+        agrees = best is not None and newcomer is not None and newcomer.agrees(best)
+        return corroborated_choice(choice, explored, agrees, self.settings.min_quality,
+                                   outcomes[explored].quality)
+
+    @staticmethod
+    def _corroborating(won: _Outcome, outcomes: list[_Outcome]) -> tuple[tuple[str, str], ...]:
+        """The other answers of the wave that say the same as the one taken."""
+        return tuple(
+            (o.scored.candidate.peer_id, o.scored.candidate.agent) for o in outcomes
+            if o is not won and o.check is not None and won.check is not None
+            and o.scored.candidate.agent != FORWARDED and o.check.agrees(won.check)
+        )
 
     @staticmethod
     def _no_answer(explain: dict[str, Any]) -> AskError:
@@ -450,7 +476,7 @@ class Asker:
 
     def _result(
         self, question: str, won: _Outcome, explain: dict[str, Any], routing_s: float,
-        total_s: float, learn: bool,
+        total_s: float, learn: bool, corroborated: tuple[tuple[str, str], ...],
     ) -> dict[str, Any]:
         candidate = won.scored.candidate
         check = won.check
@@ -466,12 +492,13 @@ class Asker:
                 learnable=won.data.get("learnable", True) is not False,
             ) if learn else None
             self.answered[won.task_id] = _Taken(candidate.peer_id, candidate.agent, time.time(),
-                                                lesson)
+                                                lesson, corroborated)
             self.settle(time.time())
         retrieval_s = float(won.data.get("retrieval_s") or 0.0)
         llm_s = float(won.data.get("llm_s") or 0.0)
         explain["chosen"] = {"agent": agent, "peer": peer, "via": candidate.peer_id,
                              "why": f"best quality x trust ({won.quality:.2f} quality)",
+                             "corroborated_by": [f"{a}@{p}" for p, a in corroborated],
                              "checks": check.explain()}
         return {
             "task_id": won.task_id,
@@ -506,6 +533,7 @@ class Asker:
                 break
             del self.answered[task_id]
             self.trust.record(taken.peer, Outcome.ACCEPTED, skill=taken.agent, now=now)
+            self._share_verdict(taken, Outcome.ACCEPTED, now)
             self._learn(taken, "accepted")
 
     def rate(self, task_id: str, good: bool) -> dict[str, str]:
@@ -521,6 +549,7 @@ class Asker:
             self.trust.record(taken.peer, Outcome.ACCEPTED, skill=taken.agent, now=now)
         self.trust.record(taken.peer, Outcome.RATED_GOOD if good else Outcome.RATED_BAD,
                           skill=taken.agent, now=now)
+        self._share_verdict(taken, Outcome.ACCEPTED if good else Outcome.RATED_BAD, now)
         self._learn(taken, "rated_good" if good else "rated_bad")
         return {"task_id": task_id, "peer": taken.peer, "agent": taken.agent,
                 "rating": "good" if good else "bad"}
@@ -528,3 +557,9 @@ class Asker:
     def _learn(self, taken: _Taken, verdict: str) -> None:
         if self.learner is not None and taken.lesson is not None:
             self.learner.offer(taken.lesson, verdict)
+
+    def _share_verdict(self, taken: _Taken, outcome: Outcome, now: float) -> None:
+        """Answers that said the same as the one taken share its verdict (an agreement
+        with a good answer counts as accepted, never as rated good)."""
+        for peer, agent in taken.corroborated:
+            self.trust.record(peer, outcome, skill=agent, now=now)

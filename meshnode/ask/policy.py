@@ -30,14 +30,23 @@ share of the best holder's); their mean when any node holds relevant knowledge, 
 skills alone. So, in a fresh mesh where nobody has any trust yet, relevance decides.
 
 Exploration: with probability ``explore`` per question, one relevant newcomer (trust below
-``newcomer_trust``, no bad experience) is put first and asked alone (see :func:`waves`),
-so that new honest agents can earn trust. Its answer still has to reach ``min_quality``,
-and the trusted candidates follow as fail-over. There is nothing to explore while no
-relevant candidate has earned trust or experience (a fresh mesh): then the ranking stands.
+``newcomer_trust``, no bad experience) is asked *alongside* the first wave (see
+:func:`waves`), so that new honest agents can earn trust without the asker ever depending
+on an unproven answer. Newcomers are drawn in proportion to their score without the trust
+factor, times their trust plus ``explore_floor``: one that others already vouch for (an
+honest newcomer whose answers were accepted somewhere) is explored far more often than an
+identity nobody vouches for. The explored answer is taken only if it *corroborates* the
+answer the trusted candidates would have given (:func:`corroborated_choice`): the same
+content, so no risk for the asker, and the newcomer answers and earns trust; an answer that
+corroborates nothing is never taken from a newcomer while a trusted answer exists. There is
+nothing to explore while no relevant candidate has earned trust or experience (a fresh
+mesh): then the ranking stands.
 
 Answers are taken by quality x trust x experience (:func:`choose_answer`); answers within
 ``near_tie`` of the best count as tied, and a tie goes to the more relevant agent, then the
-nearer one, never to chance.
+nearer one, never to chance. Answers that agree with the one taken share its verdict (the
+asker records them as corroborated): an honest expert asked beside a more trusted one
+earns trust by agreeing with it, instead of staying unproven forever.
 """
 
 from __future__ import annotations
@@ -69,6 +78,7 @@ class RoutingPolicy:
     unknown_rtt_ms: float = 250.0
     newcomer_trust: float = 0.05
     near_tie: float = 0.1
+    explore_floor: float = 0.01
 
 
 DEFAULT_POLICY = RoutingPolicy()
@@ -148,7 +158,8 @@ def rank(
     """The relevant candidates, best first; empty when none is relevant (then forward).
 
     With probability ``explore`` one newcomer, drawn in proportion to its score without
-    the trust factor, is moved to the front and marked ``explore``.
+    the trust factor times (its trust + ``explore_floor``), is moved to the front and
+    marked ``explore``.
     """
     relevant = [score(c, policy) for c in candidates if _unit(c.relevance) >= min_relevance]
     # Ties (e.g. a fresh mesh where all are unknown) go to the lower peer ID, not to
@@ -158,7 +169,8 @@ def rank(
     established = any(_established(s.candidate, policy) for s in relevant)
     if not newcomers or not established or rng.random() >= explore:
         return relevant
-    weights = [math.prod(v for k, v in s.factors.items() if k != "trust") for s in newcomers]
+    weights = [math.prod(v for k, v in s.factors.items() if k != "trust")
+               * (_unit(s.candidate.trust) + policy.explore_floor) for s in newcomers]
     if sum(weights) > 0.0:
         pick = rng.choices(newcomers, weights=weights)[0]
     else:
@@ -170,19 +182,20 @@ def rank(
 def waves(ranked: Sequence[Scored], *, fanout: int, max_waves: int) -> list[list[Scored]]:
     """Groups to ask in turn, each in parallel, until one yields an acceptable answer.
 
-    At most ``max_waves`` groups, the exploration one included. An exploration pick is
-    asked alone first: asked beside trusted peers its answer would rarely be chosen, so it
-    could never earn trust.
+    At most ``max_waves`` groups. An exploration pick joins the first group, beyond
+    ``fanout``: asked beside the trusted candidates, it can corroborate their answer (and
+    then answer, see :func:`corroborated_choice`) without the asker depending on it.
     """
     if fanout < 1 or max_waves < 1:
         raise ValueError("fanout and max_waves must be at least 1")
     rest = list(ranked)
+    explored = [rest.pop(0)] if rest and rest[0].explore else []
     groups: list[list[Scored]] = []
-    if rest and rest[0].explore:
-        groups.append([rest.pop(0)])
     while rest and len(groups) < max_waves:
         groups.append(rest[:fanout])
         del rest[:fanout]
+    if explored:
+        groups = [groups[0] + explored if groups else explored, *groups[1:]]
     return groups
 
 
@@ -240,6 +253,22 @@ def choose_answer(
     if len(tied) > 1:
         reasons[best] += " (near-tie: the most relevant, then the nearest)"
     return Choice(best, scores, reasons)
+
+
+def corroborated_choice(
+    choice: Choice, explored: int | None, agrees: bool, min_quality: float,
+    quality: float | None,
+) -> Choice:
+    """``choice``, or the explored answer (index ``explored``) when it ``agrees`` with the
+    chosen one and is good enough: the same content, from a newcomer that earns trust by
+    it. With no trusted answer to corroborate, ``choice`` stands (it may be the newcomer's
+    own answer, when it was the only acceptable one)."""
+    if (explored is None or choice.index is None or choice.index == explored or not agrees
+            or quality is None or quality < min_quality):
+        return choice
+    reasons = list(choice.reasons)
+    reasons[explored] += " (explored: corroborates the best answer, so it answers)"
+    return Choice(explored, list(choice.scores), reasons)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,10 @@ passages must be relevant to the question (:func:`meshnode.agents.grounding.chec
   restates the question, cites nothing, cites records that do not exist or quotes passages
   about something else scores 0. Routing takes answers by quality (x trust).
 
+Two answers *agree* (:meth:`AnswerQuality.agrees`) when their supported sentences rest on a
+common record or share most of their keywords: an answer that agrees with the one taken
+corroborates it, and shares its verdict.
+
 :class:`QualityBook` keeps the running figures per agent for ``meshnode agents`` and the
 dashboard.
 """
@@ -23,10 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from memory.store import MemoryStore
-from meshnode.agents.grounding import Grounding, check_answer, passage_of, supported_ids
+from meshnode.agents.grounding import Grounding, check_answer, keys, passage_of, supported_ids
 from protocols.errors import ProtocolError
 from protocols.records import MemoryRecord, is_record_id, record_from_json
 
+#: Two answers agree when their supported sentences rest on a common record, or share this
+#: much of their keywords (Jaccard).
+AGREE = 0.5
 #: Bounds on what is read of an answer from a peer.
 MAX_CITATIONS = 64
 MAX_RECORDS = 16
@@ -74,6 +81,15 @@ class AnswerQuality:
     def sources(self) -> list[str]:
         """The ids of the records backing the supported sentences."""
         return supported_ids(self.grounding, self.cited)
+
+    def agrees(self, other: AnswerQuality) -> bool:
+        """Whether two answers say the same: their supported sentences rest on a common
+        record or share most of their keywords. An answer with nothing supported agrees
+        with nothing."""
+        if set(self.sources()) & set(other.sources()):
+            return True
+        mine, theirs = keys(self.supported_text()), keys(other.supported_text())
+        return bool(mine and theirs) and len(mine & theirs) / len(mine | theirs) >= AGREE
 
 
 def _cited_ids(data: dict[str, Any]) -> list[str]:

@@ -16,6 +16,7 @@ from meshnode.ask.policy import (
     Candidate,
     RoutingPolicy,
     choose_answer,
+    corroborated_choice,
     forward_targets,
     rank,
     score,
@@ -194,12 +195,33 @@ def test_waves_partition_the_ranking(
     ranked = rank(cs, min_relevance=0.0, explore=float(explore), rng=random.Random(1))
     groups = waves(ranked, fanout=fanout, max_waves=max_waves)
     flat = [s for g in groups for s in g]
-    assert flat == ranked[: len(flat)] and len(groups) <= max_waves
-    assert all(0 < len(g) <= fanout for g in groups)
-    if ranked and ranked[0].explore:
-        assert groups[0] == [ranked[0]]  # asked alone, so that it can win
-    if len(flat) < len(ranked):
+    explored = ranked[:1] if ranked and ranked[0].explore else []
+    rest = ranked[len(explored):]
+    assert len(groups) <= max_waves
+    if explored:
+        # Asked beside the first wave (beyond the fanout), never instead of it.
+        assert groups[0][-1] is explored[0] and len(groups[0]) <= fanout + 1
+        flat = [s for s in flat if s is not explored[0]]
+    assert flat == rest[: len(flat)]
+    assert all(0 < len([s for s in g if not s.explore]) <= fanout or g == explored
+               for g in groups)
+    if len(flat) < len(rest):
         assert len(groups) == max_waves
+
+
+def test_an_explored_newcomer_answers_only_by_corroborating_the_best_answer() -> None:
+    trusted, newcomer = cand("t", trust=1.0), cand("n", trust=0.0)
+    choice = choose_answer([(trusted, 0.8), (newcomer, 0.9)], min_quality=0.5)
+    assert choice.index == 0  # by quality x trust, the trusted answer
+    # Saying the same as the trusted answer, the newcomer answers (and so earns trust)...
+    same = corroborated_choice(choice, 1, agrees=True, min_quality=0.5, quality=0.9)
+    assert same.index == 1 and "corroborates" in same.reasons[1]
+    # ...saying something else, or too poorly, it does not.
+    assert corroborated_choice(choice, 1, agrees=False, min_quality=0.5, quality=0.9).index == 0
+    assert corroborated_choice(choice, 1, agrees=True, min_quality=0.5, quality=0.3).index == 0
+    # With no trusted answer to corroborate, the choice stands.
+    none = choose_answer([(trusted, None), (newcomer, 0.9)], min_quality=0.5)
+    assert corroborated_choice(none, 1, agrees=False, min_quality=0.5, quality=0.9).index == 1
 
 
 def test_waves_refuse_nonsense() -> None:
@@ -218,7 +240,7 @@ def test_choose_by_quality_times_trust() -> None:
     assert choice.index == 1  # a confident stranger does not beat a trusted expert
     assert choice.scores[0] == pytest.approx(0.95 * FLOOR) and choice.scores[1] == 0.7
     alone = choose_answer([(stranger, 0.9)], min_quality=0.5)
-    assert alone.index == 0  # an explored newcomer asked alone wins when good enough
+    assert alone.index == 0  # a stranger's answer is taken when it is the only good one
     json.dumps(choice.explain())
 
 
