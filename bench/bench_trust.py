@@ -255,11 +255,11 @@ class Mesh:
             if choice.index is None:
                 continue
             # Right answers say the same thing; a wrong one agrees with nothing.
-            explored = next((i for i, s in enumerate(wave) if s.explore), None)
-            if explored is not None:
-                agrees = replies[explored][2] and replies[choice.index][2]
-                choice = corroborated_choice(choice, explored, agrees, cfg.min_quality,
-                                             replies[explored][1])
+            best_right = replies[choice.index][2]
+            choice = corroborated_choice(
+                choice, [(c, qual) for c, qual, _ in replies],
+                [best_right and right for _, _, right in replies],
+                min_quality=cfg.min_quality, policy=policy)
             assert choice.index is not None
             chosen, _, right = replies[choice.index]
             agent = by_id[chosen.peer_id]
@@ -267,10 +267,11 @@ class Mesh:
                 verdict = feedback(right, rng)
                 for outcome in verdict:
                     graph.record(agent.peer_id, outcome, skill=skill, now=now)
-                # The answers that corroborated it share the verdict (as accepted).
+                # The answers that corroborated it share the verdict.
                 for i, (c, _, also_right) in enumerate(replies):
                     if i != choice.index and right and also_right:
-                        graph.record(c.peer_id, Outcome.ACCEPTED, skill=skill, now=now)
+                        for outcome in verdict:
+                            graph.record(c.peer_id, outcome, skill=skill, now=now)
             return agent.honest and topic in agent.skills, not agent.honest, agent.newcomer
         return False, False, False
 

@@ -329,17 +329,18 @@ class Asker:
         raise self._no_answer(explain)
 
     def _choose(self, outcomes: list[_Outcome]) -> Choice:
-        """The answer to take: quality x trust, or an explored newcomer's that says the same
-        as that one (meshnode.ask.policy.corroborated_choice)."""
-        choice = choose_answer([(o.scored.candidate, o.quality) for o in outcomes],
-                               min_quality=self.settings.min_quality, policy=self.policy)
-        explored = next((i for i, o in enumerate(outcomes) if o.scored.explore), None)
-        if explored is None or choice.index is None:
+        """The answer to take: by quality x trust, given by the most relevant agent that
+        says the same (meshnode.ask.policy.corroborated_choice)."""
+        answers = [(o.scored.candidate, o.quality) for o in outcomes]
+        choice = choose_answer(answers, min_quality=self.settings.min_quality,
+                               policy=self.policy)
+        if choice.index is None:
             return choice
-        best, newcomer = outcomes[choice.index].check, outcomes[explored].check
-        agrees = best is not None and newcomer is not None and newcomer.agrees(best)
-        return corroborated_choice(choice, explored, agrees, self.settings.min_quality,
-                                   outcomes[explored].quality)
+        best = outcomes[choice.index].check
+        agrees = [o.check is not None and best is not None and o.check.agrees(best)
+                  and o.scored.candidate.agent != FORWARDED for o in outcomes]
+        return corroborated_choice(choice, answers, agrees,
+                                   min_quality=self.settings.min_quality, policy=self.policy)
 
     @staticmethod
     def _corroborating(won: _Outcome, outcomes: list[_Outcome]) -> tuple[tuple[str, str], ...]:
@@ -549,7 +550,9 @@ class Asker:
             self.trust.record(taken.peer, Outcome.ACCEPTED, skill=taken.agent, now=now)
         self.trust.record(taken.peer, Outcome.RATED_GOOD if good else Outcome.RATED_BAD,
                           skill=taken.agent, now=now)
-        self._share_verdict(taken, Outcome.ACCEPTED if good else Outcome.RATED_BAD, now)
+        if good:
+            self._share_verdict(taken, Outcome.ACCEPTED, now)
+        self._share_verdict(taken, Outcome.RATED_GOOD if good else Outcome.RATED_BAD, now)
         self._learn(taken, "rated_good" if good else "rated_bad")
         return {"task_id": task_id, "peer": taken.peer, "agent": taken.agent,
                 "rating": "good" if good else "bad"}
@@ -559,7 +562,7 @@ class Asker:
             self.learner.offer(taken.lesson, verdict)
 
     def _share_verdict(self, taken: _Taken, outcome: Outcome, now: float) -> None:
-        """Answers that said the same as the one taken share its verdict (an agreement
-        with a good answer counts as accepted, never as rated good)."""
+        """Answers that said the same as the one taken share its verdict: whoever gave the
+        answer the user judged, the trust it earns goes to every agent that gave it."""
         for peer, agent in taken.corroborated:
             self.trust.record(peer, outcome, skill=agent, now=now)

@@ -149,8 +149,14 @@ class Learner:
                 passage_of(old.collection, old.kind, old.text) == lesson.solution
             if agrees and isinstance(count, int) and not isinstance(count, bool):
                 confirmations = max(confirmations, count + 1)
+        # An answer resting on a solution being replaced rests on what that one rested on.
+        replaced = {old.id: old for old in duplicates}
+        sources = [i for source in lesson.sources
+                   for i in (sorted(_sources(replaced[source])) if source in replaced
+                             else [source])]
         solution_meta = {k: v for k, v in meta.items() if k != "cited"}
-        solution_meta.update(confirmations=confirmations, sources=_id_list(lesson.sources))
+        solution_meta.update(confirmations=confirmations,
+                             sources=_id_list(dict.fromkeys(sources)))
         record = await self.knowledge.add(
             _fit(f"Problem: {lesson.question.strip()}\n\nSolution: {lesson.solution}"),
             kind="solution", collection="problem_solutions", meta=solution_meta, agent=agent)

@@ -31,22 +31,20 @@ skills alone. So, in a fresh mesh where nobody has any trust yet, relevance deci
 
 Exploration: with probability ``explore`` per question, one relevant newcomer (trust below
 ``newcomer_trust``, no bad experience) is asked *alongside* the first wave (see
-:func:`waves`), so that new honest agents can earn trust without the asker ever depending
-on an unproven answer. Newcomers are drawn in proportion to their score without the trust
-factor, times their trust plus ``explore_floor``: one that others already vouch for (an
-honest newcomer whose answers were accepted somewhere) is explored far more often than an
-identity nobody vouches for. The explored answer is taken only if it *corroborates* the
-answer the trusted candidates would have given (:func:`corroborated_choice`): the same
-content, so no risk for the asker, and the newcomer answers and earns trust; an answer that
-corroborates nothing is never taken from a newcomer while a trusted answer exists. There is
-nothing to explore while no relevant candidate has earned trust or experience (a fresh
-mesh): then the ranking stands.
+:func:`waves`), and so is the most relevant candidate if its score left it out, so that
+new honest agents can earn trust without the asker ever depending on an unproven answer.
+Newcomers are drawn in proportion to their score without the trust factor, times their
+trust plus ``explore_floor``: one that others already vouch for is explored more often
+than an identity nobody vouches for. There is nothing to explore while no relevant
+candidate has earned trust or experience (a fresh mesh): then the ranking stands.
 
 Answers are taken by quality x trust x experience (:func:`choose_answer`); answers within
 ``near_tie`` of the best count as tied, and a tie goes to the more relevant agent, then the
-nearer one, never to chance. Answers that agree with the one taken share its verdict (the
-asker records them as corroborated): an honest expert asked beside a more trusted one
-earns trust by agreeing with it, instead of staying unproven forever.
+nearer one, never to chance. Trust decides what the answer is; among the agents whose
+answers say the same (:func:`corroborated_choice`), the most relevant one gives it. Answers
+that agree with the one taken share its verdict (the asker records them as corroborated):
+an honest expert asked beside a more trusted one earns trust by agreeing with it, instead
+of staying unproven forever; an answer that agrees with nothing earns nothing.
 """
 
 from __future__ import annotations
@@ -182,20 +180,26 @@ def rank(
 def waves(ranked: Sequence[Scored], *, fanout: int, max_waves: int) -> list[list[Scored]]:
     """Groups to ask in turn, each in parallel, until one yields an acceptable answer.
 
-    At most ``max_waves`` groups. An exploration pick joins the first group, beyond
-    ``fanout``: asked beside the trusted candidates, it can corroborate their answer (and
-    then answer, see :func:`corroborated_choice`) without the asker depending on it.
+    At most ``max_waves`` groups of ``fanout`` by score. Beyond ``fanout``, the first
+    group also holds the exploration pick and the most relevant candidate, if the score
+    left them out: asked beside the trusted candidates, they can corroborate their answer
+    (and then answer, see :func:`corroborated_choice`) without the asker depending on them.
     """
     if fanout < 1 or max_waves < 1:
         raise ValueError("fanout and max_waves must be at least 1")
     rest = list(ranked)
-    explored = [rest.pop(0)] if rest and rest[0].explore else []
+    extra = [rest.pop(0)] if rest and rest[0].explore else []
     groups: list[list[Scored]] = []
     while rest and len(groups) < max_waves:
         groups.append(rest[:fanout])
         del rest[:fanout]
-    if explored:
-        groups = [groups[0] + explored if groups else explored, *groups[1:]]
+    if rest:
+        fittest = max(rest, key=lambda s: _unit(s.candidate.relevance))
+        best_left = max(_unit(s.candidate.relevance) for s in groups[0])
+        if _unit(fittest.candidate.relevance) > best_left:
+            extra.append(fittest)
+    if extra:
+        groups = [groups[0] + extra if groups else extra, *groups[1:]]
     return groups
 
 
@@ -256,19 +260,34 @@ def choose_answer(
 
 
 def corroborated_choice(
-    choice: Choice, explored: int | None, agrees: bool, min_quality: float,
-    quality: float | None,
+    choice: Choice, answers: Sequence[tuple[Candidate, float | None]],
+    agrees: Sequence[bool], *, min_quality: float = 0.0, policy: RoutingPolicy = DEFAULT_POLICY,
 ) -> Choice:
-    """``choice``, or the explored answer (index ``explored``) when it ``agrees`` with the
-    chosen one and is good enough: the same content, from a newcomer that earns trust by
-    it. With no trusted answer to corroborate, ``choice`` stands (it may be the newcomer's
-    own answer, when it was the only acceptable one)."""
-    if (explored is None or choice.index is None or choice.index == explored or not agrees
-            or quality is None or quality < min_quality):
+    """Who gives the answer ``choice`` took: of the acceptable answers that agree with it
+    (``agrees[i]``: says the same), the most relevant agent's, then the nearest one's.
+
+    Trust decides *what* the answer is, relevance *who* gives it: an expert, a newcomer or
+    an explored candidate that says what the trusted candidates say answers the questions
+    it fits best, and so earns trust of its own, instead of the most trusted generalist
+    answering everything. An answer that agrees with nothing is never taken this way.
+    """
+    if choice.index is None:
+        return choice
+    agreeing = [i for i, (_, quality) in enumerate(answers)
+                if i == choice.index or (agrees[i] and quality is not None
+                                         and quality >= min_quality and quality > 0.0)]
+
+    def fit(i: int) -> tuple[float, float, int]:
+        candidate = answers[i][0]
+        rtt = candidate.rtt_ms if candidate.rtt_ms is not None else policy.unknown_rtt_ms
+        return (-_unit(candidate.relevance), _nonneg(rtt), i)
+
+    best = min(agreeing, key=fit)
+    if best == choice.index:
         return choice
     reasons = list(choice.reasons)
-    reasons[explored] += " (explored: corroborates the best answer, so it answers)"
-    return Choice(explored, list(choice.scores), reasons)
+    reasons[best] += f" (says the same as answer {choice.index}, and fits the question best)"
+    return Choice(best, list(choice.scores), reasons)
 
 
 @dataclass(frozen=True, slots=True)
