@@ -191,12 +191,19 @@ class Grounding:
         return list(dict.fromkeys(n for s in self.sentences if s.supported for n in s.cites))
 
 
-def check_answer(question: str, text: str, passages: Sequence[str | None]) -> Grounding:
+def check_answer(
+    question: str, text: str, passages: Sequence[str | None],
+    recalled: Sequence[bool] | None = None,
+) -> Grounding:
     """Check ``text`` against ``passages`` (citation n is ``passages[n - 1]``; None when its
-    record is missing, forged or unverifiable)."""
+    record is missing, forged or unverifiable). A passage is relevant when it holds
+    :data:`RELEVANT` of the question's keywords, or when ``recalled[n - 1]`` (the checker's
+    own retrieval found that record relevant to the question)."""
     asked = keys(question)
     have = [keys(p) if p else None for p in passages]
-    relevant = tuple(h is not None and _share(asked, h) >= RELEVANT for h in have)
+    recalled = recalled or [False] * len(passages)
+    relevant = tuple(h is not None and (_share(asked, h) >= RELEVANT or r)
+                     for h, r in zip(have, recalled, strict=True))
     checked: list[SentenceCheck] = []
     for claim in claims(text):
         said = keys(_LABEL.sub(" ", claim.text))

@@ -55,7 +55,7 @@ from meshnode.ask.policy import (
     waves,
 )
 from meshnode.ask.quality import AnswerChecker, AnswerQuality, QualityBook
-from meshnode.ask.relevance import SkillIndex, knowledge_holders
+from meshnode.ask.relevance import Recall, SkillIndex, recall
 from meshnode.config import RoutingSettings
 from meshnode.errors import MeshnodeError
 from meshnode.node.faults import Faults
@@ -237,20 +237,23 @@ class Asker:
             result = {**result, "answer": {**result["answer"], "records": records}}
         return result
 
-    async def _relevance(self, question: str, known: list[tuple[str, AgentCard]],
-                         named: bool) -> tuple[dict[str, float], dict[str, float]]:
-        """(raw skill similarity, knowledge relevance of its node) per "peer/agent" key."""
+    async def _relevance(
+        self, question: str, known: list[tuple[str, AgentCard]], named: bool
+    ) -> tuple[dict[str, float], dict[str, float], Recall]:
+        """(raw skill similarity, knowledge relevance of its node) per "peer/agent" key, and
+        what this node's own memory recalls about the question."""
         try:
             skills = await self.skills.score(
                 question, [(f"{peer}/{card.name}", skill_texts(card)) for peer, card in known]
             )
-            holders = {} if named or self.knowledge is None else \
-                await knowledge_holders(self.knowledge.store, question)
+            memory = Recall({}, frozenset()) if self.knowledge is None else \
+                await recall(self.knowledge.store, question)
         except MemoryStoreError as exc:  # an embeddings endpoint down, say
             self.faults.record("embedder", exc, expected=True)
             raise AskError(f"cannot rank the agents: this node's embedder failed: {exc}") from None
+        holders = {} if named else memory.holders
         knowledge = {f"{p}/{c.name}": holders[p] for p, c in known if p in holders}
-        return skills, knowledge
+        return skills, knowledge, memory
 
     async def _route(
         self, question: str, agent: str | None, timeout: float, progress: Progress, hops: int,
@@ -264,7 +267,7 @@ class Asker:
             if not known:
                 raise AskError(f"no agent named {agent!r} is known in the mesh "
                                "(see `meshnode agents`)")
-        skills, knowledge = await self._relevance(question, known, agent is not None)
+        skills, knowledge, memory = await self._relevance(question, known, agent is not None)
         stage[0] = "asking agents and checking their answers"
         # Raw similarities depend on the embedder (the built-in one gives small numbers):
         # the threshold applies to them, the ranking to their share of the best one's. An
@@ -301,7 +304,8 @@ class Asker:
             remaining = deadline - time.monotonic()
             if remaining <= MARGIN_S:
                 break
-            outcomes = await self._ask_wave(wave, question, remaining, progress, forward)
+            outcomes = await self._ask_wave(wave, question, remaining, progress, forward,
+                                            memory.relevant)
             choice = self._choose(outcomes)
             explain["waves"].append({
                 "asked": [o.scored.candidate.agent + "@" + o.scored.candidate.peer_id
@@ -392,18 +396,18 @@ class Asker:
 
     async def _ask_wave(
         self, wave: list[Scored], question: str, remaining: float, progress: Progress,
-        forward: dict[str, Any] | None,
+        forward: dict[str, Any] | None, relevant: frozenset[str],
     ) -> list[_Outcome]:
         outcomes = [_Outcome(s) for s in wave]
         async with trio.open_nursery() as nursery:
             for outcome in outcomes:
                 nursery.start_soon(self._ask_one, outcome, question, remaining, progress,
-                                   forward)
+                                   forward, relevant)
         return outcomes
 
     async def _ask_one(
         self, outcome: _Outcome, question: str, remaining: float, progress: Progress,
-        forward: dict[str, Any] | None,
+        forward: dict[str, Any] | None, relevant: frozenset[str],
     ) -> None:
         candidate = outcome.scored.candidate
         await progress({"stage": "asking", "agent": candidate.agent, "peer": candidate.peer_id,
@@ -454,7 +458,7 @@ class Asker:
         outcome.seconds = time.monotonic() - started
         if outcome.state == TaskState.COMPLETED and outcome.data.get("text"):
             try:
-                outcome.check = await self.checker.check(question, outcome.data)
+                outcome.check = await self.checker.check(question, outcome.data, relevant)
                 outcome.quality = outcome.check.quality
             except MemoryStoreError as exc:
                 # Not the agent's fault: the answer is left unrated, and no evidence recorded.

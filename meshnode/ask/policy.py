@@ -188,18 +188,18 @@ def waves(ranked: Sequence[Scored], *, fanout: int, max_waves: int) -> list[list
     if fanout < 1 or max_waves < 1:
         raise ValueError("fanout and max_waves must be at least 1")
     rest = list(ranked)
-    extra = [rest.pop(0)] if rest and rest[0].explore else []
-    groups: list[list[Scored]] = []
+    first = [rest.pop(0)] if rest and rest[0].explore else []
+    first, rest = rest[:fanout] + first, rest[fanout:]
+    if rest:
+        fittest = max(rest, key=lambda s: _unit(s.candidate.relevance))  # the first if tied
+        if _unit(fittest.candidate.relevance) > max(_unit(s.candidate.relevance)
+                                                    for s in first):
+            first.append(fittest)
+            rest.remove(fittest)
+    groups = [first] if first else []
     while rest and len(groups) < max_waves:
         groups.append(rest[:fanout])
         del rest[:fanout]
-    if rest:
-        fittest = max(rest, key=lambda s: _unit(s.candidate.relevance))
-        best_left = max(_unit(s.candidate.relevance) for s in groups[0])
-        if _unit(fittest.candidate.relevance) > best_left:
-            extra.append(fittest)
-    if extra:
-        groups = [groups[0] + extra if groups else extra, *groups[1:]]
     return groups
 
 

@@ -7,7 +7,9 @@ replica of memory. Each sentence must be supported by a record it cites, and the
 passages must be relevant to the question (:func:`meshnode.agents.grounding.check_answer`):
 
 - **faithfulness**: the share of the answer's sentences supported by what they cite;
-- **retrieval precision**: the share of cited passages relevant to the question;
+- **retrieval precision**: the share of cited passages relevant to the question: passages
+  holding most of its keywords, or that this node's own retrieval recalls for it (the
+  embedder's judgement, from its own replica of memory);
 - **quality**: the share of sentences supported by a relevant cited passage. An answer that
   restates the question, cites nothing, cites records that do not exist or quotes passages
   about something else scores 0. Routing takes answers by quality (x trust).
@@ -126,8 +128,12 @@ class AnswerChecker:
         self.tenant = tenant
         self.store = store
 
-    async def check(self, question: str, data: dict[str, Any]) -> AnswerQuality:
-        """Raises MemoryStoreError only when this node's own store fails."""
+    async def check(
+        self, question: str, data: dict[str, Any], recalled: frozenset[str] = frozenset()
+    ) -> AnswerQuality:
+        """Raises MemoryStoreError only when this node's own store fails. ``recalled``: the
+        records this node's own retrieval finds relevant to the question (a cited passage
+        is relevant if it is one of them, or holds most of the question's keywords)."""
         text = data.get("text")
         text = text[:MAX_CHECKED_CHARS] if isinstance(text, str) else ""
         ids = _cited_ids(data)
@@ -143,7 +149,7 @@ class AnswerChecker:
             cited = records.get(record_id)
             passages.append(None if cited is None else
                             passage_of(cited.collection, cited.kind, cited.text) or None)
-        grounding = check_answer(question, text, passages)
+        grounding = check_answer(question, text, passages, [i in recalled for i in ids])
         return AnswerQuality(grounding, tuple(ids), sum(p is None for p in passages))
 
 

@@ -7,8 +7,8 @@ per distinct card with this node's own embedder and cached; a question is embedd
 compared with every skill in one matrix product. An agent's relevance is its best skill's
 cosine similarity.
 
-:func:`knowledge_holders`: which peers authored the records of this node's own memory that
-are relevant to the question.
+:func:`recall`: which records of this node's own memory are relevant to the question, and
+which peers authored them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import trio
@@ -99,20 +100,32 @@ def _best_of_blocks(
     return best
 
 
-#: How many of this node's most relevant records say who holds knowledge on a question.
-KNOWLEDGE_K = 10
+#: How many of this node's most relevant records it recalls for a question.
+RECALL_K = 20
 
 
-async def knowledge_holders(store: MemoryStore, question: str) -> dict[str, float]:
-    """Peer -> relevance of the best record it authored in this node's replica of
-    ``expert_knowledge`` (:func:`meshnode.agents.retrieval.retrieve`), for the peers holding
-    any knowledge relevant to ``question``. In a replicated mesh every node holds every
-    record, so the asker can see whose knowledge answers a question before asking anyone.
-    """
+@dataclass(frozen=True, slots=True)
+class Recall:
+    """What this node's own replica of memory says about a question."""
+
+    #: Peer -> relevance of the best record it authored in ``expert_knowledge``, for the
+    #: peers holding any knowledge relevant to the question.
+    holders: dict[str, float]
+    #: The ids of the records relevant to the question (knowledge and solutions).
+    relevant: frozenset[str]
+
+
+async def recall(store: MemoryStore, question: str) -> Recall:
+    """The records of this node's memory relevant to ``question``, by the same retrieval
+    agents use (:func:`meshnode.agents.retrieval.retrieve`). In a replicated mesh every
+    node holds every record, so the asker can see whose knowledge answers a question before
+    asking anyone, and which passages an answer should rest on."""
     holders: dict[str, float] = {}
     # Every author of a relevant passage holds it, even when several hold the same text.
-    for found in await retrieve(store, question, ("expert_knowledge",), KNOWLEDGE_K,
-                                unique=False):
-        author = found.hit.record.author
-        holders[author] = max(holders.get(author, 0.0), found.relevance)
-    return holders
+    found = await retrieve(store, question, ("expert_knowledge", "problem_solutions"),
+                           RECALL_K, unique=False)
+    for item in found:
+        if item.hit.collection == "expert_knowledge":
+            author = item.hit.record.author
+            holders[author] = max(holders.get(author, 0.0), item.relevance)
+    return Recall(holders, frozenset(item.hit.record.id for item in found))

@@ -100,6 +100,8 @@ class QuotingAnswerer:
 class Store:
     """This node's memory as the asker uses it: cited records can hang or fail to load."""
 
+    embedder = HashingEmbedder()
+
     def __init__(self, records: Sequence[MemoryRecord]) -> None:
         self.records = {r.id: r for r in records}
         self.failing = False

@@ -194,34 +194,57 @@ def test_waves_partition_the_ranking(
 ) -> None:
     ranked = rank(cs, min_relevance=0.0, explore=float(explore), rng=random.Random(1))
     groups = waves(ranked, fanout=fanout, max_waves=max_waves)
+    assert len(groups) <= max_waves and (groups or not ranked)
     flat = [s for g in groups for s in g]
-    explored = ranked[:1] if ranked and ranked[0].explore else []
-    rest = ranked[len(explored):]
-    assert len(groups) <= max_waves
-    if explored:
-        # Asked beside the first wave (beyond the fanout), never instead of it.
-        assert groups[0][-1] is explored[0] and len(groups[0]) <= fanout + 1
-        flat = [s for s in flat if s is not explored[0]]
-    assert flat == rest[: len(flat)]
-    assert all(0 < len([s for s in g if not s.explore]) <= fanout or g == explored
-               for g in groups)
-    if len(flat) < len(rest):
-        assert len(groups) == max_waves
+    assert len({id(s) for s in flat}) == len(flat)  # nobody is asked twice
+    explored = [s for s in ranked if s.explore]
+    # The first wave: the exploration pick, the best by score, and at most one extra (the
+    # most relevant left out); the others: in order, fanout each.
+    if groups:
+        first = groups[0]
+        assert all(s in first for s in explored)
+        plain = [s for s in ranked if not s.explore]
+        assert [s for s in first if not s.explore][:fanout] == plain[:fanout]
+        assert len(first) <= fanout + len(explored) + 1
+        later = [s for g in groups[1:] for s in g]
+        assert all(0 < len(g) <= fanout for g in groups[1:])
+        extra = [s for s in first if not s.explore][fanout:]
+        remaining = [s for s in plain[fanout:] if s not in extra]
+        assert later == remaining[: len(later)]
+        if extra:  # the most relevant candidate the score left out
+            assert extra[0].candidate.relevance >= max(s.candidate.relevance
+                                                       for s in plain[fanout:])
 
 
-def test_an_explored_newcomer_answers_only_by_corroborating_the_best_answer() -> None:
-    trusted, newcomer = cand("t", trust=1.0), cand("n", trust=0.0)
-    choice = choose_answer([(trusted, 0.8), (newcomer, 0.9)], min_quality=0.5)
+def test_trust_picks_the_answer_and_relevance_who_gives_it() -> None:
+    trusted = cand("t", relevance=0.5, trust=1.0)
+    expert = cand("e", relevance=1.0, trust=0.0)
+    liar = cand("l", relevance=1.0, trust=0.0, rtt_ms=1.0)
+    answers: list[tuple[Candidate, float | None]] = [(trusted, 0.8), (expert, 0.9), (liar, 0.95)]
+    choice = choose_answer(answers, min_quality=0.5)
     assert choice.index == 0  # by quality x trust, the trusted answer
-    # Saying the same as the trusted answer, the newcomer answers (and so earns trust)...
-    same = corroborated_choice(choice, 1, agrees=True, min_quality=0.5, quality=0.9)
-    assert same.index == 1 and "corroborates" in same.reasons[1]
-    # ...saying something else, or too poorly, it does not.
-    assert corroborated_choice(choice, 1, agrees=False, min_quality=0.5, quality=0.9).index == 0
-    assert corroborated_choice(choice, 1, agrees=True, min_quality=0.5, quality=0.3).index == 0
-    # With no trusted answer to corroborate, the choice stands.
-    none = choose_answer([(trusted, None), (newcomer, 0.9)], min_quality=0.5)
-    assert corroborated_choice(none, 1, agrees=False, min_quality=0.5, quality=0.9).index == 1
+    # The expert says the same as the trusted answer: being the most relevant, it answers
+    # (and so earns trust); the liar, as relevant and nearer, says something else: never.
+    same = corroborated_choice(choice, answers, [True, True, False], min_quality=0.5)
+    assert same.index == 1 and "fits the question best" in same.reasons[1]
+    assert corroborated_choice(choice, answers, [True, False, False]).index == 0
+    # Too poor an answer does not answer, even saying the same.
+    poor: list[tuple[Candidate, float | None]] = [(trusted, 0.8), (expert, 0.3)]
+    assert corroborated_choice(choose_answer(poor, min_quality=0.5), poor, [True, True],
+                               min_quality=0.5).index == 0
+    # Nothing chosen: nothing to corroborate.
+    none = choose_answer([(trusted, None)], min_quality=0.5)
+    assert corroborated_choice(none, [(trusted, None)], [False]).index is None
+
+
+def test_the_most_relevant_candidate_joins_the_first_wave() -> None:
+    # The trusted generalists rank first; the stranger expert, most relevant, is asked too.
+    cs = [cand("g1", relevance=0.6, trust=1.0), cand("g2", relevance=0.5, trust=1.0),
+          cand("g3", relevance=0.4, trust=1.0), cand("expert", relevance=1.0, trust=0.0)]
+    ranked = rank(cs, min_relevance=0.0, explore=0.0, rng=random.Random(0))
+    first, *rest = waves(ranked, fanout=2, max_waves=3)
+    assert [s.candidate.peer_id for s in first] == ["g1", "g2", "expert"]
+    assert [[s.candidate.peer_id for s in g] for g in rest] == [["g3"]]
 
 
 def test_waves_refuse_nonsense() -> None:

@@ -149,6 +149,16 @@ async def test_passages_about_something_else_make_no_quality() -> None:
     assert quality.retrieval_precision == 0.0 and quality.quality == 0.0  # ...off the question
 
 
+async def test_a_passage_this_nodes_retrieval_recalls_is_relevant() -> None:
+    # A paraphrase sharing few of the question's words: relevant only by the embedder's
+    # judgement, i.e. when this node's own retrieval recalls the record for the question.
+    para = record("`kubectl rollout undo` restores the earlier revision of a workload.")
+    data = answer(f"{para.text} [1]", para)
+    assert (await check(data)).retrieval_precision == 0.0
+    recalled = await AnswerChecker(TENANT).check(QUESTION, data, frozenset({para.id}))
+    assert recalled.retrieval_precision == 1.0 and recalled.quality == 1.0
+
+
 async def test_hostile_answer_data_is_bounded_and_checked() -> None:
     kb = record(ROLLBACK)
     data: dict[str, Any] = {
