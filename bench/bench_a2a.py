@@ -29,11 +29,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from meshnode.a2a.lifecycle import TaskStore
 from meshnode.a2a.tasks import AGENT_KEY, TaskService, call_agent
 from meshnode.agents.answering import Answer
 from meshnode.agents.specs import AgentSpec
-from meshnode.config import GossipSettings
+from meshnode.config import GossipSettings, LimitSettings
 from meshnode.node.host import MeshHost
+from meshnode.node.limits import LimitedHost, PeerLimits
 from meshnode.stats import quantile
 from protocols.a2a import Message, StreamEvent, TextPart
 from protocols.peerid import Signer
@@ -45,9 +47,6 @@ class NoopAnswerer:
     async def answer(self, spec: AgentSpec, question: str, *, deadline_s: float) -> Answer:
         return Answer(text="ok", citations=(), mode="extractive", model=None, retrieval_s=0.0,
                       llm_s=0.0)
-
-    async def record_exchange(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return []
 
 
 class NoKnowledge:
@@ -61,14 +60,25 @@ class NoKnowledge:
 
 
 
+async def _admit_all(_: str) -> bool:
+    return True
+
+
 async def roundtrips(tasks: int, concurrency: list[int]) -> None:
     key_a, key_b = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     listen = ["/ip4/127.0.0.1/tcp/0"]
     async with MeshHost(key_a, listen=listen, gossip=GossipSettings()) as a, \
             MeshHost(key_b, listen=listen, gossip=GossipSettings()) as b:
-        service = TaskService(b, (NOOP,), NoopAnswerer(), NoKnowledge(Signer(key_b)),  # type: ignore[arg-type]
-                              version="bench")
-        service.serve()
+        # The node's path (per-peer budgets, then the task store), with the budgets lifted:
+        # one asker with many tasks in flight is past what a real node lets one peer do,
+        # and this measures throughput, not policy.
+        unlimited = PeerLimits(LimitSettings(
+            streams_per_peer=1 << 20, a2a_requests_per_s=1e9, tasks_running_per_peer=1 << 20,
+            tasks_running=1 << 21))
+        service = TaskService(LimitedHost(b, unlimited), (NOOP,), NoopAnswerer(),
+                              NoKnowledge(Signer(key_b)),  # type: ignore[arg-type]
+                              version="bench", store=TaskStore(limits=unlimited))
+        service.serve(admit=_admit_all)  # two bare hosts: no hello runs here
         await a.connect(b.peer_id, b.listen_addrs(), timeout=10)
 
         async def one() -> float:

@@ -33,11 +33,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.stats import pct
-
 from memory.replication import _PeerLag
 from memory.store import MemoryStore
 from meshnode import __version__
+from meshnode.a2a.owners import OPERATOR
 from meshnode.a2a.tasks import TaskService, agent_card
 from meshnode.agents.answering import Answerer
 from meshnode.agents.specs import demo_agents
@@ -51,9 +50,10 @@ from meshnode.node.home import init_home, load_private_key
 from meshnode.node.host import MeshHost
 from meshnode.node.knowledge import KnowledgeService
 from meshnode.node.membership import Membership
+from meshnode.stats import quantile as pct
 from meshnode.trust.graph import Outcome
 from meshnode.trust.service import TrustService
-from protocols.a2a import Message, Task, TaskState, TaskStatus, TextPart, card_to_wire
+from protocols.a2a import Message, TaskState, TextPart, card_to_wire
 from protocols.peerid import Signer
 from protocols.presence import Presence
 from protocols.records import new_record
@@ -113,8 +113,9 @@ async def build(home: Path, peers: int, tasks_n: int, records: int) -> tuple[Any
     trust.graph.compute_global()
     for i in range(tasks_n):
         message = Message("user", (TextPart(f"question {i}"),), f"m{i}")
-        tasks.keep(Task(id=f"t{i}", context_id="c", history=(message,),
-                        status=TaskStatus(TaskState.COMPLETED, timestamp=now)))
+        async with tasks.store.run(message, owner=OPERATOR) as run:
+            await run.working("answering")
+            await run.finish(TaskState.COMPLETED)
     for i in range(100):
         asker.history.record(f"question {i}", started=time.monotonic(), forwarded=False,
                              result=_result(i, others[i % peers].peer_id if peers else ""))

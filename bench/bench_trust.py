@@ -65,7 +65,9 @@ class Settings:
     nodes: int = 120
     questions: int = 12000
     round: int = 150  # questions between attestation rounds
-    bootstrap: int = 3  # honest, pre-trusted nodes
+    # Honest nodes every operator lists in trust.pre_trusted (an explicit choice: a node
+    # does not pre-trust its bootstrap peers for being bootstrap peers).
+    bootstrap: int = 3
     churn: float = 0.2  # chance per round that a malicious node takes a new identity
     explore: float = 0.05
     alpha: float = 0.15  # TrustGraph's anchor weight

@@ -8,6 +8,7 @@ that `meshnode init` writes all come from that description.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -52,6 +53,11 @@ def _tenant(value: str) -> str | None:
 
 def _not_empty(value: str) -> str | None:
     return None if value else ": must not be empty"
+
+
+def _host_name(value: str) -> str | None:
+    ok = re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?", value)
+    return None if ok else f" {value!r}: must be a host name (no scheme, port or path)"
 
 
 def _seconds(value: float) -> str | None:
@@ -149,17 +155,60 @@ class RoutingSettings:
         "this many seconds (`meshnode rate TASK_ID bad`).", check=_seconds)
 
 
+#: What ``meshnode init`` says about pre-trust, and the help of ``trust.pre_trusted``.
+PRE_TRUST_HELP = (
+    "Peer IDs whose opinions anchor global trust: list only peers whose operators you know "
+    "and trust (your own other nodes, say). Empty (the default): trust is anchored on this "
+    "node alone, so only peers this node itself found good, and those they vouch for, gain "
+    "trust. Bootstrap peers are never trusted for being bootstrap peers: a hostile one "
+    "would own a newcomer's trust and could hand it to its Sybils.")
+
+
 @dataclass(frozen=True)
 class TrustSettings:
-    pre_trusted: tuple[str, ...] = setting(
-        (), "Peer IDs whose opinions anchor global trust. Empty: this node's bootstrap peers.",
-        check=each(_peer_id))
+    pre_trusted: tuple[str, ...] = setting((), PRE_TRUST_HELP, check=each(_peer_id))
     publish_interval_s: float = setting(
         10.0, "How often this node publishes its signed local trust vector (seconds).",
         check=positive)
     recompute_interval_s: float = setting(
         5.0, "How often global trust is recomputed from the attestations (seconds).",
         check=positive)
+    max_peers: int = setting(
+        4096, "Peers this node keeps evidence about. When full, the peer with the worst and "
+        "stalest record makes room; bad evidence about peers never seen to do good work is "
+        "kept apart (as many again), so a flood of new identities cannot push out the "
+        "evidence that carries trust.", check=at_least(1))
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """What one peer may make this node do or hold (each refusal is counted per reason and
+    is evidence against that peer)."""
+
+    streams_per_peer: int = setting(
+        8, "Streams one peer may have open at once, per protocol (A2A, handshake, memory "
+        "sync); a stream beyond that is closed at once.", check=at_least(1))
+    a2a_requests_per_s: float = setting(
+        5.0, "A2A requests one peer may send per second (bursts of four times as many "
+        "pass).", check=positive)
+    hellos_per_min: float = setting(
+        6.0, "Handshakes one peer may start per minute (bursts of 3 pass).", check=positive)
+    tasks_running_per_peer: int = setting(
+        8, "Tasks one peer (or anonymous A2A client) may have running here at once.",
+        check=at_least(1))
+    tasks_running: int = setting(
+        64, "Tasks all peers and anonymous A2A clients together may have running here; "
+        "those with no good record with this node share at most half of them.",
+        check=at_least(2))
+    tasks_kept_per_peer: int = setting(
+        100, "Finished tasks kept per peer (or anonymous A2A client) for GetTask and "
+        "ListTasks; the oldest go first.", check=at_least(1))
+    task_mib_per_peer: float = setting(
+        8.0, "MiB of tasks (messages, history, answers) kept per peer or client.",
+        check=positive)
+    task_mib: float = setting(
+        64.0, "MiB of tasks kept in all. Past it, finished tasks go first from the peers "
+        "with the worst record with this node, then the oldest.", check=positive)
 
 
 @dataclass(frozen=True)
@@ -186,10 +235,44 @@ class NodeConfig:
         "it has this many.", section="network", check=at_least(1))
     dial_timeout_s: float = setting(
         10.0, "Deadline for one dial (seconds).", section="network", check=positive)
+    mdns: bool = setting(
+        True, "Find the nodes of this mesh on the local network by mDNS, with no bootstrap "
+        "address. Announces this node's non-loopback addresses under a service name derived "
+        "from the network ID (and secret); the hello handshake still checks everyone it "
+        "finds.", section="network")
+    autonat_confirmations: int = setting(
+        3, "NAT traversal. Every node learns from its peers whether it is publicly reachable "
+        "(AutoNAT; shown by `meshnode status`). A node that is not reserves a slot on up to "
+        "two relay-capable peers and advertises its relayed address, so the mesh can reach "
+        "it, then upgrades each relayed connection to a direct one by hole punching when the "
+        "NATs allow. This many agreeing AutoNAT verdicts decide reachability (fewer if fewer "
+        "peers answer).", section="network", check=at_least(1))
+    hole_punching: bool = setting(
+        True, "Try to replace relayed connections by direct ones (DCUtR).", section="network")
+    hole_punch_retry_s: float = setting(
+        60.0, "How often a failed hole punch is retried (seconds).", section="network",
+        check=positive)
+    relay_service: bool = setting(
+        False, "Serve as a relay for nodes behind NAT. Only for a publicly reachable node, and "
+        "it costs bandwidth: every relayed connection passes through it, within the limits "
+        "below.", section="network")
+    relay_max_reservations: int = setting(
+        32, "Relay slots this node grants at once.", section="network", check=at_least(1))
+    relay_max_circuits: int = setting(
+        16, "Relayed connections through this node at once.", section="network",
+        check=at_least(1))
+    relay_circuit_duration_s: int = setting(
+        600, "A relayed connection is cut after this long (seconds) or this many bytes (both "
+        "directions); the nodes redial, through the relay again if hole punching has not "
+        "worked by then.", section="network", check=at_least(1))
+    relay_circuit_bytes: int = setting(
+        16 * 1024 * 1024, "Bytes a relayed connection may carry (both directions).",
+        section="network", check=at_least(1))
     gossip: GossipSettings = field(default_factory=GossipSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     llm: LLMSettings = field(default_factory=LLMSettings)
     api_listen: str = setting(
         "127.0.0.1:7700", "Where the local HTTP API listens. Keep it on 127.0.0.1: every call "
@@ -197,8 +280,17 @@ class NodeConfig:
         "picks a free port.", section="api", key="listen")
     public_a2a: bool = setting(
         False, "Serve the A2A endpoint (agent card and JSON-RPC) without the token, for A2A "
-        "clients on other machines (then also listen on a reachable address). Off: A2A "
-        "clients send the token.", section="api")
+        "clients on other machines (then also listen on a reachable address). A client "
+        "without the token is anonymous, known by its address (behind a reverse proxy, "
+        "all of them are one): it sees only its own tasks, has a peer's budgets ([limits]), "
+        "and its questions make no trust evidence. Off: A2A clients send the token.",
+        section="api")
+    allowed_hosts: tuple[str, ...] = setting(
+        (), "Host names (besides localhost and IP addresses) under which browsers and A2A "
+        "clients may reach the API, e.g. [\"node1.example.org\"]. A request naming another "
+        "host is refused (421), and one from a web page of another origin too (403): a "
+        "hostile page cannot reach the API by DNS rebinding.", section="api",
+        check=each(_host_name))
     public_metrics: bool = setting(
         False, "Serve /metrics (Prometheus) without the token. Off: give the scraper the "
         "token instead (Prometheus: an authorization block with credentials_file = "
@@ -237,6 +329,7 @@ _SUB_TABLES: dict[str, type] = {
     "memory": MemorySettings,
     "routing": RoutingSettings,
     "trust": TrustSettings,
+    "limits": LimitSettings,
 }
 #: (table, key) -> NodeConfig attribute, for the tables of NodeConfig's own fields.
 _NODE_KEYS = {(doc.section, key): f.name for key, f, doc in settings_of(NodeConfig)}
@@ -302,6 +395,7 @@ def load_config(home: Path) -> NodeConfig:
         memory=MemorySettings(**tables["memory"]),
         routing=RoutingSettings(**tables["routing"]),
         trust=TrustSettings(**tables["trust"]),
+        limits=LimitSettings(**tables["limits"]),
         llm=llm,
         agents=agents,
         **node_values,

@@ -7,9 +7,10 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,13 @@ from memory.embedders import Embedder, embedder_from_config
 from memory.errors import MemoryStoreError
 from memory.store import MemoryStore
 from meshnode import __version__
+from meshnode.a2a.hosted import CodeAgent, RemoteAgent, resolve_code_agent
 from meshnode.a2a.lifecycle import TaskStore
-from meshnode.a2a.tasks import TaskService
+from meshnode.a2a.tasks import HostedAgent, TaskService, agent_card
 from meshnode.agents.answering import Answerer
+from meshnode.agents.code import Agent, Handler, Passage, Reply
 from meshnode.agents.llm import LLMClient
+from meshnode.agents.specs import AgentSpec
 from meshnode.api.a2a_http import add_a2a_routes
 from meshnode.api.app import ApiApp, serve_api
 from meshnode.api.dashboard import Dashboard, add_dashboard_routes
@@ -31,14 +35,18 @@ from meshnode.api.mesh_agent import MeshA2A
 from meshnode.api.metrics import NodeCollector, NodeMetrics, add_metrics_route
 from meshnode.api.routes import add_agent_routes, add_memory_routes, add_node_routes
 from meshnode.ask.asker import Asker
+from meshnode.ask.delegation import ConsultingAgent, Delegator
 from meshnode.ask.relevance import SkillIndex
-from meshnode.config import MemorySettings, NodeConfig
+from meshnode.config import MemorySettings, NodeConfig, load_config
 from meshnode.errors import ConfigError, MeshnodeError, reported
 from meshnode.node.faults import Faults
 from meshnode.node.home import clear_runtime, load_private_key, load_token, write_runtime
 from meshnode.node.host import MeshHost
 from meshnode.node.knowledge import KnowledgeService
-from meshnode.node.membership import Membership
+from meshnode.node.lan import LanDiscovery
+from meshnode.node.limits import LimitedHost, PeerLimits
+from meshnode.node.membership import HELLO_TIMEOUT_S, Membership
+from meshnode.node.nat import NatService
 from meshnode.node.sdnotify import notify
 from meshnode.node.transport import Host
 from meshnode.trust.service import TrustService
@@ -76,13 +84,43 @@ def make_embedder(settings: MemorySettings) -> Embedder:
         raise ConfigError(f"memory.embedder: {exc}") from None
 
 
+def api_hosts(config: NodeConfig) -> tuple[str, ...]:
+    """The host names the local API answers for: the configured ones, and the name it
+    listens on (localhost and IP addresses always)."""
+    name = config.api_listen.rpartition(":")[0].strip("[]")
+    return (*config.allowed_hosts, *([name] if name else []))
+def _agent_specs(config: NodeConfig, in_process: Sequence[Agent]
+                 ) -> tuple[tuple[AgentSpec, ...], dict[str, Handler]]:
+    """Every agent's spec, agents in code resolved (their handlers imported), and the
+    handlers by agent name. ConfigError for a handler that cannot be used or a name taken
+    twice."""
+    specs: list[AgentSpec] = []
+    handlers: dict[str, Handler] = {}
+    for spec in config.agents:
+        if spec.kind == "code":
+            resolved, handler = resolve_code_agent(spec)
+            handlers[resolved.name] = handler
+            spec = resolved
+        specs.append(spec)
+    for agent in in_process:
+        spec, handler = resolve_code_agent(agent.spec(), agent)
+        specs.append(spec)
+        handlers[spec.name] = handler
+    names = [spec.name.casefold() for spec in specs]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"two agents of this node are named {name!r}")
+    return tuple(specs), handlers
+
+
 @dataclass
 class NodeServices:
     """The services of one node, wired to each other, over any :class:`Host`.
 
     The daemon builds them over a MeshHost; in-process tests build them the same way over an
     InMemoryHost. ``clock`` is the wall clock of signatures, ages and expiry (tests drive it
-    from trio's clock).
+    from trio's clock). The services see the host through the node's per-peer budgets
+    (``limits``): what a peer's streams may make them do is bounded before they see it.
     """
 
     membership: Membership
@@ -91,6 +129,7 @@ class NodeServices:
     trust: TrustService
     asker: Asker
     mesh: MeshA2A
+    limits: PeerLimits
 
     @classmethod
     def build(
@@ -104,44 +143,72 @@ class NodeServices:
         *,
         clock: Callable[[], float] = time.time,
         faults: Faults | None = None,
+        candidates: Callable[[], Mapping[str, Sequence[str]]] = dict,
+        agents: Sequence[Agent] = (),
     ) -> NodeServices:
+        """``candidates``: peers found by LAN discovery (peer ID -> addresses), dialed as the
+        peers learned by gossip are. ``agents``: agents in code given in-process, hosted
+        besides the config's."""
         faults = faults if faults is not None else Faults()
-        task_store = TaskStore(faults=faults)
+        limits = PeerLimits(config.limits)
+        host = LimitedHost(host, limits)
+        task_store = TaskStore(faults=faults, limits=limits)
         tasks: TaskService | None = None
         membership = Membership(
             config, host, signer, version=__version__,
             agent_cards=lambda: [card_to_wire(c) for c in tasks.cards()] if tasks else [],
             load=lambda: float(task_store.running()),
-            clock=clock, faults=faults,
+            clock=clock, faults=faults, candidates=candidates,
         )
         knowledge = KnowledgeService(config, host, membership, signer, store, faults=faults)
-        tasks = TaskService(host, config.agents, Answerer(store, llm), knowledge,
+        specs, handlers = _agent_specs(config, agents)
+        tasks = TaskService(host, specs, Answerer(store, llm), knowledge,
                             version=__version__, store=task_store)
         trust = TrustService(config, host, signer, clock=clock)
         membership.bad_message_listeners.append(trust.bad_message)
+        # Refused work is evidence against the peer; shared budgets favour good records.
+        limits.listeners.append(trust.refused)
+        limits.standing = trust.graph.experience
         asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
                       trust.graph, settings=config.routing, faults=faults, knowledge=knowledge)
         tasks.forwarder = asker.answer_forwarded
-        # Questions from A2A clients that needed no token are nobody's to accept: not learnt.
-        mesh = MeshA2A(asker, tasks, network_id=config.network_id, version=__version__,
-                       learn_from_a2a=not config.public_a2a)
-        return cls(membership, knowledge, tasks, trust, asker, mesh)
+        delegator = Delegator(asker)
+        for spec in specs:
+            hosted: HostedAgent | None = None
+            if spec.kind == "code":
+                hosted = CodeAgent(spec, handlers[spec.name], knowledge,
+                                   card=agent_card(spec, version=__version__),
+                                   consult=delegator.consult)
+            elif spec.kind == "remote":
+                hosted = RemoteAgent(spec, peer_id=signer.peer_id, version=__version__)
+            elif spec.consults:
+                hosted = ConsultingAgent(spec, tasks, delegator)
+            if hosted is not None:
+                tasks.hosted[spec.name] = hosted
+        mesh = MeshA2A(asker, tasks, network_id=config.network_id, version=__version__)
+        return cls(membership, knowledge, tasks, trust, asker, mesh, limits)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the mesh until cancelled."""
-        self.tasks.serve()
+        # Agents are for nodes of this mesh: a peer without a verified hello gets no task run.
+        self.tasks.serve(admit=partial(self.membership.gate.wait, timeout=HELLO_TIMEOUT_S))
         async with trio.open_nursery() as nursery:
             await nursery.start(self.membership.run)
             await nursery.start(self.knowledge.run)
             await nursery.start(self.trust.run)
             await nursery.start(self.asker.run)
             await nursery.start(self.mesh.run)
+            for hosted in self.tasks.hosted.values():
+                await nursery.start(hosted.serve)
             task_status.started()
 
 
 class Node:
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, *, agents: Sequence[Agent] = ()) -> None:
         self.config = config
+        self.agents = tuple(agents)
+        #: The node's services, once it runs.
+        self.services: NodeServices | None = None
         self._key = load_private_key(config.home)
         self.signer = Signer(self._key)
         self._token = load_token(config.home)
@@ -167,14 +234,26 @@ class Node:
             MeshHost(self._key, listen=list(config.listen), gossip=config.gossip, psk=psk,
                      faults=faults) as host,
         ):
+            lan = LanDiscovery(peer_id=self.signer.peer_id, network_id=config.network_id,
+                               secret=config.network_secret,
+                               addrs=host.listen_addrs) if config.mdns else None
             services = NodeServices.build(config, host, self.signer, store, embedder, llm,
-                                          faults=faults)
-            app = ApiApp(self._token)
+                                          faults=faults,
+                                          candidates=lan.candidates if lan else dict,
+                                          agents=self.agents)
+            self.services = services
+            # NAT traversal drives py-libp2p's relay, DCUtR and AutoNAT: the real host only.
+            nat = NatService(config, host, services.membership)
+            app = ApiApp(self._token, allowed_hosts=api_hosts(config))
             add_node_routes(app, config, services.membership,
-                            lambda: time.monotonic() - self._started, lambda: self.api_url, faults)
+                            lambda: time.monotonic() - self._started, lambda: self.api_url, faults,
+                            limits=services.limits, tasks=services.tasks.store,
+                            reach=lambda: {"lan": lan.snapshot() if lan else None,
+                                           **nat.snapshot()},
+                            connections=nat.connection_kinds)
             add_memory_routes(app, services.knowledge)
             add_agent_routes(app, services.mesh, services.asker, services.trust)
-            add_a2a_routes(app, services.mesh, require_token=not config.public_a2a)
+            add_a2a_routes(app, services.mesh.handler, require_token=not config.public_a2a)
             collector = NodeCollector(
                 peer_id=self.signer.peer_id, network_id=config.network_id, version=__version__,
                 membership=services.membership, tasks=services.tasks, trust=services.trust,
@@ -189,6 +268,9 @@ class Node:
             ))
             async with trio.open_nursery() as nursery:
                 await nursery.start(services.run)
+                if lan is not None:
+                    await nursery.start(lan.run)
+                await nursery.start(nat.run)
                 self.api_url = await nursery.start(serve_api, app, config.api_listen, shutdown)
                 write_runtime(
                     config.home,
@@ -254,3 +336,61 @@ def run_daemon(config: NodeConfig) -> None:
             if isinstance(leaf, MeshnodeError):
                 raise leaf from None
             raise ConfigError(f"cannot start: {leaf}") from None
+
+
+class RunningNode:
+    """A node running in this program (:func:`run_node`): ask the mesh from code."""
+
+    def __init__(self, node: Node, services: NodeServices) -> None:
+        self._node = node
+        self._services = services
+        #: This node's peer ID.
+        self.peer_id = node.signer.peer_id
+        #: The local HTTP API (what the CLI talks to), e.g. ``http://127.0.0.1:7700``.
+        self.api_url = node.api_url
+
+    def listen_addrs(self) -> list[str]:
+        """Where other nodes reach this one (use one as their bootstrap address)."""
+        return self._services.membership.host.listen_addrs()
+
+    def agents(self) -> list[tuple[str, str]]:
+        """(agent name, peer ID) of every agent this node knows, its own included."""
+        return [(card.name, peer) for peer, card in self._services.asker.known_agents()]
+
+    async def ask(self, question: str, *, agent: str | None = None,
+                  timeout: float = 60.0) -> Reply:
+        """Ask the mesh, as ``meshnode ask`` does; :class:`meshnode.AskError` when no
+        acceptable answer came within ``timeout`` seconds. ``Reply.data`` holds the whole
+        result (timings, ``explain``)."""
+        result = await self._services.asker.ask(question, agent=agent, timeout=timeout)
+        answer = result["answer"]
+        citations = tuple(
+            Passage(c["id"], c.get("snippet", ""), c["collection"], c["author"],
+                    float(c.get("score", 0.0)))
+            for c in answer.get("citations", []) if isinstance(c, dict))
+        return Reply(str(answer.get("text", "")), citations, result, result["agent"],
+                     result["peer"])
+
+
+@asynccontextmanager
+async def run_node(config: NodeConfig | str | os.PathLike[str], *,
+                   agents: Sequence[Agent] = ()) -> AsyncIterator[RunningNode]:
+    """Run a node inside this trio program, hosting ``agents`` (agents in code) besides
+    those of its config, until the ``async with`` block ends.
+
+    ``config`` is a node home made by ``meshnode init`` (its config.toml is read) or a
+    NodeConfig. The node is the same as ``meshnode start``'s: it joins the mesh, serves its
+    local API (so the CLI works against it) and holds the home's lock meanwhile.
+    """
+    if not isinstance(config, NodeConfig):
+        config = load_config(Path(config))
+    with _home_lock(config.home):
+        node = Node(config, agents=agents)
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run, shutdown)
+            assert node.services is not None
+            try:
+                yield RunningNode(node, node.services)
+            finally:
+                shutdown.set()

@@ -8,12 +8,15 @@ the code that raises them::
     ├── DaemonNotRunning                errors.py: the CLI found no daemon for its home
     ├── ApiError                        errors.py: the daemon answered the CLI with an error
     ├── LLMError, AgentError            agents/: the LLM or an agent's memory failed
+    ├── AgentFailed                     agents/code.py: an agent in code fails its task
+    ├── RemoteAgentError                agents/remote.py: an A2A server could not be used
     ├── DialError                       node/host.py: a peer cannot be reached
     ├── KnowledgeError          404     node/knowledge.py: no such record
     │   └── NotAuthor           403       a record that only its author may delete
     ├── TrustStateError                 trust/graph.py: the saved trust state is unreadable
     ├── AskError                        ask/asker.py: no agent gave an acceptable answer
-    │   └── UnknownAnswer       404       rating an answer that is not waiting for one
+    │   ├── UnknownAnswer       404       rating an answer that is not waiting for one
+    │   └── ConsultFailed                 ask/delegation.py: a consultation gave no answer
     └── HttpError               (any)   api/app.py: a request handler's own refusal
 
 The packages below have their own roots: ``protocols.errors.ProtocolError``,

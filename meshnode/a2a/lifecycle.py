@@ -8,11 +8,18 @@ task's listener. The run owns the cancel scope that CancelTask cancels, and cont
 failure of the work it wraps: an exception fails the task (logged and counted in
 :class:`Faults`), never the service or the node running it.
 
-    async with store.run(message, emit, where="a2a task") as run:
+    async with store.run(message, emit, owner=peer_owner(peer), where="a2a task") as run:
         await run.working()
         ...
         await run.complete(artifact)   # or run.fail(reason), run.reject(reason)
     return run.task
+
+Every task has an owner (:mod:`meshnode.a2a.owners`): only its owner sees it (``get``,
+``list``) and cancels it, the operator sees all. The store keeps every running task and,
+of the finished ones, what the ``[limits]`` budgets allow: per owner and in all, counted in
+tasks and in bytes; an owner over its share loses its own oldest first, and past the total
+the owners with the worst record with this node lose theirs first. A peer or anonymous
+client with too many tasks running is refused (A2A error BUSY) before its task exists.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ from typing import Any
 
 import trio
 
+from meshnode.a2a.owners import Owner, Quota
 from meshnode.node.faults import Faults
+from meshnode.node.limits import PeerLimits
 from protocols.a2a import (
     TASK_NOT_CANCELABLE,
     TASK_NOT_FOUND,
@@ -45,9 +54,11 @@ from protocols.a2a import (
     TaskStatusUpdateEvent,
     TextPart,
     apply_history_length,
+    to_wire,
     transition,
     with_artifact,
 )
+from protocols.codec import pack
 
 log = logging.getLogger(__name__)
 #: Finished tasks kept for GetTask and ListTasks; running ones are never dropped.
@@ -60,43 +71,56 @@ async def no_emit(_: StreamEvent) -> None:
     pass
 
 
+def wire_size(item: Task | Message) -> int:
+    """The bytes ``item`` takes on the wire: what the store counts it as holding."""
+    return len(pack(to_wire(item)))
+
+
 @dataclass(slots=True)
 class _Entry:
-    """A task and what the store knows of its run. (Who may see the task would go here.)"""
+    """A task, who it belongs to, and what the store knows of its run."""
 
     task: Task
+    owner: Owner
     #: The cancel scope of the run while it is under way, None once it has returned.
     scope: trio.CancelScope | None = None
+    #: Bytes counted for the task (its message while it runs, the whole task once done).
+    size: int = 0
+    running: bool = True
 
 
 class TaskStore:
-    """This node's tasks, newest last: every running task and the last ``limit`` others."""
+    """This node's tasks, newest last: every running task and the finished ones the budgets
+    of ``limits`` allow (at most ``limit`` tasks in all)."""
 
-    def __init__(self, *, limit: int = KEPT_TASKS, faults: Faults | None = None) -> None:
+    def __init__(self, *, limit: int = KEPT_TASKS, faults: Faults | None = None,
+                 limits: PeerLimits | None = None) -> None:
         self._limit = limit
         self.faults = faults if faults is not None else Faults()
+        self.quota = Quota(limits if limits is not None else PeerLimits())
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    # ---- the A2A operations ----------------------------------------------------------
+    # ---- the A2A operations, for ``caller`` -------------------------------------------
 
-    def get(self, task_id: str) -> Task:
-        return self._entry(task_id).task
+    def get(self, task_id: str, caller: Owner) -> Task:
+        return self._entry(task_id, caller).task
 
-    def list(self, op: ListTasks) -> tuple[Task, ...]:
+    def list(self, op: ListTasks, caller: Owner) -> tuple[Task, ...]:
         tasks = [
             apply_history_length(e.task, op.history_length)
             for e in reversed(self._entries.values())
-            if (op.context_id is None or e.task.context_id == op.context_id)
+            if caller.may_see(e.owner)
+            and (op.context_id is None or e.task.context_id == op.context_id)
             and (op.state is None or e.task.status.state == op.state)
         ]
         return tuple(tasks[: op.page_size])
 
-    def cancel(self, task_id: str) -> Task:
+    def cancel(self, task_id: str, caller: Owner) -> Task:
         """Record ``task_id`` as canceled and stop its work; its run tells the listener."""
-        entry = self._entry(task_id)
+        entry = self._entry(task_id, caller)
         state = entry.task.status.state
         if entry.scope is None or state in TERMINAL_STATES:
             raise A2AError(TASK_NOT_CANCELABLE, f"task {task_id} is {state}")
@@ -116,25 +140,32 @@ class TaskStore:
         return sum(1 for e in self._entries.values()
                    if e.scope is not None and e.task.status.state not in TERMINAL_STATES)
 
+    def usage(self) -> dict[str, object]:
+        """Tasks and bytes held, and tasks per kind of owner (for the status)."""
+        return {"tasks": len(self._entries), "bytes": self.quota.bytes,
+                "by_owner": dict(self.quota.owners())}
+
     # ---- running a task --------------------------------------------------------------
 
     @asynccontextmanager
     async def run(
-        self, message: Message, emit: Emit = no_emit, *, where: str = "task"
+        self, message: Message, emit: Emit = no_emit, *, owner: Owner, where: str = "task"
     ) -> AsyncIterator[TaskRun]:
-        """A new task for ``message``, run by the body of the ``async with``.
+        """A new task of ``owner`` for ``message``, run by the body of the ``async with``.
 
+        Raises A2AError(BUSY), before the task exists, when ``owner`` may not start one now.
         The body drives the task to a final state through the run. An exception escaping
         it fails the task and is recorded in ``faults`` under ``where``; it is not re-raised.
         CancelTask ends the body (the listener gets the canceled status); a cancellation
         from outside (a deadline, the node stopping) records the task as canceled and
         passes through.
         """
+        self.admit(owner)
         task = Task(
             id=str(uuid.uuid4()), context_id=message.context_id or str(uuid.uuid4()),
             status=TaskStatus(TaskState.SUBMITTED, timestamp=time.time()), history=(message,),
         )
-        entry = _Entry(task)
+        entry = _Entry(task, owner, size=wire_size(message))
         self._add(entry)
         run = TaskRun(entry, emit)
         with trio.CancelScope() as scope:
@@ -154,21 +185,54 @@ class TaskStore:
                 raise
             finally:
                 entry.scope = None
+                self._finished(entry)
         await run.ended()
 
-    def _entry(self, task_id: str) -> _Entry:
+    def admit(self, owner: Owner) -> None:
+        """Raise A2AError(BUSY) if ``owner`` may not start a task now."""
+        self.quota.admit(owner, (e.owner for e in self._entries.values() if e.running))
+
+    def _entry(self, task_id: str, caller: Owner) -> _Entry:
         entry = self._entries.get(task_id)
-        if entry is None:
+        if entry is None or not caller.may_see(entry.owner):
+            # Another owner's task is answered as missing: its existence is not for them.
             raise A2AError(TASK_NOT_FOUND, f"no task {task_id} on this node")
         return entry
 
     def _add(self, entry: _Entry) -> None:
         self._entries[entry.task.id] = entry
-        excess = len(self._entries) - self._limit
-        if excess > 0:
-            # The oldest finished tasks go; a running one stays however old it is.
-            for task_id in [i for i, e in self._entries.items() if e.scope is None][:excess]:
-                del self._entries[task_id]
+        self.quota.started(entry.owner, entry.size)
+        self._trim(entry.owner)
+
+    def _finished(self, entry: _Entry) -> None:
+        if not entry.running:
+            return
+        entry.running = False
+        old, entry.size = entry.size, wire_size(entry.task)
+        self.quota.finished(entry.owner, old, entry.size)
+        if entry.task.id in self._entries:
+            self._trim(entry.owner)
+
+    def _trim(self, owner: Owner) -> None:
+        """Drop finished tasks while ``owner`` is over its share (its own oldest first) and
+        while the store is over its budgets (the worst-standing owner's oldest first). A
+        running task stays however old it is."""
+        while self.quota.over_share(owner):
+            oldest = next((i for i, e in self._entries.items()
+                           if e.owner == owner and not e.running), None)
+            if oldest is None:
+                break
+            self._drop(oldest)
+        while self.quota.over_total(len(self._entries), self._limit):
+            victim = self.quota.victim((i, e.owner) for i, e in self._entries.items()
+                                       if not e.running)
+            if victim is None:
+                break
+            self._drop(victim)
+
+    def _drop(self, task_id: str) -> None:
+        entry = self._entries.pop(task_id)
+        self.quota.dropped(entry.owner, entry.size)
 
 
 class TaskRun:

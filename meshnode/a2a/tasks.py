@@ -3,6 +3,11 @@
 One request per stream: the asker writes a request frame; the node answers with a result,
 or, for a streaming request, with events until the task ends and an end frame. The work of
 a task runs inside the stream handler, so an asker that goes away cancels it.
+
+A task sent over a stream belongs to the peer at the other end of it (the connection
+authenticated it): GetTask, ListTasks and CancelTask show and touch that peer's tasks only.
+A forwarded question is routed on for its sender, never back to it, and what comes of it is
+no trust evidence here (see meshnode.ask.asker).
 """
 
 from __future__ import annotations
@@ -11,18 +16,20 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
+from memory.store import SearchHit
 from meshnode.a2a.lifecycle import Emit, TaskRun, TaskStore, no_emit
+from meshnode.a2a.owners import BUSY, Owner, peer_owner
 from meshnode.agents.answering import AgentError, Answer, Answerer
 from meshnode.agents.llm import LLMError
 from meshnode.agents.specs import AgentSpec
 from meshnode.errors import MeshnodeError
 from meshnode.node.knowledge import KnowledgeService
 from meshnode.node.streams import ByteStream, read_frame, write_frame
-from meshnode.node.transport import Host
+from meshnode.node.transport import Host, Stream
 from protocols.a2a import (
     A2A_PROTOCOL,
     INVALID_PARAMS,
@@ -55,7 +62,8 @@ from protocols.a2a import (
     encode_request,
     encode_result,
 )
-from protocols.codec import FrameDecoder
+from protocols.codec import MAX_FRAME, FrameDecoder
+from protocols.delegation import DELEGATION_KEY, Delegation, decode_delegation
 from protocols.errors import ProtocolError
 
 log = logging.getLogger("meshnode.a2a.tasks")
@@ -71,9 +79,15 @@ ASKER_KEY = "meshnode/asker"
 FORWARD_KEY = "meshnode/forward"
 MAX_VISITED = 64
 
+#: Whether a peer may use this node's agents: peer ID -> allowed (may wait a little).
+Admit = Callable[[str], Awaitable[bool]]
 #: Answers a forwarded question through this node's own routing: (question, hops,
-#: visited, deadline) -> the answer data of whichever agent answered.
-Forwarder = Callable[[str, int, frozenset[str], float], Awaitable[dict[str, Any]]]
+#: visited, deadline, the task's owner) -> the answer data of whichever agent answered.
+Forwarder = Callable[[str, int, frozenset[str], float, Owner], Awaitable[dict[str, Any]]]
+
+
+class PeerBusy(MeshnodeError):
+    """The peer refused a task because too many of ours (or of everyone's) are under way."""
 
 
 def forward_params(message: Message) -> tuple[int, frozenset[str]] | None:
@@ -89,6 +103,44 @@ def forward_params(message: Message) -> tuple[int, frozenset[str]] | None:
     ):
         raise A2AError(INVALID_PARAMS, f"forward.visited must list at most {MAX_VISITED} peers")
     return hops, frozenset(visited)
+
+
+def received_delegation(message: Message, tenant: str) -> Delegation | None:
+    """The delegation a consulting agent sent along (protocols.delegation), with only the
+    shared records of this node's tenant; None if the question was asked directly.
+    A2AError (INVALID_PARAMS) if it is malformed."""
+    value = message.metadata.get(DELEGATION_KEY)
+    if value is None:
+        return None
+    try:
+        delegation = decode_delegation(value)
+    except ProtocolError as exc:
+        raise A2AError(INVALID_PARAMS, f"delegation: {exc}") from None
+    kept = tuple(s for s in delegation.shared if s.record.tenant == tenant)
+    return Delegation(delegation.depth, delegation.chain, kept,
+                      delegation.rejected + len(delegation.shared) - len(kept))
+
+
+def shared_hits(delegation: Delegation | None) -> list[SearchHit]:
+    """The shared records as search hits (scored by the sender: the answerer re-scores)."""
+    return [SearchHit(s.record, s.score, s.record.collection)
+            for s in (delegation.shared if delegation else ())]
+
+
+class HostedAgent(Protocol):
+    """An agent behind a spec that does not answer by the built-in retrieval + LLM: an agent
+    in code, an existing A2A server, an agent that consults others (see a2a.hosted and
+    ask.delegation). It drives the task's run to a final state."""
+
+    def card(self) -> AgentCard | None:
+        """Its card, None while it cannot be advertised (an A2A server not read yet)."""
+        ...
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = ...) -> None:
+        """Whatever it runs in the background for as long as the node runs."""
+        ...
+
+    async def run(self, run: TaskRun, message: Message) -> None: ...
 
 
 def agent_card(spec: AgentSpec, *, version: str) -> AgentCard:
@@ -111,7 +163,12 @@ def answer_data(
     return {"agent": agent, "peer": peer, **answer.to_dict(), "learnable": learnable}
 
 
-def _deadline(message: Message) -> float:
+async def _refuse_all(_: str) -> bool:
+    return False
+
+
+def deadline_of(message: Message) -> float:
+    """The seconds a task may take: what its asker said, within 1..MAX_TASK_S."""
     deadline = message.metadata.get(DEADLINE_KEY, DEFAULT_TASK_S)
     if isinstance(deadline, bool) or not isinstance(deadline, int | float):
         deadline = DEFAULT_TASK_S
@@ -138,9 +195,18 @@ class TaskService:
         self.forwarder: Forwarder | None = None
         #: This node's tasks: its agents' and (through MeshA2A) the mesh asks made here.
         self.store = store if store is not None else TaskStore()
+        self._admit: Admit = _refuse_all
+        #: The agents (by name, one per spec) not answered by the built-in answering.
+        self.hosted: dict[str, HostedAgent] = {}
 
     def cards(self) -> list[AgentCard]:
-        return [agent_card(spec, version=self.version) for spec in self.specs.values()]
+        cards = []
+        for spec in self.specs.values():
+            hosted = self.hosted.get(spec.name)
+            card = hosted.card() if hosted else agent_card(spec, version=self.version)
+            if card is not None:
+                cards.append(card)
+        return cards
 
     def node_card(self) -> AgentCard:
         """One card for the whole node: every hosted agent's skills."""
@@ -151,7 +217,10 @@ class TaskService:
             version=self.version, skills=skills,
         )
 
-    def serve(self) -> None:
+    def serve(self, *, admit: Admit) -> None:
+        """Answer A2A streams from the peers ``admit`` lets in (the daemon's: those with a
+        verified hello, so a libp2p peer outside the mesh never gets a task run)."""
+        self._admit = admit
         self.host.set_stream_handler(A2A_PROTOCOL, self._serve)
 
     # ---- running a task ------------------------------------------------------------
@@ -162,16 +231,18 @@ class TaskService:
             return self.specs.get(name)
         return next(iter(self.specs.values())) if len(self.specs) == 1 else None
 
-    async def run_task(self, message: Message, emit: Emit = no_emit) -> Task:
-        """Answer ``message`` as the agent it names; every state change goes to ``emit``.
+    async def run_task(self, message: Message, emit: Emit = no_emit, *, owner: Owner) -> Task:
+        """Answer ``message`` for ``owner`` as the agent it names; every state change goes
+        to ``emit``.
 
         Never raises for a failure of the work (the task fails instead); A2AError for a
-        malformed forward marker, before any task exists.
+        malformed forward marker or an owner with too many tasks (BUSY), before any task
+        exists.
         """
         forward = forward_params(message)
-        async with self.store.run(message, emit, where="a2a task") as run:
+        async with self.store.run(message, emit, owner=owner, where="a2a task") as run:
             if forward is not None and AGENT_KEY not in message.metadata:
-                await self._forwarded(run, message, forward)
+                await self._forwarded(run, message, forward, owner)
             else:
                 await self._answer(run, message)
         return run.task
@@ -182,39 +253,74 @@ class TaskService:
             await run.reject("the message has no text" if spec is not None else
                              f"this node hosts no agent {message.metadata.get(AGENT_KEY)!r}")
             return
+        hosted = self.hosted.get(spec.name)
+        if hosted is not None:
+            await hosted.run(run, message)
+            return
+        received = None
+        if DELEGATION_KEY in message.metadata:  # a question from an agent consulting this one
+            try:
+                received = received_delegation(message, self.knowledge.config.tenant)
+            except A2AError as exc:
+                await run.reject(exc.message)
+                return
         await run.working()
+        answer = await self.answer_builtin(run, spec, message.text, deadline_of(message),
+                                           shared=shared_hits(received))
+        if answer is not None:
+            await self.finish(run, spec, message, answer, received=received)
+
+    async def answer_builtin(
+        self, run: TaskRun, spec: AgentSpec, question: str, deadline_s: float, *,
+        shared: list[SearchHit] | None = None,
+    ) -> Answer | None:
+        """The built-in answer (retrieval + LLM or extractive) of ``spec``; None when it
+        failed, and then ``run`` has failed with the reason."""
         try:
-            answer = await self.answerer.answer(spec, message.text,
-                                                deadline_s=_deadline(message))
+            if shared:
+                return await self.answerer.answer(spec, question, deadline_s=deadline_s,
+                                                  shared=shared)
+            return await self.answerer.answer(spec, question, deadline_s=deadline_s)
         except LLMError as exc:
             if exc.kind != "timeout":
                 self.store.faults.record("llm", exc, expected=True, agent=spec.name)
             await run.fail(f"{spec.name}: {exc}")
-            return
         except AgentError as exc:
             if exc.kind == "memory":
                 self.store.faults.record("memory", exc, expected=True, agent=spec.name)
             await run.fail(f"{spec.name}: {exc}")
-            return
-        # Nothing is written to memory here: only the asker may keep an answer it accepted
-        # (meshnode.ask.learning); ``learnable`` says whether this agent allows that.
+        return None
+
+    async def finish(
+        self, run: TaskRun, spec: AgentSpec, message: Message, answer: Answer, *,
+        received: Delegation | None = None, extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Complete ``run`` with a built-in ``answer`` (and ``extra`` answer data). Nothing
+        is written to memory here: only the asker may keep an answer it accepted
+        (meshnode.ask.learning); ``learnable`` says whether this agent allows that."""
+        data = answer_data(answer, agent=spec.name, peer=self.peer_id, learnable=spec.writes)
+        if received is not None:
+            data["shared"] = {"offered": len(received.shared) + received.rejected,
+                              "rejected": received.rejected, "reused": answer.reused,
+                              "searched": answer.searched}
+        data.update(extra or {})
         await run.complete(Artifact(
             artifact_id=str(uuid.uuid4()), name="answer",
-            parts=(TextPart(answer.text),
-                   DataPart(answer_data(answer, agent=spec.name, peer=self.peer_id,
-                                        learnable=spec.writes))),
+            parts=(TextPart(answer.text), DataPart(data)),
         ))
 
     async def _forwarded(
-        self, run: TaskRun, message: Message, forward: tuple[int, frozenset[str]]
+        self, run: TaskRun, message: Message, forward: tuple[int, frozenset[str]], owner: Owner
     ) -> None:
         if self.forwarder is None or not message.text.strip():
             await run.reject("this node does not forward")
             return
         await run.working()
         hops, visited = forward
+        if owner.peer is not None:
+            visited |= {owner.peer}  # never back to the sender, whatever it says it visited
         try:
-            data = await self.forwarder(message.text, hops, visited, _deadline(message))
+            data = await self.forwarder(message.text, hops, visited, deadline_of(message), owner)
         except MeshnodeError as exc:
             await run.fail(str(exc))
             return
@@ -223,7 +329,11 @@ class TaskService:
 
     # ---- the stream protocol --------------------------------------------------------
 
-    async def _serve(self, stream: ByteStream) -> None:
+    async def _serve(self, stream: Stream) -> None:
+        peer_id = stream.peer_id
+        if not await self._admit(peer_id):
+            log.info("a2a stream refused: peer not admitted", extra={"peer": peer_id})
+            return
         request_id = ""
         try:
             frame = await read_frame(stream, FrameDecoder(), timeout=REQUEST_TIMEOUT_S)
@@ -244,28 +354,38 @@ class TaskService:
         with suppress(trio.TooSlowError, trio.BrokenResourceError):
             await write_frame(stream, payload, timeout=WRITE_TIMEOUT_S)
 
-    async def _dispatch(self, stream: ByteStream, request_id: str, op: object) -> None:
+    async def _dispatch(self, stream: Stream, request_id: str, op: object) -> None:
+        # The peer the connection authenticated: the owner of what it sends, and the only
+        # one whose tasks it may see.
+        owner = peer_owner(stream.peer_id)
         if isinstance(op, SendStreamingMessage):
             async def emit(event: StreamEvent) -> None:
                 await write_frame(stream, encode_event(request_id, event), timeout=WRITE_TIMEOUT_S)
 
-            await self.run_task(op.message, emit)
+            await self.run_task(op.message, emit, owner=owner)
             await self._reply(stream, encode_end(request_id))
             return
         if isinstance(op, SendMessage):
-            task = await self.run_task(op.message)
+            task = await self.run_task(op.message, owner=owner)
             result: Any = apply_history_length(task, op.history_length)
         elif isinstance(op, GetTask):
-            result = apply_history_length(self.store.get(op.task_id), op.history_length)
+            result = apply_history_length(self.store.get(op.task_id, owner), op.history_length)
         elif isinstance(op, ListTasks):
-            result = self.store.list(op)
+            result = _fitting(request_id, self.store.list(op, owner))
         elif isinstance(op, CancelTask):
-            result = self.store.cancel(op.task_id)
+            result = self.store.cancel(op.task_id, owner)
         elif isinstance(op, GetAgentCard):
             result = self.node_card()
         else:
             raise A2AError(INVALID_PARAMS, f"unsupported operation {type(op).__name__}")
         await self._reply(stream, encode_result(request_id, result))
+
+
+def _fitting(request_id: str, tasks: tuple[Task, ...]) -> tuple[Task, ...]:
+    """The newest of ``tasks`` that fit in one result frame (a page of big tasks may not)."""
+    while len(tasks) > 1 and len(encode_result(request_id, tasks)) > MAX_FRAME:
+        tasks = tasks[: len(tasks) // 2]
+    return tasks
 
 
 async def call_agent(
@@ -279,8 +399,8 @@ async def call_agent(
     """Send ``message`` to ``peer`` as a streaming task; each event goes to ``on_event``.
 
     Raises DialError or trio.BrokenResourceError when the peer cannot be reached or goes
-    away, ProtocolError when it answers with an error or garbage, and trio.TooSlowError
-    past ``timeout`` seconds.
+    away, PeerBusy when it refuses the task for now, ProtocolError when it answers with
+    another error or garbage, and trio.TooSlowError past ``timeout`` seconds.
     """
     with trio.fail_after(timeout):
         async with host.open_stream(peer, A2A_PROTOCOL, timeout=min(10.0, timeout)) as stream:
@@ -296,6 +416,8 @@ async def call_agent(
                     await on_event(reply.event)
                     if isinstance(reply.event, TaskStatusUpdateEvent) and reply.event.final:
                         return  # what the agent's node does after this is its own business
+                elif isinstance(reply, ErrorReply) and reply.code == BUSY:
+                    raise PeerBusy(f"busy: {reply.message}")
                 elif isinstance(reply, ErrorReply):
                     raise ProtocolError(f"error {reply.code}: {reply.message}")
                 else:  # End, or a Result for a peer that answered without streaming

@@ -9,7 +9,9 @@ restates the question (or is itself a question) is never quoted. With nothing re
 memory it says that instead of inventing an answer. In both modes citation ``[n]`` of
 ``Answer.text`` is ``Answer.citations[n - 1]``, and the answer carries the cited records
 themselves (signed, bounded: :data:`MAX_CARRIED`), so that whoever asked can check that each
-exists and supports the sentences citing it (:mod:`meshnode.agents.grounding`).
+exists and supports the sentences citing it (:mod:`meshnode.agents.grounding`). An agent
+consulted by another (:mod:`meshnode.ask.delegation`) reuses the records that agent shared
+when enough of them are relevant, rescored with this node's own embedder.
 
 Answering writes nothing to memory: only the asking node, once its user accepted an answer,
 may keep it as a solution (:mod:`meshnode.ask.learning`).
@@ -17,9 +19,11 @@ may keep it as a solution (:mod:`meshnode.ask.learning`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,9 +41,10 @@ from meshnode.agents.passages import (
     _Sentence,
     _sentences,
     _snippet,
+    _strip_markers,
     _terms,
 )
-from meshnode.agents.retrieval import STRONG_SCORE, Retrieved, retrieve
+from meshnode.agents.retrieval import STRONG_SCORE, Retrieved, min_score, pool_size, rank_hits
 from meshnode.agents.specs import AgentSpec
 from meshnode.errors import MeshnodeError
 from protocols.records import MemoryRecord, record_to_json
@@ -84,6 +89,13 @@ class Answer:
     retrieval_s: float
     llm_s: float
     records: tuple[MemoryRecord, ...] = field(default=(), repr=False)
+    #: The text without the extractive preamble and with no [n] markers; empty when
+    #: nothing relevant was found.
+    body: str = field(default="", repr=False)
+    #: Of the records it rests on, how many another agent had retrieved and shared with
+    #: this one (see Answerer.answer's ``shared``); whether this agent searched memory.
+    reused: int = 0
+    searched: bool = True
 
     @property
     def grounded(self) -> bool:
@@ -128,6 +140,8 @@ MAX_EXTRACT_CHARS = 900
 #: all (the asker finds any others in its own replica of memory).
 MAX_CARRIED = 8
 MAX_CARRIED_CHARS = 64 * 1024
+#: Shared records (another agent's retrieval) relevant to the question that spare a search.
+REUSE_ENOUGH = 2
 
 
 def _similarities(embedder: Embedder, texts: list[str]) -> list[float]:
@@ -159,12 +173,45 @@ class Answerer:
 
     async def retrieve(self, spec: AgentSpec, question: str) -> list[SearchHit]:
         """The records of the agent's collections relevant to ``question``, best first."""
-        return [r.hit for r in await retrieve(self.store, question, spec.reads, self.k)]
+        ranked, _ = await self._retrieve(spec, question)
+        return [r.hit for r in ranked]
+
+    async def _retrieve(
+        self, spec: AgentSpec, question: str, shared: Sequence[SearchHit] = ()
+    ) -> tuple[list[Retrieved], bool]:
+        """The relevant records of the agent's collections (:mod:`meshnode.agents.retrieval`),
+        best first, and whether memory was searched. ``shared`` records (another agent's
+        retrieval, already verified) are scored with this node's own embedder and join the
+        pool; when REUSE_ENOUGH of them are relevant on their own, memory is not searched
+        again."""
+        floor = min_score(self.store.embedder.name)
+        pool: list[SearchHit] = []
+        offered = [hit for hit in shared if hit.collection in spec.reads]
+        if offered:
+            pool = await self._rescored(question, offered)
+            ranked = rank_hits(question, pool, self.k, floor=floor)
+            if len(ranked) >= min(REUSE_ENOUGH, self.k):
+                return ranked, False
+        for collection in spec.reads:
+            pool.extend(await self.store.search(question, k=pool_size(self.k),
+                                                collection=collection))
+        return rank_hits(question, pool, self.k, floor=floor), True
+
+    async def _rescored(self, question: str, hits: list[SearchHit]) -> list[SearchHit]:
+        """``hits`` scored by this node's embedder: a sender's scores are not trusted."""
+        embed = functools.partial(_similarities, self.store.embedder,
+                                  [question] + [h.record.text for h in hits])
+        scores = await trio.to_thread.run_sync(embed, limiter=self._limiter,
+                                               abandon_on_cancel=True)
+        return [SearchHit(h.record, float(s), h.collection) for h, s in zip(hits, scores,
+                                                                             strict=True)]
 
     # -- answering ------------------------------------------------------------------------
 
-    async def answer(self, spec: AgentSpec, question: str, *, deadline_s: float) -> Answer:
-        """Answer ``question`` as ``spec`` within ``deadline_s`` seconds.
+    async def answer(self, spec: AgentSpec, question: str, *, deadline_s: float,
+                     shared: Sequence[SearchHit] = ()) -> Answer:
+        """Answer ``question`` as ``spec`` within ``deadline_s`` seconds, reusing the
+        ``shared`` retrieval of an agent that consulted this one when it is relevant.
 
         Raises LLMError when the LLM fails (any kind, including its share of the deadline)
         and AgentError when memory cannot be read in time or at all.
@@ -174,17 +221,24 @@ class Answerer:
         started = time.perf_counter()
         try:
             with trio.fail_after(max(deadline_s, 0.0)):
-                ranked = await retrieve(self.store, question, spec.reads, self.k)
+                ranked, searched = await self._retrieve(spec, question, shared)
         except trio.TooSlowError:
             raise AgentError("timeout", "reading memory took longer than the deadline") from None
         except MemoryStoreError as exc:
             raise AgentError("memory", f"cannot read memory: {exc}") from exc
         retrieval_s = time.perf_counter() - started
         if not ranked:
-            return self._nothing(spec, retrieval_s)
-        if self.llm is None:
-            return await self._extractive(question, ranked, deadline, retrieval_s)
-        return await self._with_llm(self.llm, spec, question, ranked, deadline, retrieval_s)
+            answer = self._nothing(spec, retrieval_s)
+        elif self.llm is None:
+            answer = await self._extractive(question, ranked, deadline, retrieval_s)
+        else:
+            answer = await self._with_llm(self.llm, spec, question, ranked, deadline,
+                                          retrieval_s)
+        if not shared:
+            return answer
+        shared_ids = {hit.record.id for hit in shared}
+        reused = sum(1 for c in answer.citations if c.id in shared_ids)
+        return dataclasses.replace(answer, reused=reused, searched=searched)
 
     def _nothing(self, spec: AgentSpec, retrieval_s: float) -> Answer:
         searched = ", ".join(spec.reads)
@@ -232,7 +286,8 @@ class Answerer:
         llm_s = time.perf_counter() - started
         text, order = _renumber(reply, len(used))
         return Answer(text, tuple(self._citation(used[i]) for i in order), "llm", llm.model,
-                      retrieval_s, llm_s, records=tuple(used[i].hit.record for i in order))
+                      retrieval_s, llm_s, records=tuple(used[i].hit.record for i in order),
+                      body=_strip_markers(text))
 
     @staticmethod
     def _citation(retrieved: Retrieved) -> Citation:
@@ -276,7 +331,8 @@ class Answerer:
         body, order = _renumber(" ".join(parts), len(hits))
         return Answer(f"{EXTRACTIVE_PREAMBLE}\n\n{body}",
                       tuple(self._citation(hits[i]) for i in order), "extractive", None,
-                      retrieval_s, 0.0, records=tuple(hits[i].hit.record for i in order))
+                      retrieval_s, 0.0, records=tuple(hits[i].hit.record for i in order),
+                      body=_strip_markers(body))
 
     async def _score(
         self, question: str, candidates: list[_Sentence], weights: list[float], deadline: float

@@ -78,6 +78,25 @@ class AgentSpec:
     writes: bool = setting(
         True, "Whether a node that asked this agent and accepted its answer may keep the "
         "answer as a solution in shared memory (signed by that node, not by this one).")
+    consults: tuple[str, ...] = setting(
+        (), "Agents of the mesh (by name) this agent may consult on a part of a question that "
+        "is their field rather than its own, sharing what it retrieved (default: none).",
+        example=[])
+    handler: str = setting(
+        "", "An agent in code instead of the built-in answering: 'package.module:object', a "
+        "meshnode.Agent or an async function of a meshnode.Context. name, description and "
+        "skills may then come from the object.", example="")
+    url: str = setting(
+        "", "An existing A2A server (v1.0 or v0.3) to bring onto the mesh instead: its base "
+        "URL (its card is read from /.well-known/agent-card.json). description and skills "
+        "come from that card.", example="")
+    token: str = setting(
+        "", "Bearer token for that A2A server, if it wants one.", example="", repr=False)
+
+    @property
+    def kind(self) -> str:
+        """How the agent answers: "builtin" (retrieval + LLM), "code" or "remote"."""
+        return "code" if self.handler else "remote" if self.url else "builtin"
 
 
 _INTRO = (
@@ -118,8 +137,10 @@ class _Table:
                 raise unknown(where, key, sorted(allowed))
 
     def text(
-        self, key: str, *, max_len: int, default: str | None = None, pattern: bool = False
+        self, key: str, *, max_len: int, default: str | None = None, pattern: bool = False,
+        empty: bool = False,
     ) -> str:
+        """``empty``: an empty string means "not set" (keys whose template value is "")."""
         where = f"{self.where}.{key}"
         if key not in self.data:
             if default is None:
@@ -129,6 +150,8 @@ class _Table:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {_shown(value)}")
         value = value.strip()
+        if empty and not value:
+            return ""
         if not 1 <= len(value) <= max_len:
             raise ConfigError(f"{where}: must be 1 to {max_len} characters, got {len(value)}")
         if pattern and not _NAME.fullmatch(value):
@@ -192,14 +215,10 @@ def _skill(data: Any, where: str) -> SkillSpec:
     )
 
 
-def _agent(data: Any, where: str) -> AgentSpec:
-    t = _Table(data, where, _AGENT_KEYS)
-    name = t.text("name", max_len=MAX_AGENT_LEN, pattern=True)
-    description = t.text("description", max_len=MAX_DESCRIPTION)
-    instructions = t.text(
-        "instructions", max_len=MAX_INSTRUCTIONS, default=f"You are {name}. {description}"
-    )
-    raw_skills = data.get("skills")
+_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
+
+
+def _skills(raw_skills: Any, where: str) -> tuple[SkillSpec, ...]:
     if raw_skills is None:
         raise ConfigError(f"{where}.skills: required (add at least one [[agents.skills]] table)")
     if not isinstance(raw_skills, list) or not raw_skills:
@@ -214,6 +233,34 @@ def _agent(data: Any, where: str) -> AgentSpec:
             f"{where}.skills[{j}].id: {skills[j].id!r} is already the id of "
             f"{where}.skills[{first}] (give each skill a distinct id)"
         )
+    return skills
+
+
+def _agent(data: Any, where: str) -> AgentSpec:
+    t = _Table(data, where, _AGENT_KEYS)
+    handler = t.text("handler", max_len=300, default="", empty=True)
+    url = t.text("url", max_len=2048, default="", empty=True)
+    if handler and url:
+        raise ConfigError(f"{where}: an agent has a handler or a url, not both")
+    if url and not _URL.fullmatch(url):
+        raise ConfigError(f"{where}.url: {url!r} is not an http:// or https:// URL")
+    name = t.text("name", max_len=MAX_AGENT_LEN, pattern=True, default="" if handler else None)
+    # An agent in code may declare its card itself; an A2A server's card is read from it.
+    card_elsewhere = bool(handler or url)
+    description = t.text("description", max_len=MAX_DESCRIPTION,
+                         default="" if card_elsewhere else None)
+    instructions = t.text(
+        "instructions", max_len=MAX_INSTRUCTIONS, default=f"You are {name}. {description}"
+    )
+    consults = t.texts("consults", max_items=MAX_AGENTS, max_len=MAX_AGENT_LEN)
+    token = t.text("token", max_len=4096, default="", empty=True)
+    raw_skills = data.get("skills")
+    skills: tuple[SkillSpec, ...] = ()
+    if raw_skills is not None or not card_elsewhere:
+        skills = _skills(raw_skills, where)
+    if url and (consults or skills):
+        raise ConfigError(f"{where}: an A2A server's skills come from its card, and it "
+                          "consults no one (drop skills and consults)")
     reads = t.texts("reads", max_items=len(COLLECTIONS), max_len=64, default=DEFAULT_READS)
     if not reads:
         raise ConfigError(f"{where}.reads: name at least one collection")
@@ -224,7 +271,8 @@ def _agent(data: Any, where: str) -> AgentSpec:
             )
     if _repeat(reads) is not None:
         raise ConfigError(f"{where}.reads: a collection is listed twice")
-    return AgentSpec(name, description, instructions, skills, reads, t.flag("writes", True))
+    return AgentSpec(name, description, instructions, skills, reads, t.flag("writes", True),
+                     consults=consults, handler=handler, url=url, token=token)
 
 
 def agents_from_config(tables: Any, *, where: str) -> tuple[AgentSpec, ...]:
@@ -239,7 +287,7 @@ def agents_from_config(tables: Any, *, where: str) -> tuple[AgentSpec, ...]:
     if len(tables) > MAX_AGENTS:
         raise ConfigError(f"{where}: at most {MAX_AGENTS} agents per node, got {len(tables)}")
     agents = tuple(_agent(data, f"{where}[{i}]") for i, data in enumerate(tables))
-    repeat = _repeat(agent.name.casefold() for agent in agents)
+    repeat = _repeat(agent.name.casefold() or str(i) for i, agent in enumerate(agents))
     if repeat is not None:
         i, first = repeat
         raise ConfigError(

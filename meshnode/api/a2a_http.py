@@ -9,19 +9,23 @@ v0.3. ``POST /a2a`` takes the v1.0 methods (``SendMessage``, ``SendStreamingMess
 one JSON-RPC response per event. Every failure is a JSON-RPC error object with the A2A code
 (HTTP 200), never an HTTP 500; only a missing or wrong token (401) is an HTTP error.
 
-The answering itself is the node's: any object with the methods of :class:`A2AHandler`.
+The answering itself is the node's: any object with the methods of :class:`A2AHandler`,
+one per caller. A request with the API token is the operator's; without it (only with
+``public_a2a``) it is an anonymous client's, known by its address: its tasks are its own,
+and GetTask, ListTasks and CancelTask reach no one else's.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
 import trio
 
+from meshnode.a2a.owners import OPERATOR, Owner, client_owner
 from meshnode.api.app import ApiApp, Request, StreamingResponse
 from protocols.a2a import (
     INTERNAL_ERROR,
@@ -176,14 +180,21 @@ async def _events(handler: A2AHandler, call: RpcCall) -> AsyncIterator[bytes]:
         yield sse_frame(payload, event="error" if call.dialect == V1 else None)
 
 
+def caller_of(request: Request) -> Owner:
+    """Who a JSON-RPC request speaks for: the operator with the token, else an anonymous
+    client known by its address."""
+    return OPERATOR if request.authorised else client_owner(request.client or "unknown")
+
+
 def add_a2a_routes(
     app: ApiApp,
-    handler: A2AHandler,
+    handler_for: Callable[[Owner], A2AHandler],
     *,
     require_token: bool,
     heartbeat_s: float = SSE_HEARTBEAT_S,
 ) -> None:
-    """Serve the agent card and A2A JSON-RPC on ``app``.
+    """Serve the agent card and A2A JSON-RPC on ``app``; ``handler_for`` gives the handler
+    of each caller.
 
     The card is A2A's public discovery document, so it is always readable without the token.
     With ``require_token`` (the default the node should use) JSON-RPC needs the API token as
@@ -192,7 +203,7 @@ def add_a2a_routes(
     """
 
     async def card_route(request: Request) -> dict[str, Any]:
-        card = served_card(await handler.card(), _base_url(request))
+        card = served_card(await handler_for(caller_of(request)).card(), _base_url(request))
         document = card_document(card)
         return _with_security(document) if require_token else document
 
@@ -202,6 +213,7 @@ def add_a2a_routes(
             _check_version(request, call)
         except RpcError as exc:
             return exc.to_response()
+        handler = handler_for(caller_of(request))
         if isinstance(call.op, SendStreamingMessage):
             return StreamingResponse(
                 "text/event-stream",

@@ -1,24 +1,30 @@
 """The local HTTP API: a small ASGI app served by hypercorn on trio.
 
 Every call needs ``Authorization: Bearer <token>`` with the token from the node home, except
-on routes added with ``public=True``. Handlers are plain async functions from a
-:class:`Request` to a JSON-able value, or to a :class:`StreamingResponse` whose chunks are
-sent as they come (Server-Sent Events, for example). A handler that fails raises: the error
-becomes a JSON body ``{"error": message}`` with the status :func:`meshnode.errors.http_status`
-gives it (:class:`HttpError` carries its own).
+on routes added with ``public=True``. Every request must name this server in its ``Host``
+header (localhost, an IP address, or one of ``allowed_hosts``), else 421; and one sent by
+a web page (an ``Origin`` header) must come from this same origin or an allowed host, else
+403: a hostile page cannot reach the API through DNS rebinding or a cross-site request.
+
+Handlers are plain async functions from a :class:`Request` to a JSON-able value, or to a
+:class:`StreamingResponse` whose chunks are sent as they come (Server-Sent Events, for
+example). A handler that fails raises: the error becomes a JSON body ``{"error": message}``
+with the status :func:`meshnode.errors.http_status` gives it (:class:`HttpError` carries
+its own).
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import trio
 from hypercorn.config import Config
@@ -47,6 +53,10 @@ class Request:
     #: Header names in lower case; of a repeated header, the last value.
     headers: dict[str, str] = field(default_factory=dict)
     scheme: str = "http"
+    #: Whether the request carried the API token (public routes are reached without it).
+    authorised: bool = False
+    #: The client's address, as the server saw it ("" if unknown).
+    client: str = ""
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
@@ -96,10 +106,43 @@ class _Route:
     public: bool
 
 
+def _hostname(authority: str) -> str:
+    """The host name of ``host[:port]`` (an IPv6 literal without its brackets), lower case;
+    "" for anything else."""
+    if any(c in authority for c in "@/?#\\ "):
+        return ""
+    try:
+        return (urlsplit("//" + authority).hostname or "").lower()
+    except ValueError:  # a malformed port or bracket
+        return ""
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 class ApiApp:
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, *, allowed_hosts: Iterable[str] = ()) -> None:
         self._token = token.encode()
         self._routes: dict[tuple[str, str], _Route] = {}
+        # A DNS-rebinding page reaches this server under its own host name, never under an
+        # IP address: names other than these are refused.
+        self._hosts = {"localhost", *(h.lower() for h in allowed_hosts)}
+
+    def host_allowed(self, host: str) -> bool:
+        name = _hostname(host)
+        return bool(name) and (_is_ip(name) or name in self._hosts)
+
+    def origin_allowed(self, origin: str, host: str) -> bool:
+        """A page's origin may call: this same origin, or an allowed host's page."""
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return False  # "null" (a sandboxed frame, a file) or garbage
+        return parts.netloc.lower() == host.lower() or _hostname(parts.netloc) in self._hosts
 
     def route(self, method: str, path: str, handler: Handler, public: bool = False) -> None:
         """Serve ``method path`` with ``handler``; a ``public`` route needs no API token."""
@@ -142,10 +185,23 @@ class ApiApp:
         await send({"type": "http.response.body", "body": body})
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> Any:
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in scope.get("headers", [])
+        }
+        # Browsers always name the host; a client that names none is no web page.
+        host = headers.get("host")
+        if host is not None and not self.host_allowed(host):
+            raise HttpError(421, f"this server does not answer for host {host[:80]!r} (see "
+                                 "api.allowed_hosts)")
+        origin = headers.get("origin")
+        if origin is not None and not self.origin_allowed(origin, host or ""):
+            raise HttpError(403, f"requests from pages of {origin[:80]!r} are refused")
         route = self._routes.get((scope["method"], scope["path"]))
+        authorised = self._authorised(scope)
         # Authorisation comes before routing, so that without the token nothing about the
         # private routes (not even which paths exist) can be learnt.
-        if not (route is not None and route.public) and not self._authorised(scope):
+        if not (route is not None and route.public) and not authorised:
             raise HttpError(401, "missing or wrong API token")
         if route is None:
             known = any(path == scope["path"] for _, path in self._routes)
@@ -159,12 +215,10 @@ class ApiApp:
             if not message.get("more_body"):
                 break
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        headers = {
-            name.decode("latin-1").lower(): value.decode("latin-1")
-            for name, value in scope.get("headers", [])
-        }
+        client = scope.get("client") or ("", 0)
         request = Request(
-            scope["method"], scope["path"], query, bytes(body), headers, scope.get("scheme", "http")
+            scope["method"], scope["path"], query, bytes(body), headers,
+            scope.get("scheme", "http"), authorised, str(client[0]),
         )
         return await route.handler(request)
 

@@ -4,6 +4,11 @@ A question sent here is routed by the Asker to the best agents of the mesh; the 
 one task go submitted → working (with progress messages) → completed with the routed,
 cited answer as an artifact, or failed with the reason. Streams are fed from tasks owned by
 this service's nursery, so no cancel scope crosses a ``yield``.
+
+Each caller gets its own view (:meth:`MeshA2A.handler`): the task of a question belongs to
+whoever asked it (the operator, or an anonymous client of the public A2A endpoint), and
+GetTask, ListTasks and CancelTask show and touch that owner's tasks only (the operator's
+view shows all).
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from typing import Any
 import trio
 
 from meshnode.a2a.lifecycle import Emit, TaskRun, no_emit
+from meshnode.a2a.owners import OPERATOR, Owner
 from meshnode.a2a.tasks import AGENT_KEY, TaskService
 from meshnode.ask.asker import Asker, AskError
 from protocols.a2a import (
+    A2AError,
     AgentCapabilities,
     AgentCard,
     AgentSkill,
@@ -52,14 +59,8 @@ def _describe(progress: dict[str, Any]) -> str:
 
 
 class MeshA2A:
-    def __init__(
-        self, asker: Asker, tasks: TaskService, *, network_id: str, version: str,
-        learn_from_a2a: bool = True,
-    ) -> None:
+    def __init__(self, asker: Asker, tasks: TaskService, *, network_id: str, version: str) -> None:
         self.asker = asker
-        #: Whether questions from the A2A binding may become solutions once accepted (not
-        #: when anyone may send them without the token).
-        self.learn_from_a2a = learn_from_a2a
         self.tasks = tasks
         #: Mesh asks are tasks of this node like its agents' ones: one store, one lifecycle.
         self.store = tasks.store
@@ -73,7 +74,9 @@ class MeshA2A:
             task_status.started()
             await trio.sleep_forever()
 
-    # ---- A2AHandler ----------------------------------------------------------------
+    def handler(self, owner: Owner) -> OwnerView:
+        """The A2A operations as ``owner`` may use them (an A2AHandler of the HTTP binding)."""
+        return OwnerView(self, owner)
 
     async def card(self) -> AgentCard:
         skills: dict[str, AgentSkill] = {}
@@ -88,53 +91,41 @@ class MeshA2A:
             capabilities=AgentCapabilities(streaming=True),
         )
 
-    async def send_message(self, op: SendMessage) -> Task:
-        return await self.run_question(op.message, learn=self.learn_from_a2a)
-
-    def send_streaming(self, op: SendStreamingMessage) -> AsyncIterator[StreamEvent]:
-        return self.stream(op.message, learn=self.learn_from_a2a)
-
-    async def get_task(self, op: GetTask) -> Task:
-        return self.store.get(op.task_id)
-
-    async def list_tasks(self, op: ListTasks) -> tuple[Task, ...]:
-        return self.store.list(op)
-
-    async def cancel_task(self, op: CancelTask) -> Task:
-        return self.store.cancel(op.task_id)
-
     # ---- running a question --------------------------------------------------------
 
-    async def stream(self, message: Message, *, learn: bool = True) -> AsyncIterator[StreamEvent]:
+    async def stream(self, message: Message, owner: Owner = OPERATOR
+                     ) -> AsyncIterator[StreamEvent]:
+        """The events of ``owner``'s question; A2AError (BUSY) if it may not ask now."""
         assert self._nursery is not None, "MeshA2A.run() must be running"
+        # Checked here too, so that a refusal is an error of the request, not of a stream.
+        self.store.admit(owner)
         send, receive = trio.open_memory_channel[StreamEvent](64)
-        self._nursery.start_soon(self._produce, message, send, learn)
+        self._nursery.start_soon(self._produce, message, owner, send)
         async with receive:
             async for event in receive:
                 yield event
 
-    async def _produce(
-        self, message: Message, send: trio.MemorySendChannel[StreamEvent], learn: bool
-    ) -> None:
+    async def _produce(self, message: Message, owner: Owner,
+                       send: trio.MemorySendChannel[StreamEvent]) -> None:
         async with send:
             async def emit(event: StreamEvent) -> None:
                 # If the client left, the question still completes and its task is kept.
                 with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await send.send(event)
 
-            await self.run_question(message, emit, learn=learn)
+            with suppress(A2AError):  # refused (BUSY): the stream ends without events
+                await self.run_question(message, emit, owner)
 
-    async def run_question(
-        self, message: Message, emit: Emit = no_emit, *, learn: bool = True
-    ) -> Task:
-        async with self.store.run(message, emit, where="mesh ask") as run:
+    async def run_question(self, message: Message, emit: Emit = no_emit,
+                           owner: Owner = OPERATOR) -> Task:
+        async with self.store.run(message, emit, owner=owner, where="mesh ask") as run:
             if not message.text.strip():
                 await run.reject("the message has no text")
             else:
-                await self._route(run, message, learn)
+                await self._route(run, message, owner)
         return run.task
 
-    async def _route(self, run: TaskRun, message: Message, learn: bool) -> None:
+    async def _route(self, run: TaskRun, message: Message, owner: Owner) -> None:
         await run.working()
 
         async def progress(update: dict[str, Any]) -> None:
@@ -147,7 +138,7 @@ class MeshA2A:
         try:
             result = await self.asker.ask(
                 message.text, agent=agent if isinstance(agent, str) else None,
-                timeout=float(timeout), progress=progress, learn=learn,
+                timeout=float(timeout), progress=progress, owner=owner,
             )
         except AskError as exc:
             await run.fail(str(exc))
@@ -157,3 +148,29 @@ class MeshA2A:
             artifact_id=str(uuid.uuid4()), name="answer",
             parts=(TextPart(str(answer.get("text", ""))), DataPart(result)),
         ))
+
+
+class OwnerView:
+    """The A2A operations of a MeshA2A for one owner (see :class:`A2AHandler`)."""
+
+    def __init__(self, mesh: MeshA2A, owner: Owner) -> None:
+        self.mesh = mesh
+        self.owner = owner
+
+    async def card(self) -> AgentCard:
+        return await self.mesh.card()
+
+    async def send_message(self, op: SendMessage) -> Task:
+        return await self.mesh.run_question(op.message, owner=self.owner)
+
+    def send_streaming(self, op: SendStreamingMessage) -> AsyncIterator[StreamEvent]:
+        return self.mesh.stream(op.message, self.owner)
+
+    async def get_task(self, op: GetTask) -> Task:
+        return self.mesh.store.get(op.task_id, self.owner)
+
+    async def list_tasks(self, op: ListTasks) -> tuple[Task, ...]:
+        return self.mesh.store.list(op, self.owner)
+
+    async def cancel_task(self, op: CancelTask) -> Task:
+        return self.mesh.store.cancel(op.task_id, self.owner)

@@ -154,10 +154,14 @@ class NodeCollector(Collector):
         yield messages
         refused = CounterMetricFamily(
             "meshnode_refused", "Work this node refused, per reason (invalid gossip per "
-            "topic: bad signature, wrong network, stale, replayed, malformed).",
+            "topic: bad signature, wrong network, stale, replayed, malformed; and what the "
+            "per-peer budgets refused: streams, request rates, tasks).",
             labels=["reason"])
         for kind in _GOSSIP_KINDS:
             refused.add_metric([_INVALID[kind]], float(invalid[kind]))
+        # A handful of fixed reasons (see meshnode.node.limits), so the series stay few.
+        for reason, count in sorted(self.tasks.store.quota.limits.refused.items()):
+            refused.add_metric([reason], float(count))
         yield refused
 
     def _tasks(self) -> Iterator[Metric]:
@@ -171,6 +175,9 @@ class NodeCollector(Collector):
         yield GaugeMetricFamily("meshnode_a2a_tasks_running",
                                 "A2A tasks running on this node now.",
                                 value=float(self.tasks.store.running()))
+        yield GaugeMetricFamily("meshnode_a2a_task_bytes",
+                                "Bytes of A2A tasks held in the task store (wire size).",
+                                value=float(self.tasks.store.quota.bytes))
 
     def _memory(self) -> Iterator[Metric]:
         records = GaugeMetricFamily("meshnode_memory_records",

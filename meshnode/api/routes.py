@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from meshnode import __version__
+from meshnode.a2a.lifecycle import TaskStore
 from meshnode.a2a.tasks import AGENT_KEY
 from meshnode.api.app import ApiApp, HttpError, Request, StreamingResponse
 from meshnode.api.mesh_agent import TIMEOUT_KEY, MeshA2A
@@ -19,6 +20,7 @@ from meshnode.ask.asker import Asker
 from meshnode.config import NodeConfig
 from meshnode.node.faults import Faults
 from meshnode.node.knowledge import KnowledgeService
+from meshnode.node.limits import PeerLimits
 from meshnode.node.membership import Membership
 from meshnode.trust.service import TrustService
 from protocols.a2a import (
@@ -37,8 +39,11 @@ MAX_IMPORT_BATCH = 1000
 
 def add_node_routes(
     app: ApiApp, config: NodeConfig, membership: Membership, uptime: Callable[[], float],
-    api_url: Callable[[], str], faults: Faults,
+    api_url: Callable[[], str], faults: Faults, *, limits: PeerLimits, tasks: TaskStore,
+    reach: Callable[[], dict[str, Any]] = dict, connections: Callable[[], dict[str, str]] = dict,
 ) -> None:
+    """``reach``: how the node is reachable (LAN discovery, NAT, relays), for /v1/status;
+    ``connections``: peer ID -> "direct" or "relayed", for /v1/peers."""
     async def status(_: Request) -> dict[str, Any]:
         return {
             "peer_id": membership.signer.peer_id,
@@ -47,6 +52,7 @@ def add_node_routes(
             "version": __version__,
             "listen_addrs": membership.host.listen_addrs(),
             "connected_peers": len(membership.verified_connected()),
+            "gossip_only_peers": len(membership.gate.gossip_only),
             "known_peers": len(membership.table),
             "uptime_s": round(uptime(), 1),
             "bootstrap": list(config.bootstrap),
@@ -54,10 +60,19 @@ def add_node_routes(
             "handshakes": dict(membership.handshakes),
             "dials": dict(membership.dials),
             "faults": faults.counts(),
+            # Work refused by the per-peer budgets, by reason.
+            "refused": dict(sorted(limits.refused.items())),
+            "tasks": tasks.usage(),
+            **reach(),
         }
 
     async def peers(_: Request) -> list[dict[str, Any]]:
-        return membership.peers_json()
+        kinds = connections()
+        listed = membership.peers_json()
+        for peer in listed:
+            peer["refused"] = limits.refused_by(peer["peer_id"])
+            peer["connection"] = kinds.get(peer["peer_id"])
+        return listed
 
     async def gossip(request: Request) -> dict[str, Any]:
         return membership.gossip_json(_number(request, "since", 0.0))

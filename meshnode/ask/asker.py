@@ -5,13 +5,22 @@ relevance (their skills, and the knowledge their node holds) x trust x load x la
 (meshnode.ask.policy). They are asked in waves, a few in parallel, each wave within what is
 left of the deadline. Each answer is checked here against the records it cites
 (meshnode.ask.quality: faithfulness, retrieval precision, quality); the answer with the best
-quality x trust wins, and each outcome becomes trust evidence. When no agent is relevant,
-or every relevant agent found nothing, the ask fails with an honest "no expert" rather than
-a wrong answer. Every step is kept for ``meshnode ask --explain``. One deadline covers the
-whole ask: relevance scoring, the waves and the quality checks of their answers.
+quality x trust wins. When no agent is relevant, or every relevant agent found nothing, the
+ask fails with an honest "no expert" rather than a wrong answer. Every step is kept for
+``meshnode ask --explain``. One deadline covers the whole ask: relevance scoring, the waves
+and the quality checks of their answers.
 
-The answer taken may be rated during ``routing.rating_window_s``; one not rated bad by then
-counts as accepted. Either verdict is trust evidence, and an accepted (or well rated)
+**Evidence comes only from the operator's own questions.** The outcomes of an ask become
+trust evidence (failures at once, the chosen answer as accepted when its rating window
+passes) only when this node's operator asked. A question asked for someone else (a peer's
+forwarded question, an anonymous client of the public A2A endpoint) is routed the same way,
+but its asker chose the question, and a forwarded one also its hop count and visited set:
+with those it could choose whom this node asks, so that an accomplice echoing the question
+earns trust, or an honest neighbour that cannot answer is blamed. Nothing it sends can
+credit or blame anyone here.
+
+The operator's answer may be rated during ``routing.rating_window_s``; one not rated bad by
+then counts as accepted. Either verdict is trust evidence, and an accepted (or well rated)
 answer to a question asked here becomes a solution in shared memory (meshnode.ask.learning).
 """
 
@@ -23,47 +32,57 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from memory.errors import MemoryStoreError
+from meshnode.a2a.owners import OPERATOR, Owner
 from meshnode.a2a.tasks import (
     AGENT_KEY,
     ASKER_KEY,
     DEADLINE_KEY,
     FORWARD_KEY,
+    PeerBusy,
     TaskService,
     call_agent,
 )
 from meshnode.agents.specs import skill_texts
 from meshnode.ask.history import AskHistory
-from meshnode.ask.learning import Learner, Lesson
+from meshnode.ask.learning import Learner
+from meshnode.ask.outcomes import (
+    FORWARDED,
+    AgentOutcome,
+    choose,
+    corroborating,
+    failure_evidence,
+    lesson,
+    taken_result,
+)
 from meshnode.ask.policy import (
     DEFAULT_POLICY,
     Candidate,
-    Choice,
     RoutingPolicy,
     Scored,
-    choose_answer,
-    corroborated_choice,
     forward_targets,
     rank,
     relevance,
     score,
     waves,
 )
-from meshnode.ask.quality import AnswerChecker, AnswerQuality, QualityBook
+from meshnode.ask.quality import AnswerChecker, QualityBook
 from meshnode.ask.relevance import Recall, SkillIndex, recall
+from meshnode.ask.verdicts import Taken, Verdicts
 from meshnode.config import RoutingSettings
 from meshnode.errors import MeshnodeError
 from meshnode.node.faults import Faults
 from meshnode.node.knowledge import KnowledgeService
 from meshnode.node.membership import Membership
 from meshnode.node.transport import DialError, Host
-from meshnode.trust.graph import Outcome, TrustGraph
+from meshnode.trust.graph import TrustGraph
 from protocols.a2a import (
+    A2AError,
     AgentCard,
     DataPart,
     Message,
@@ -79,16 +98,24 @@ from protocols.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
-KEPT_ANSWERS = 1000
 #: Time kept back from an agent's deadline for the network and the asker's own work.
 MARGIN_S = 1.0
 #: Of that, what the asker keeps for itself after the answers' deadline: the quality check
 #: runs within the ask's deadline too.
 QUALITY_S = 0.5
-#: The agent name shown for a neighbour a question was forwarded to.
-FORWARDED = "(forwarded)"
 #: How often answers whose rating window passed are settled (at most; see Asker.run).
 SETTLE_EVERY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """What an ask made on behalf of an agent's task carries (meshnode.ask.delegation):
+    extra message metadata, the task's conversation, and agents it must not ask."""
+
+    metadata: dict[str, Any]
+    context_id: str | None = None
+    #: (peer ID, agent name) of agents not to ask (those already in the chain).
+    exclude: frozenset[tuple[str, str]] = frozenset()
 
 
 class AskError(MeshnodeError):
@@ -103,28 +130,6 @@ class UnknownAnswer(AskError):
     """A rating for an answer that is not waiting for one here."""
 
     http_status = 404
-
-
-@dataclass(slots=True)
-class _Taken:
-    peer: str
-    agent: str
-    at: float
-    lesson: Lesson | None = None  # None: not to be learnt from (e.g. a forwarded question)
-    #: (peer, agent) of the other answers that said the same: they share the verdict.
-    corroborated: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(slots=True)
-class _Outcome:
-    scored: Scored
-    state: str = "failed"
-    reason: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-    task_id: str | None = None
-    quality: float | None = None
-    check: AnswerQuality | None = None
-    seconds: float = 0.0
 
 
 async def _ignore(_: dict[str, Any]) -> None:
@@ -156,16 +161,16 @@ class Asker:
         self._rng = rng or random.Random()
         self.faults = faults if faults is not None else Faults()
         self.self_id = membership.signer.peer_id
-        #: Answers this node took and that may still be rated, oldest first.
-        self.answered: OrderedDict[str, _Taken] = OrderedDict()
         #: The recent questions routed here, for the dashboard and the metrics.
         self.history = AskHistory()
         self.knowledge = knowledge
         self.checker = AnswerChecker(membership.config.tenant,
-                                     knowledge.store if knowledge else None)
+                                     knowledge.store if knowledge else None,
+                                     similarity=skills.similarity)
         #: Faithfulness and retrieval precision of each agent's answers, as checked here.
         self.quality = QualityBook()
         self.learner = Learner(knowledge, faults=self.faults) if knowledge else None
+        self.verdicts = Verdicts(trust, lambda: self.settings.rating_window_s, self.learner)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Settle answers whose rating window passed, and learn from the verdicts."""
@@ -206,15 +211,16 @@ class Asker:
     async def ask(
         self, question: str, *, agent: str | None = None, timeout: float = 60.0,
         progress: Progress = _ignore, hops: int = 0, visited: frozenset[str] = frozenset(),
-        learn: bool = True, keep_records: bool = False,
+        owner: Owner = OPERATOR, carried: Carried | None = None, keep_records: bool = False,
     ) -> dict[str, Any]:
-        """Route ``question`` and return the chosen answer with how it was chosen.
+        """Route ``question`` for ``owner`` and return the chosen answer with how it was
+        chosen; only the operator's asks yield trust evidence.
 
         Everything (relevance scoring, every wave, every quality check) happens within
         ``timeout`` seconds. Raises NoExpert when no agent is relevant or every one found
         nothing, AskError when no acceptable answer came in time or the embedder this node
-        ranks with failed. An answer to a question asked here (``hops`` 0) with ``learn``
-        may become a solution once accepted. The answer's cited records (signed, checked
+        ranks with failed. An answer to a question the operator asked here (``hops`` 0) may
+        become a solution once accepted. The answer's cited records (signed, checked
         here) are left out of the result unless ``keep_records`` (a forwarded question's
         asker checks them again).
         """
@@ -224,7 +230,7 @@ class Asker:
             try:
                 with trio.fail_after(timeout):
                     result = await self._route(question, agent, timeout, progress, hops,
-                                               visited, stage, learn and hops == 0)
+                                               visited, stage, owner, carried)
             except trio.TooSlowError:
                 raise AskError(f"the ask's deadline of {timeout:g} s passed while {stage[0]}") \
                     from None
@@ -257,11 +263,14 @@ class Asker:
 
     async def _route(
         self, question: str, agent: str | None, timeout: float, progress: Progress, hops: int,
-        visited: frozenset[str], stage: list[str], learn: bool,
+        visited: frozenset[str], stage: list[str], owner: Owner,
+        carried: Carried | None = None,
     ) -> dict[str, Any]:
         started = time.monotonic()
         deadline = started + timeout
         known = self.known_agents()
+        if carried is not None:
+            known = [(p, c) for p, c in known if (p, c.name) not in carried.exclude]
         if agent is not None:
             known = [(peer, card) for peer, card in known if card.name == agent]
             if not known:
@@ -304,22 +313,18 @@ class Asker:
             remaining = deadline - time.monotonic()
             if remaining <= MARGIN_S:
                 break
-            outcomes = await self._ask_wave(wave, question, remaining, progress, forward,
-                                            memory.relevant)
-            choice = self._choose(outcomes)
+            outcomes = await self._ask_wave(wave, question, remaining, progress, forward, owner,
+                                            carried, memory.relevant)
+            choice = choose(outcomes, min_quality=self.settings.min_quality,
+                            policy=self.policy)
             explain["waves"].append({
                 "asked": [o.scored.candidate.agent + "@" + o.scored.candidate.peer_id
                           for o in outcomes],
-                "outcomes": [
-                    {"agent": o.scored.candidate.agent, "peer": o.scored.candidate.peer_id,
-                     "state": o.state, "reason": o.reason, "quality": o.quality,
-                     **(o.check.figures() if o.check else {}),
-                     "seconds": round(o.seconds, 3)}
-                    for o in outcomes
-                ],
+                "outcomes": [o.explain() for o in outcomes],
                 "choice": choice.explain(),
             })
-            self._record_evidence(outcomes)
+            if owner.operator:
+                self._record_evidence(outcomes)
             for i, o in enumerate(outcomes):
                 if o.check is not None:
                     self.quality.record(str(o.data.get("peer") or o.scored.candidate.peer_id),
@@ -328,32 +333,10 @@ class Asker:
             if choice.index is not None:
                 won = outcomes[choice.index]
                 return self._result(question, won, explain, routing_s,
-                                    time.monotonic() - started, learn,
-                                    self._corroborating(won, outcomes))
+                                    time.monotonic() - started, rated=owner.operator,
+                                    learn=owner.operator and hops == 0,
+                                    corroborated=corroborating(won, outcomes))
         raise self._no_answer(explain)
-
-    def _choose(self, outcomes: list[_Outcome]) -> Choice:
-        """The answer to take: by quality x trust, given by the most relevant agent that
-        says the same (meshnode.ask.policy.corroborated_choice)."""
-        answers = [(o.scored.candidate, o.quality) for o in outcomes]
-        choice = choose_answer(answers, min_quality=self.settings.min_quality,
-                               policy=self.policy)
-        if choice.index is None:
-            return choice
-        best = outcomes[choice.index].check
-        agrees = [o.check is not None and best is not None and o.check.agrees(best)
-                  and o.scored.candidate.agent != FORWARDED for o in outcomes]
-        return corroborated_choice(choice, answers, agrees,
-                                   min_quality=self.settings.min_quality, policy=self.policy)
-
-    @staticmethod
-    def _corroborating(won: _Outcome, outcomes: list[_Outcome]) -> tuple[tuple[str, str], ...]:
-        """The other answers of the wave that say the same as the one taken."""
-        return tuple(
-            (o.scored.candidate.peer_id, o.scored.candidate.agent) for o in outcomes
-            if o is not won and o.check is not None and won.check is not None
-            and o.scored.candidate.agent != FORWARDED and o.check.agrees(won.check)
-        )
 
     @staticmethod
     def _no_answer(explain: dict[str, Any]) -> AskError:
@@ -396,18 +379,20 @@ class Asker:
 
     async def _ask_wave(
         self, wave: list[Scored], question: str, remaining: float, progress: Progress,
-        forward: dict[str, Any] | None, relevant: frozenset[str],
-    ) -> list[_Outcome]:
-        outcomes = [_Outcome(s) for s in wave]
+        forward: dict[str, Any] | None, owner: Owner, carried: Carried | None,
+        relevant: frozenset[str],
+    ) -> list[AgentOutcome]:
+        outcomes = [AgentOutcome(s) for s in wave]
         async with trio.open_nursery() as nursery:
             for outcome in outcomes:
                 nursery.start_soon(self._ask_one, outcome, question, remaining, progress,
-                                   forward, relevant)
+                                   forward, owner, carried, relevant)
         return outcomes
 
     async def _ask_one(
-        self, outcome: _Outcome, question: str, remaining: float, progress: Progress,
-        forward: dict[str, Any] | None, relevant: frozenset[str],
+        self, outcome: AgentOutcome, question: str, remaining: float, progress: Progress,
+        forward: dict[str, Any] | None, owner: Owner, carried: Carried | None,
+        relevant: frozenset[str],
     ) -> None:
         candidate = outcome.scored.candidate
         await progress({"stage": "asking", "agent": candidate.agent, "peer": candidate.peer_id,
@@ -418,8 +403,11 @@ class Asker:
             metadata[AGENT_KEY] = candidate.agent
         else:
             metadata[FORWARD_KEY] = forward
+        if carried is not None:
+            metadata.update(carried.metadata)
         message = Message(role="user", parts=(TextPart(question),),
-                          message_id=str(uuid.uuid4()), metadata=metadata)
+                          message_id=str(uuid.uuid4()), metadata=metadata,
+                          context_id=carried.context_id if carried else None)
         started = time.monotonic()
         final: list[Task | None] = [None]
 
@@ -442,7 +430,11 @@ class Asker:
         try:
             with trio.fail_after(wait):
                 if candidate.peer_id == self.self_id:
-                    final[0] = await self.tasks.run_task(message, on_event)
+                    # This node's own agent works for whoever asked (and counts against it).
+                    try:
+                        final[0] = await self.tasks.run_task(message, on_event, owner=owner)
+                    except A2AError as exc:  # refused before it began: too many under way
+                        raise PeerBusy(exc.message) from None
                 else:
                     await call_agent(self.host, candidate.peer_id, message, on_event,
                                      timeout=wait)
@@ -450,6 +442,8 @@ class Asker:
             outcome.state, outcome.reason = "timeout", f"no answer within {wait:.0f} s"
         except (DialError, trio.BrokenResourceError) as exc:
             outcome.state, outcome.reason = "failed", f"unreachable: {exc}"
+        except PeerBusy as exc:  # a budget of the peer's, mostly spent by this node itself
+            outcome.state, outcome.reason = "busy", str(exc)
         except ProtocolError as exc:
             outcome.state, outcome.reason = "malformed", str(exc)
         except Exception as exc:  # a bug met by this peer's answer fails this answer only
@@ -467,106 +461,50 @@ class Asker:
         elif outcome.state == TaskState.COMPLETED:
             outcome.state, outcome.reason = "malformed", "completed without an answer"
 
-    def _record_evidence(self, outcomes: list[_Outcome]) -> None:
+    def _record_evidence(self, outcomes: list[AgentOutcome]) -> None:
         now = time.time()
-        for o in outcomes:
-            peer = o.scored.candidate.peer_id
-            outcome = {"timeout": Outcome.TIMEOUT, "malformed": Outcome.MALFORMED}.get(
-                o.state, Outcome.FAILED)
-            if o.state == TaskState.COMPLETED:
-                # An answer not chosen is neither good nor bad evidence; the chosen one counts
-                # as accepted only once its rating window passes without a bad rating.
-                continue
-            self.trust.record(peer, outcome, skill=o.scored.candidate.agent, now=now)
+        for peer, outcome, skill in failure_evidence(outcomes):
+            self.trust.record(peer, outcome, skill=skill, now=now)
 
     def _result(
-        self, question: str, won: _Outcome, explain: dict[str, Any], routing_s: float,
-        total_s: float, learn: bool, corroborated: tuple[tuple[str, str], ...],
+        self, question: str, won: AgentOutcome, explain: dict[str, Any], routing_s: float,
+        total_s: float, *, rated: bool, learn: bool,
+        corroborated: tuple[tuple[str, str], ...],
     ) -> dict[str, Any]:
         candidate = won.scored.candidate
-        check = won.check
-        assert check is not None  # only checked answers have a quality to be chosen by
-        # A forwarded question was answered further away: report who really answered.
-        agent = str(won.data.get("agent") or candidate.agent)
-        peer = str(won.data.get("peer") or candidate.peer_id)
-        if won.task_id:
-            lesson = Lesson(
-                question=question, task_id=won.task_id, peer=peer, agent=agent,
-                text=str(won.data.get("text", "")), solution=check.supported_text(),
-                sources=tuple(check.sources()), cited=tuple(i for i in check.cited if i),
-                learnable=won.data.get("learnable", True) is not False,
-            ) if learn else None
-            self.answered[won.task_id] = _Taken(candidate.peer_id, candidate.agent, time.time(),
-                                                lesson, corroborated)
-            self.settle(time.time())
-        retrieval_s = float(won.data.get("retrieval_s") or 0.0)
-        llm_s = float(won.data.get("llm_s") or 0.0)
-        explain["chosen"] = {"agent": agent, "peer": peer, "via": candidate.peer_id,
-                             "why": f"best quality x trust ({won.quality:.2f} quality)",
-                             "corroborated_by": [f"{a}@{p}" for p, a in corroborated],
-                             "checks": check.explain()}
-        return {
-            "task_id": won.task_id,
-            "agent": agent,
-            "peer": peer,
-            # The asker's own figures replace any the answering node may have claimed.
-            "answer": {**won.data, **check.figures()},
-            "timings": {
-                "routing_s": round(routing_s, 4),
-                "retrieval_s": round(retrieval_s, 4),
-                "llm_s": round(llm_s, 4),
-                "network_s": round(max(0.0, won.seconds - retrieval_s - llm_s), 4),
-                "total_s": round(total_s, 4),
-            },
-            "explain": explain,
-        }
+        if won.task_id and rated:
+            self.verdicts.take(won.task_id, Taken(
+                candidate.peer_id, candidate.agent, time.time(),
+                lesson(question, won) if learn else None, corroborated))
+        return taken_result(won, explain, routing_s, total_s, corroborated)
 
     async def answer_forwarded(
-        self, question: str, hops: int, visited: frozenset[str], deadline_s: float
+        self, question: str, hops: int, visited: frozenset[str], deadline_s: float, owner: Owner
     ) -> dict[str, Any]:
-        """TaskService's forwarder: route a neighbour's question from here, one hop on."""
+        """TaskService's forwarder: route a neighbour's question from here, one hop on, for
+        ``owner`` (so with no trust evidence from it)."""
         result = await self.ask(question, timeout=deadline_s, hops=hops, visited=visited,
-                                keep_records=True)
+                                owner=owner, keep_records=True)
         return dict(result["answer"])
 
     def settle(self, now: float) -> None:
         """Count as accepted the answers whose rating window passed without a rating."""
-        window = self.settings.rating_window_s
-        while self.answered:
-            task_id, taken = next(iter(self.answered.items()))
-            if now - taken.at < window and len(self.answered) <= KEPT_ANSWERS:
-                break
-            del self.answered[task_id]
-            self.trust.record(taken.peer, Outcome.ACCEPTED, skill=taken.agent, now=now)
-            self._share_verdict(taken, Outcome.ACCEPTED, now)
-            self._learn(taken, "accepted")
+        self.verdicts.settle(now)
 
     def rate(self, task_id: str, good: bool) -> dict[str, str]:
-        """A person's verdict on an answer this node took: it replaces the automatic
-        acceptance (a bad answer that was also counted as accepted would be half-forgiven)."""
-        self.settle(time.time())
-        taken = self.answered.pop(task_id, None)
+        """A person's verdict on an answer this node took (meshnode.ask.verdicts)."""
+        taken = self.verdicts.rate(task_id, good)
         if taken is None:
             raise UnknownAnswer(f"no answer with task id {task_id} is waiting for a rating here "
                            f"(answers can be rated for {self.settings.rating_window_s:.0f} s)")
-        now = time.time()
-        if good:
-            self.trust.record(taken.peer, Outcome.ACCEPTED, skill=taken.agent, now=now)
-        self.trust.record(taken.peer, Outcome.RATED_GOOD if good else Outcome.RATED_BAD,
-                          skill=taken.agent, now=now)
-        if good:
-            self._share_verdict(taken, Outcome.ACCEPTED, now)
-        self._share_verdict(taken, Outcome.RATED_GOOD if good else Outcome.RATED_BAD, now)
-        self._learn(taken, "rated_good" if good else "rated_bad")
         return {"task_id": task_id, "peer": taken.peer, "agent": taken.agent,
                 "rating": "good" if good else "bad"}
 
-    def _learn(self, taken: _Taken, verdict: str) -> None:
-        if self.learner is not None and taken.lesson is not None:
-            self.learner.offer(taken.lesson, verdict)
+    @property
+    def answered(self) -> OrderedDict[str, Taken]:
+        """Answers this node took for its operator and that may still be rated."""
+        return self.verdicts.answered
 
-    def _share_verdict(self, taken: _Taken, outcome: Outcome, now: float) -> None:
-        """Answers that said the same as the one taken share its verdict: whoever gave the
-        answer the user judged, the trust it earns goes to every agent that gave it."""
-        for peer, agent in taken.corroborated:
-            self.trust.record(peer, outcome, skill=agent, now=now)
+    @property
+    def unrated_dropped(self) -> int:
+        return self.verdicts.unrated_dropped

@@ -14,6 +14,11 @@ passages must be relevant to the question (:func:`meshnode.agents.grounding.chec
   restates the question, cites nothing, cites records that do not exist or quotes passages
   about something else scores 0. Routing takes answers by quality (x trust).
 
+An agent in code or a remote A2A server (answer mode "code" or "remote") may answer without
+citing memory (a calculator): such an answer, if it cites nothing, is scored by its
+similarity to the question instead, at most :data:`UNCITED_WEIGHT` (so below any grounded
+answer), and 0 if it merely restates the question.
+
 Two answers *agree* (:meth:`AnswerQuality.agrees`) when their supported sentences rest on a
 common record or share most of their keywords: an answer that agrees with the one taken
 corroborates it, and shares its verdict.
@@ -25,11 +30,20 @@ dashboard.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from memory.store import MemoryStore
-from meshnode.agents.grounding import Grounding, check_answer, keys, passage_of, supported_ids
+from meshnode.agents.grounding import (
+    Grounding,
+    check_answer,
+    claims,
+    keys,
+    passage_of,
+    restates,
+    supported_ids,
+)
 from protocols.errors import ProtocolError
 from protocols.records import MemoryRecord, is_record_id, record_from_json
 
@@ -40,6 +54,11 @@ AGREE = 0.5
 MAX_CITATIONS = 64
 MAX_RECORDS = 16
 MAX_CHECKED_CHARS = 64 * 1024
+#: Agents that do not answer from memory (in code, or an A2A server brought onto the mesh).
+UNCITED_MODES = ("code", "remote")
+#: What an uncited answer of theirs can score at most: its similarity to the question times
+#: this, so that any answer grounded in memory beats it.
+UNCITED_WEIGHT = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +66,9 @@ class AnswerQuality:
     grounding: Grounding
     cited: tuple[str, ...]  # the cited record ids, in citation order
     unverified: int  # citations whose record could not be found or checked
+    #: For an uncited answer of an agent that does not answer from memory (UNCITED_MODES):
+    #: UNCITED_WEIGHT x its similarity to the question, in place of the grounded quality.
+    estimate: float | None = None
 
     @property
     def faithfulness(self) -> float:
@@ -58,7 +80,7 @@ class AnswerQuality:
 
     @property
     def quality(self) -> float:
-        return self.grounding.quality
+        return self.grounding.quality if self.estimate is None else self.estimate
 
     def figures(self) -> dict[str, Any]:
         """What every answer reports (``ask --json``, A2A data part, dashboard)."""
@@ -69,6 +91,7 @@ class AnswerQuality:
             "sentences": len(self.grounding.sentences),
             "supported": sum(s.supported for s in self.grounding.sentences),
             "unverified_citations": self.unverified,
+            "grounded_check": self.estimate is None,
         }
 
     def explain(self) -> dict[str, Any]:
@@ -124,9 +147,14 @@ def _carried(data: dict[str, Any], tenant: str, wanted: set[str]) -> dict[str, M
 class AnswerChecker:
     """Checks answers against the records they cite (see the module docstring)."""
 
-    def __init__(self, tenant: str, store: MemoryStore | None = None) -> None:
+    def __init__(
+        self, tenant: str, store: MemoryStore | None = None, *,
+        similarity: Callable[[str, str], Awaitable[float]] | None = None,
+    ) -> None:
         self.tenant = tenant
         self.store = store
+        #: This node's embedder's similarity of two texts, for uncited answers.
+        self.similarity = similarity
 
     async def check(
         self, question: str, data: dict[str, Any], recalled: frozenset[str] = frozenset()
@@ -150,7 +178,17 @@ class AnswerChecker:
             passages.append(None if cited is None else
                             passage_of(cited.collection, cited.kind, cited.text) or None)
         grounding = check_answer(question, text, passages, [i in recalled for i in ids])
-        return AnswerQuality(grounding, tuple(ids), sum(p is None for p in passages))
+        estimate = None
+        if not wanted and data.get("mode") in UNCITED_MODES and self.similarity is not None \
+                and text.strip():
+            # Nothing to check it against: only whether it is on the question, and never
+            # a mere echo of it (every sentence restating it). A peer that says "code" to
+            # escape the checks gains no more than UNCITED_WEIGHT.
+            said = claims(text)
+            echo = bool(said) and all(restates(c.text, question) for c in said)
+            estimate = 0.0 if echo else UNCITED_WEIGHT * max(
+                0.0, min(1.0, await self.similarity(question, text)))
+        return AnswerQuality(grounding, tuple(ids), sum(p is None for p in passages), estimate)
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from meshnode.cli.client import DaemonClient
-from meshnode.cli.output import ago, emit, render_table
+from meshnode.cli.output import ago, emit, render_table, say
 from meshnode.errors import MeshnodeError
 from meshnode.node.home import resolve_home
 
@@ -57,7 +57,31 @@ def format_answer(result: dict[str, Any], explain: bool) -> str:
                      f"{answer['retrieval_precision']:.2f}, quality {answer['quality']:.2f}")
     if explain:
         lines += ["", "why:", *_explain_lines(result["explain"])]
+        consulted = answer.get("consulted")
+        if isinstance(consulted, list) and consulted:
+            lines += ["consulted (as the answering node reports it):",
+                      *_hop_lines(consulted, "  ")]
     return "\n".join(lines)
+
+
+def _hop_lines(hops: list[Any], indent: str) -> list[str]:
+    """Who asked whom, what was shared and reused, how long each hop took."""
+    lines = []
+    for hop in hops:
+        if not isinstance(hop, dict):
+            continue
+        peer = str(hop.get("peer") or "")[-8:]
+        reuse = ""
+        if hop.get("shared"):
+            reuse = (f"; shared {hop['shared']} record(s), {hop.get('reused', 0)} reused, "
+                     + ("searched memory too" if hop.get("searched") else "no new search"))
+        lines.append(f"{indent}{hop.get('by')} -> {hop.get('agent')}"
+                     f"{'@' + peer if peer else ''}: {hop.get('state')} in "
+                     f"{float(hop.get('seconds') or 0):.2f} s{reuse}"
+                     + (f" ({hop['reason']})" if hop.get("reason") else ""))
+        lines.append(f"{indent}  on: {str(hop.get('question', ''))[:100]!r}")
+        lines += _hop_lines(hop.get("consulted") or [], indent + "  ")
+    return lines
 
 
 def _explain_lines(explain: dict[str, Any]) -> list[str]:
@@ -104,7 +128,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.rate:
         result["rating"] = client.post("/v1/rate", {"task_id": result["task_id"],
                                                     "rating": args.rate})
-    print(json.dumps(result, indent=2) if args.json else format_answer(result, args.explain))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        say(format_answer(result, args.explain))
     return 0
 
 
@@ -118,7 +145,7 @@ def _print_progress(p: dict[str, Any]) -> None:
         text = f"{p['agent']}: {p['state']}"
     else:
         return
-    print(f"... {text}", file=sys.stderr, flush=True)
+    say(f"... {text}", file=sys.stderr, flush=True)
 
 
 def cmd_rate(args: argparse.Namespace) -> int:
@@ -130,14 +157,17 @@ def cmd_trust(args: argparse.Namespace) -> int:
     def human(t: dict[str, Any]) -> str:
         rows = [(p["peer_id"][-8:] + (" (self)" if p["self"] else ""),
                  "yes" if p["pre_trusted"] else "", f"{p['local']:.3f}", f"{p['global']:.4f}",
-                 " ".join(f"{k}={v}" for k, v in sorted(p["evidence"].items())) or "-",
+                 " ".join(f"{k}={v}" for k, v in sorted(p["evidence"].items())
+                          if k != "refused") or "-",
+                 p["evidence"].get("refused", "-"),
                  ago(p["attestation"]["last_seen"]) if p["attestation"] else "-")
                 for p in t["peers"]]
         run = t.get("last_run") or {}
         header = (f"pre-trusted: {len(t['pre_trusted'])}   attestations: {t['authors']}   "
+                  f"with bad evidence only: {t.get('suspects', 0)}   "
                   f"last computation: {run.get('iterations', '-')} iterations")
         table = render_table(["PEER", "PRE-TRUSTED", "LOCAL", "GLOBAL", "EVIDENCE",
-                              "ATTESTED"], rows)
+                              "REFUSED", "ATTESTED"], rows)
         return header + "\n" + table
 
     return emit(args, _client(args).get("/v1/trust"), human)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from meshnode.cli.client import DaemonClient
 from meshnode.cli.dashboard import add_dashboard_command
 from meshnode.cli.demo import add_demo_command
 from meshnode.cli.memory import add_memory_commands
-from meshnode.cli.output import ago, emit, render_table
+from meshnode.cli.output import ago, emit, render_table, say
 from meshnode.cli.service import add_service_commands
 from meshnode.config import load_config
 from meshnode.errors import EXIT_CODES, exit_code, reported
@@ -23,11 +24,23 @@ from meshnode.node.home import init_home, resolve_home
 Command = Callable[[argparse.Namespace], int]
 
 
+#: What `meshnode init` says about the one trust decision an operator has to make.
+PRE_TRUST_NOTE = (
+    "trust: no peer is pre-trusted. This node anchors trust on itself: peers earn it by "
+    "answering its questions well, and through the attestations of those it trusts. "
+    "Bootstrap peers get no trust for being bootstrap peers. To anchor on peers whose "
+    "operators you know (your own other nodes), list their peer IDs in trust.pre_trusted "
+    "in config.toml."
+)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     home = resolve_home(args.home)
     peer_id, created = init_home(home, network_id=args.network_id, force=args.force)
     if created:
-        print(f"initialised {home}\npeer ID: {peer_id}")
+        # The peer ID stays the last line, for scripts that read it.
+        print(f"initialised {home}\n" + "\n".join(textwrap.wrap(PRE_TRUST_NOTE, 90))
+              + f"\npeer ID: {peer_id}")
     else:
         print(f"{home} already has an identity (kept; --force replaces it)\npeer ID: {peer_id}")
     return 0
@@ -62,13 +75,34 @@ def cmd_status(args: argparse.Namespace) -> int:
             ("uptime", f"{s['uptime_s']:.0f} s"),
             ("peers", f"{s['connected_peers']} connected, {s['known_peers']} known"),
             ("API", s.get("api")),
-        ] + [("listening", a) for a in s["listen_addrs"]]
+        ] + [("listening", a) for a in s["listen_addrs"]] + _reach_rows(s)
         if s.get("faults"):  # contained, but an operator wants to know
             rows.append(("faults", ", ".join(f"{k}: {n}" for k, n in s["faults"].items())))
+        if s.get("refused"):  # what the per-peer budgets refused
+            rows.append(("refused", ", ".join(f"{k}: {n}" for k, n in s["refused"].items())))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
     return emit(args, status, human)
+
+
+def _reach_rows(s: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Reachability, relays and LAN discovery (absent from older daemons' status)."""
+    rows: list[tuple[str, Any]] = []
+    if "reachability" in s:
+        rows.append(("reachability", s["reachability"]))
+        rows += [("relay", f"{r['peer_id']} (expires in {r['expires_in_s']} s)")
+                 for r in s.get("relays", [])]
+        service = s.get("relay_service") or {}
+        if service.get("enabled"):
+            rows.append(("relay service", f"{service['reservations']} reservations, "
+                                          f"{service['circuits']} circuits"))
+    if s.get("gossip_only_peers"):
+        rows.append(("gossip-only", f"{s['gossip_only_peers']} peers without hello"))
+    lan = s.get("lan")
+    if lan is not None:
+        rows.append(("mDNS", f"{lan['discovered']} found on the LAN"))
+    return rows
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
@@ -80,15 +114,18 @@ def cmd_peers(args: argparse.Namespace) -> int:
         rows = [
             (
                 p["peer_id"],
-                "yes" if p["connected"] else "no",
+                (f"yes ({p['connection']})" if p.get("connection") else "yes")
+                if p["connected"] else "no",
                 "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f}",
                 ago(p["last_seen"]),
                 len(p.get("agents", [])),
+                sum(p.get("refused", {}).values()) or "-",
                 p["addrs"][0] if p["addrs"] else "-",
             )
             for p in ps
         ]
-        return render_table(["PEER", "CONNECTED", "RTT ms", "LAST SEEN", "AGENTS", "ADDRESS"], rows)
+        return render_table(["PEER", "CONNECTED", "RTT ms", "LAST SEEN", "AGENTS", "REFUSED",
+                             "ADDRESS"], rows)
 
     return emit(args, peers, human)
 
@@ -152,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         error = reported(exc)
         if error is None:  # a bug: its traceback is the report
             raise
-        print(f"meshnode: {error}", file=sys.stderr)
+        say(f"meshnode: {error}", file=sys.stderr)  # may quote what a peer said
         return exit_code(error)
     return code
 

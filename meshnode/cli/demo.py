@@ -27,6 +27,7 @@ from meshnode.agents.specs import AgentSpec, agent_toml, data_path, demo_agents
 from meshnode.cli.agents import format_answer
 from meshnode.cli.children import Stopped, die_with_parent, stop_on_signals
 from meshnode.cli.client import DaemonClient
+from meshnode.cli.output import say
 from meshnode.errors import MeshnodeError
 from meshnode.node.home import init_home
 
@@ -180,13 +181,13 @@ def _run_demo(args: argparse.Namespace) -> int:
         result = None
         for line in asker.stream_lines("/v1/ask", {"question": question, "timeout": 60}):
             if "progress" in line and line["progress"].get("stage") == "asking":
-                print(f"... asking {line['progress']['agent']}", flush=True)
+                say(f"... asking {line['progress']['agent']}", flush=True)
             if "error" in line:
                 raise MeshnodeError(f"demo: the mesh could not answer: {line['error']}")
             result = line.get("result", result)
         if result is None:
             raise MeshnodeError("demo: no answer came back")
-        print(format_answer(result, explain=True))
+        say(format_answer(result, explain=True))
         if args.once:
             return 0
         print(f"\nthe mesh keeps running; ask it yourself:\n"

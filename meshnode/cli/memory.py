@@ -11,7 +11,7 @@ from typing import Any
 
 from memory.ingest import iter_source_files
 from meshnode.cli.client import DaemonClient
-from meshnode.cli.output import emit, render_table
+from meshnode.cli.output import emit, render_table, say
 from meshnode.errors import EXIT_ERROR, EXIT_OK, MeshnodeError
 from meshnode.node.home import resolve_home
 from protocols.records import COLLECTIONS
@@ -176,7 +176,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         if batch:
             send()
     for reason in rejected[:20]:
-        print(f"rejected: {reason}", file=sys.stderr)
+        say(f"rejected: {reason}", file=sys.stderr)
     print(f"imported {stored} record(s), {duplicates} already present, {len(rejected)} rejected")
     return EXIT_ERROR if rejected else EXIT_OK
 

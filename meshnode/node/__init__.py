@@ -1,7 +1,9 @@
 """One node on the network: the Host interface services depend on (``transport``) with its
 two implementations, the libp2p host (``host``, ``streams``) and the in-memory mesh of the
 in-process tests (``inmemory``, ``pipes``); signed gossip topics (``topics``); membership
-(hello handshake, presence gossip, peer table, dialing, pinging), the knowledge service
+(hello handshake, presence gossip, peer table, dialing, pinging) and its hello gate
+(``gate``); LAN discovery (``lan``, mDNS); NAT traversal (``nat``: AutoNAT, relays, hole
+punching); meshnode's fixes to py-libp2p (``libp2p_patches``); the knowledge service
 (memory writes and replication), the node home, logging, readiness notification to systemd
 (``sdnotify``), and fault containment (``faults``: what a failing stream handler or task
 leaves behind is logged and counted, and stops nothing else).

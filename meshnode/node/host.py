@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from types import TracebackType
 from typing import Any
@@ -29,6 +29,7 @@ from libp2p.host.ping import ID as PING_PROTOCOL
 from libp2p.host.ping import PingService
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.protocol_muxer.exceptions import MultiselectClientError
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -38,10 +39,12 @@ from libp2p.tools.anyio_service import background_trio_service
 from meshnode.config import GossipSettings
 from meshnode.errors import MeshnodeError
 from meshnode.node.faults import Faults, contained_handler
+from meshnode.node.libp2p_patches import apply_patches
 from meshnode.node.streams import Libp2pStream
 from meshnode.node.transport import (
     DialError,
     GossipMessage,
+    ProtocolNotSupported,
     PublishError,
     StreamHandler,
     Validator,
@@ -52,7 +55,20 @@ GOSSIPSUB_PROTOCOLS = ["/meshsub/1.1.0", "/meshsub/1.0.0"]
 #: Forwarders remembered between validation and delivery (see MeshHost._validate).
 _FORWARDERS_KEPT = 4096
 
-__all__ = ["DialError", "MeshHost"]
+__all__ = ["DialError", "MeshHost", "ProtocolNotSupported"]
+#: Dials a peer through relays: (peer ID, /p2p-circuit addresses, deadline in seconds).
+CircuitDialer = Callable[[str, list[str], float], Awaitable[None]]
+
+
+def _refused_protocol(exc: BaseException) -> bool:
+    # py-libp2p reports a peer's "na" as a StreamFailure caused by a MultiselectClientError
+    # whose text says so; there is no dedicated type to catch.
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, MultiselectClientError) and "not supported" in str(cause):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 class _ConnectionEvents(INotifee):  # type: ignore[misc]
@@ -157,6 +173,7 @@ class MeshHost:
             do_px=True,
         )
         self._pubsub = Pubsub(self._host, self._router, strict_signing=True)
+        apply_patches(self._pubsub)
         self._ping = PingService(self._host)
         self._host.set_stream_handler(PING_PROTOCOL, self._ping.handle_ping)
         send, self.connection_events = trio.open_memory_channel[tuple[str, str]](1024)
@@ -166,10 +183,26 @@ class MeshHost:
         self._stack = AsyncExitStack()
         #: Gossip messages this node published, per topic (for the metrics).
         self.published: Counter[str] = Counter()
+        # NAT traversal (meshnode.node.nat) fills these in: relayed addresses to advertise,
+        # and how to dial the /p2p-circuit addresses py-libp2p's swarm itself skips.
+        self._relay_addrs: list[str] = []
+        self._circuit_dialer: CircuitDialer | None = None
 
     @property
     def peer_id(self) -> str:
         return str(self._host.get_id())
+
+    @property
+    def libp2p(self) -> Any:
+        """The py-libp2p host, for py-libp2p services (relay, hole punching, AutoNAT)."""
+        return self._host
+
+    def set_relay_addrs(self, addrs: list[str]) -> None:
+        """Relayed addresses (…/p2p/<relay>/p2p-circuit/p2p/<self>) to advertise too."""
+        self._relay_addrs = list(addrs)
+
+    def set_circuit_dialer(self, dialer: CircuitDialer | None) -> None:
+        self._circuit_dialer = dialer
 
     async def __aenter__(self) -> MeshHost:
         await self._stack.__aenter__()
@@ -196,7 +229,7 @@ class MeshHost:
         out: list[str] = []
         for addr in self._host.get_addrs():
             out += _expand_unspecified(str(addr))
-        return out
+        return out + [a for a in self._relay_addrs if a not in out]
 
     def connected_peers(self) -> set[str]:
         return {str(p) for p in self._host.get_network().connections}
@@ -207,17 +240,30 @@ class MeshHost:
         return {k: int(counts.get(k, 0)) for k in ("inbound", "outbound", "total")}
 
     async def connect(self, peer_id: str, addrs: list[str], *, timeout: float) -> None:
+        """Dial ``peer_id`` directly, or through a relay (``/p2p-circuit`` addresses) if no
+        direct address works and NAT traversal is on."""
+        circuits = [a for a in addrs if "/p2p-circuit" in a]
+        direct = [a for a in addrs if a not in circuits]
+        if not direct and circuits and self._circuit_dialer is not None:
+            await self._circuit_dialer(peer_id, circuits, timeout)
+            return
         try:
-            info = PeerInfo(ID.from_base58(peer_id), [multiaddr.Multiaddr(a) for a in addrs])
+            info = PeerInfo(ID.from_base58(peer_id), [multiaddr.Multiaddr(a) for a in direct])
         except Exception as exc:
             raise DialError(f"unusable address for {peer_id}: {exc}") from None
         try:
             with trio.fail_after(timeout):
                 await self._host.connect(info)
         except trio.TooSlowError:
-            raise DialError(f"dialing {peer_id} timed out after {timeout:.0f} s") from None
+            error = DialError(f"dialing {peer_id} timed out after {timeout:.0f} s")
         except Exception as exc:  # py-libp2p raises many unrelated types on a failed dial
-            raise DialError(f"dialing {peer_id} failed: {exc or type(exc).__name__}") from None
+            error = DialError(f"dialing {peer_id} failed: {exc or type(exc).__name__}")
+        else:
+            return
+        if circuits and self._circuit_dialer is not None:
+            await self._circuit_dialer(peer_id, circuits, timeout)
+            return
+        raise error
 
     async def disconnect(self, peer_id: str) -> None:
         with trio.move_on_after(5):
@@ -261,6 +307,8 @@ class MeshHost:
         except trio.TooSlowError:
             raise DialError(f"opening {protocol} to {peer_id} timed out") from None
         except Exception as exc:
+            if _refused_protocol(exc):
+                raise ProtocolNotSupported(f"{peer_id} does not speak {protocol}") from None
             raise DialError(f"opening {protocol} to {peer_id} failed: {exc}") from None
         stream = Libp2pStream(raw)
         try:

@@ -39,7 +39,13 @@ from typing import TYPE_CHECKING
 import trio
 
 from meshnode.node.pipes import InMemoryStream, Pipe
-from meshnode.node.transport import DialError, GossipMessage, StreamHandler, Validator
+from meshnode.node.transport import (
+    DialError,
+    GossipMessage,
+    ProtocolNotSupported,
+    StreamHandler,
+    Validator,
+)
 
 if TYPE_CHECKING:
     from meshnode.node.transport import Host
@@ -179,7 +185,8 @@ class InMemoryMesh:
         target = self.hosts[peer_id]
         handler = target._handlers.get(protocol)
         if handler is None or target._nursery is None:
-            raise DialError(f"opening {protocol} to {peer_id} failed: protocol not supported")
+            raise ProtocolNotSupported(
+                f"opening {protocol} to {peer_id} failed: protocol not supported")
         there, back = Pipe(), Pipe()
         ours = InMemoryStream(peer_id, back, there, link.streams.discard)
         theirs = InMemoryStream(source.peer_id, there, back, link.streams.discard)

@@ -39,6 +39,8 @@ from protocols.records import TOMBSTONE, MemoryRecord, new_record, new_tombstone
 log = logging.getLogger(__name__)
 SYNC_WORKERS = 2
 STREAM_TIMEOUT_S = 10.0
+#: How long a stream from a new connection waits for that connection's hello to finish.
+HELLO_WAIT_S = 10.0
 INGEST_MANIFEST = "ingested.json"
 
 
@@ -123,7 +125,12 @@ class KnowledgeService:
             self._wanted.add(peer_id)
 
     async def _serve(self, stream: Stream) -> None:
-        await self.replicator.serve(stream.peer_id, stream)
+        peer_id = stream.peer_id
+        # Memory is for nodes of this mesh: a peer without a verified hello gets nothing.
+        if not await self.membership.gate.wait(peer_id, timeout=HELLO_WAIT_S):
+            log.info("memsync refused: no hello from peer", extra={"peer": peer_id})
+            return
+        await self.replicator.serve(peer_id, stream)
 
     async def _sync_worker(self) -> None:
         async for peer_id in self._sync_receive:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -19,10 +19,11 @@ import trio
 from bootstrap import DialPolicy, parse_bootstrap
 from meshnode.config import NodeConfig
 from meshnode.node.faults import Faults
+from meshnode.node.gate import HelloGate
 from meshnode.node.peers import PeerTable
 from meshnode.node.streams import read_frame, write_frame
 from meshnode.node.topics import EnvelopeCodec, Signed, SignedTopic
-from meshnode.node.transport import DialError, GossipMessage, Host, Stream
+from meshnode.node.transport import DialError, GossipMessage, Host, ProtocolNotSupported, Stream
 from meshnode.stats import quantile
 from protocols.codec import FrameDecoder
 from protocols.envelope import (
@@ -63,6 +64,7 @@ class Membership:
         load: Callable[[], float] = lambda: 0.0,
         clock: Callable[[], float] = time.time,
         faults: Faults | None = None,
+        candidates: Callable[[], Mapping[str, Sequence[str]]] = dict,
     ) -> None:
         self.config = config
         self.host = host
@@ -71,9 +73,12 @@ class Membership:
         self._agent_cards = agent_cards
         self._load = load
         self._clock = clock
+        # Peers found other than by gossip (on the LAN by mDNS): dialed like known peers.
+        self._candidates = candidates
         self.table = PeerTable(signer.peer_id, ttl_s=config.gossip.peer_ttl_s)
         self.guard = EnvelopeGuard(config.network_id)
         self.dialer = DialPolicy(config.target_connections)
+        self.gate = HelloGate()
         self._bootstrap = {p.peer_id: p.addr for p in map(parse_bootstrap, config.bootstrap)}
         self._presence = EnvelopeCodec(self.guard, PRESENCE, presence_from_envelope,
                                        max_size=MAX_PRESENCE_SIZE + 1024, clock=clock)
@@ -130,6 +135,7 @@ class Membership:
         known = peer_id in self.table
         self.table.saw_hello(peer_id, hello.addrs, hello.version, self._clock())
         self.handshakes["accepted"] += 1
+        self.gate.passed(peer_id)
         for listener in self.handshake_listeners:
             listener(peer_id)
         if not known:
@@ -156,6 +162,12 @@ class Membership:
                     frame = await read_frame(stream, FrameDecoder(16 * 1024),
                                              timeout=HELLO_TIMEOUT_S)
                     self._accept_hello(peer_id, frame)
+            except ProtocolNotSupported as exc:
+                if self.gate.no_hello(peer_id):
+                    log.info("gossip-only peer: it does not speak meshnode's hello",
+                             extra={"peer": peer_id})
+                else:
+                    await self._refuse(peer_id, exc)
             except (ProtocolError, trio.BrokenResourceError, DialError, trio.TooSlowError) as exc:
                 await self._refuse(peer_id, exc)
 
@@ -175,6 +187,8 @@ class Membership:
             self.report_bad_message(peer_id, exc)
         else:
             self.dialer.failed(peer_id, self._clock())  # slow or gone: back off and retry
+            if self.gate.greeted(peer_id):
+                return  # another connection already proved the peer: keep that one
         await self.host.disconnect(peer_id)
 
     def report_bad_message(self, peer_id: str, exc: ProtocolError) -> None:
@@ -184,8 +198,15 @@ class Membership:
     async def _connection_events(self, nursery: trio.Nursery) -> None:
         async for kind, peer_id in self.host.connection_events:
             if kind == "connected":
-                nursery.start_soon(self._greet, peer_id)
-            elif peer_id in self.table:
+                # One hello per peer: a second connection (a direct one replacing a relayed
+                # one, an AutoNAT dial-back) changes nothing the first one proved.
+                if not self.gate.greeted(peer_id):
+                    nursery.start_soon(self._greet, peer_id)
+                continue
+            if peer_id in self.host.connected_peers():
+                continue  # one of several connections closed (a relayed one, a dial-back)
+            self.gate.gone(peer_id)
+            if peer_id in self.table:
                 log.info("peer disconnected", extra={"peer": peer_id})
 
     # ---- presence ----------------------------------------------------------------
@@ -248,7 +269,7 @@ class Membership:
     async def _dial_loop(self, nursery: trio.Nursery) -> None:
         while True:
             picks = self.dialer.choose(
-                known=self.table.known_addrs(),
+                known={**self._candidates(), **self.table.known_addrs()},
                 connected=self.verified_connected(),
                 bootstrap=self._bootstrap,
                 self_id=self.signer.peer_id,

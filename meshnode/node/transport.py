@@ -33,6 +33,10 @@ class DialError(TransportError):
     or no answer in time (dialing, opening a stream, pinging)."""
 
 
+class ProtocolNotSupported(DialError):
+    """The peer is connected but answered that it does not speak the protocol asked for."""
+
+
 class PublishError(TransportError):
     """A gossip message could not be published."""
 

@@ -16,17 +16,17 @@ identity starts at 0, and a clique that only vouches for itself can hold at most
 refreshed within ``attestation_ttl_s`` are dropped. Routing reads :meth:`relative_trust`
 and this node's own record, :meth:`experience`.
 
+The evidence itself, its weights and its bounds are :mod:`meshnode.trust.evidence`.
+
 Pure data, no I/O except :meth:`TrustGraph.save` and :meth:`TrustGraph.load`; the caller
 passes the time of every event.
 """
 
 from __future__ import annotations
 
-import enum
 import json
-import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,82 +35,16 @@ from numpy.typing import NDArray
 
 from memory.files import write_atomic
 from meshnode.errors import MeshnodeError
+from meshnode.trust.evidence import Evidence, EvidenceTable, Outcome, finite
 from protocols.trust import MAX_TRUST_PEERS, TrustAttestation
 from protocols.trust import SUM_TOLERANCE as TOL
 
+__all__ = ["Outcome", "TrustGraph", "TrustStateError"]
 _STATE_VERSION = 1
 
 
 class TrustStateError(MeshnodeError):
     """The persisted trust state cannot be read."""
-
-
-class Outcome(enum.Enum):
-    ACCEPTED = "accepted"
-    RATED_GOOD = "rated_good"
-    RATED_BAD = "rated_bad"
-    FAILED = "failed"
-    TIMEOUT = "timeout"
-    MALFORMED = "malformed"
-    BAD_SIGNATURE = "bad_signature"
-
-    @property
-    def weight(self) -> float:
-        """Positive weights count as satisfactory evidence, negative ones as unsatisfactory."""
-        return _WEIGHTS[self]
-
-
-_WEIGHTS = {
-    Outcome.ACCEPTED: 1.0,
-    Outcome.RATED_GOOD: 2.0,  # a person confirmed it: stronger than an automatic accept
-    # A wrong answer costs its asker more than a right one helps, and most go unnoticed
-    # (counted as accepted): at -4 a liar caught only 40 % of the time still ends net
-    # negative (0.6 x 1 - 0.4 x 4 < 0).
-    Outcome.RATED_BAD: -4.0,
-    Outcome.FAILED: -1.0,
-    Outcome.TIMEOUT: -0.5,  # often the network's fault rather than the peer's
-    Outcome.MALFORMED: -2.0,
-    # Record this against the peer on the authenticated connection that delivered the
-    # message, never against the signer it claims: anyone can claim a name.
-    Outcome.BAD_SIGNATURE: -4.0,
-}
-
-
-@dataclass(slots=True)
-class _Tally:
-    """Satisfactory and unsatisfactory weight, decayed to time ``at``."""
-
-    sat: float = 0.0
-    unsat: float = 0.0
-    at: float = 0.0
-
-    def decayed(self, now: float, half_life_s: float | None) -> tuple[float, float]:
-        if half_life_s is None or now <= self.at:
-            return self.sat, self.unsat
-        factor = 0.5 ** ((now - self.at) / half_life_s)
-        return self.sat * factor, self.unsat * factor
-
-    def add(self, weight: float, now: float, half_life_s: float | None) -> None:
-        self.sat, self.unsat = self.decayed(now, half_life_s)
-        self.at = max(self.at, now)
-        if weight > 0:
-            self.sat += weight
-        else:
-            self.unsat -= weight
-
-    def experience(self, now: float, half_life_s: float | None) -> float:
-        # Twice the Beta(1, 1) posterior mean of satisfaction: 1 with no evidence, towards
-        # 2 with good evidence, towards 0 with bad.
-        sat, unsat = self.decayed(now, half_life_s)
-        return 2.0 * (sat + 1.0) / (sat + unsat + 2.0)
-
-
-@dataclass(slots=True)
-class _Evidence:
-    tally: _Tally
-    last: float
-    counts: dict[str, int] = field(default_factory=dict)  # never decayed: for display
-    skills: dict[str, _Tally] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,20 +55,6 @@ class _Kept:
     def view(self) -> dict[str, Any]:
         a = self.attestation
         return {"seq": a.seq, "issued": a.issued, "last_seen": self.seen, "peers": len(a.scores)}
-
-
-def _finite(value: Any) -> float:
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{value!r} is not a finite number")
-    return number
-
-
-def _tally(values: Any) -> _Tally:
-    sat, unsat, at = map(_finite, values)
-    if sat < 0.0 or unsat < 0.0:
-        raise ValueError("negative evidence")
-    return _Tally(sat, unsat, at)
 
 
 def _power_iteration(
@@ -191,7 +111,8 @@ class TrustGraph:
         self.attestation_ttl_s = attestation_ttl_s
         self.eps = eps
         self.max_iterations = max_iterations
-        self._evidence: dict[str, _Evidence] = {}
+        self._evidence = EvidenceTable(max_peers=max_peers, max_skills=max_skills,
+                                       half_life_s=half_life_s)
         self._attestations: dict[str, _Kept] = {}
         self._global: dict[str, float] = {}
         self._typical = 0.0  # the trust-weighted mean global trust of the other peers
@@ -206,21 +127,7 @@ class TrustGraph:
         if peer == self.self_id:
             return  # a node may not vouch for itself; its own agents are its operator's
         self._clock = max(self._clock, now)
-        evidence = self._evidence.get(peer)
-        if evidence is None:
-            if len(self._evidence) >= self.max_peers:
-                stalest = min(self._evidence, key=lambda p: self._evidence[p].last)
-                del self._evidence[stalest]
-            evidence = self._evidence[peer] = _Evidence(_Tally(at=now), last=now)
-        evidence.tally.add(outcome.weight, now, self.half_life_s)
-        evidence.last = max(evidence.last, now)
-        evidence.counts[outcome.value] = evidence.counts.get(outcome.value, 0) + 1
-        if skill is not None:
-            tally = evidence.skills.get(skill)
-            if tally is None and len(evidence.skills) < self.max_skills:
-                tally = evidence.skills[skill] = _Tally(at=now)
-            if tally is not None:
-                tally.add(outcome.weight, now, self.half_life_s)
+        self._evidence.record(peer, outcome, skill=skill, now=now)
 
     def _pre_trusted_row(self) -> dict[str, float]:
         others = sorted(self.pre_trusted - {self.self_id})
@@ -229,7 +136,7 @@ class TrustGraph:
     def local_trust(self) -> dict[str, float]:
         """This node's normalised local trust (EigenTrust's ``c_ij``), summing to 1 or empty."""
         net: dict[str, float] = {}
-        for peer, evidence in self._evidence.items():
+        for peer, evidence in self._evidence.good():
             sat, unsat = evidence.tally.decayed(self._clock, self.half_life_s)
             if sat > unsat:
                 net[peer] = sat - unsat
@@ -252,7 +159,7 @@ class TrustGraph:
     def evidence_totals(self) -> dict[str, int]:
         """Evidence held, per outcome, summed over every peer (for the metrics)."""
         totals: dict[str, int] = {}
-        for evidence in list(self._evidence.values()):
+        for _, evidence in self._evidence.items():
             for outcome, count in evidence.counts.items():
                 totals[outcome] = totals.get(outcome, 0) + count
         return totals
@@ -266,6 +173,11 @@ class TrustGraph:
         evidence = self._evidence.get(peer)
         return dict(evidence.counts) if evidence else {}
 
+    @property
+    def evidence_peers(self) -> tuple[int, int]:
+        """How many peers are held with some good evidence, and with bad evidence only."""
+        return self._evidence.sizes()
+
     def experience(self, peer: str, skill: str | None = None) -> float:
         """This node's own record with ``peer`` (and ``skill``) as a factor in (0, 2).
 
@@ -274,14 +186,7 @@ class TrustGraph:
         local trust cannot tell a known liar from a stranger (both are 0), nor does global
         trust reflect this node's own finds until others vouch for them; routing needs both.
         """
-        evidence = self._evidence.get(peer)
-        if evidence is None:
-            return 1.0
-        factor = evidence.tally.experience(self._clock, self.half_life_s)
-        tally = evidence.skills.get(skill) if skill is not None else None
-        if tally is not None:
-            factor = min(factor, tally.experience(self._clock, self.half_life_s))
-        return factor
+        return self._evidence.experience(peer, skill, self._clock)
 
     # ---- attestations and global trust ------------------------------------------------
 
@@ -373,8 +278,12 @@ class TrustGraph:
     def snapshot(self, limit: int = 500) -> dict[str, Any]:
         """The ``meshnode trust --json`` view: the ``limit`` most trusted peers and more."""
         local = self.local_trust()
-        peers = set(self._global) | set(self._evidence) | set(self._attestations) | set(local)
+        peers = (set(self._global) | {p for p, _ in self._evidence.good()}
+                 | set(self._attestations) | set(local))
+        # Peers with bad evidence only come last, worst first, after every other peer.
         ordered = sorted(peers, key=lambda p: (-self._global.get(p, 0.0), p))[:limit]
+        suspects = sorted(self._evidence.suspects(), key=lambda p: (self.experience(p), p))
+        ordered += [p for p in suspects if p not in peers][: max(0, limit - len(ordered))]
         listed = [
             {
                 "peer_id": peer,
@@ -395,7 +304,8 @@ class TrustGraph:
             "alpha": self.alpha,
             "half_life_s": self.half_life_s,
             "authors": len(self._attestations),
-            "known_peers": len(peers),
+            "known_peers": len(peers | set(suspects)),
+            "suspects": len(suspects),
             "last_run": dict(self.last_run),
             "peers": listed,
         }
@@ -410,15 +320,7 @@ class TrustGraph:
             "self_id": self.self_id,
             "seq": self._seq,
             "clock": self._clock,
-            "evidence": {
-                peer: {
-                    "tally": [e.tally.sat, e.tally.unsat, e.tally.at],
-                    "last": e.last,
-                    "counts": dict(e.counts),
-                    "skills": {s: [t.sat, t.unsat, t.at] for s, t in list(e.skills.items())},
-                }
-                for peer, e in list(self._evidence.items())
-            },
+            "evidence": {peer: e.to_json() for peer, e in self._evidence.items()},
             "attestations": {
                 author: {"seen": k.seen, "body": k.attestation.to_body()}
                 for author, k in list(self._attestations.items())
@@ -439,27 +341,24 @@ class TrustGraph:
             if data["version"] != _STATE_VERSION:
                 raise ValueError(f"unknown version {data['version']!r}")
             graph._seq = int(data["seq"])
-            graph._clock = _finite(data["clock"])
+            graph._clock = finite(data["clock"])
             for peer, e in data["evidence"].items():
-                evidence = _Evidence(_tally(e["tally"]), last=_finite(e["last"]))
-                evidence.counts = {str(k): int(v) for k, v in e["counts"].items()}
-                evidence.skills = {str(s): _tally(t) for s, t in e["skills"].items()}
-                graph._evidence[str(peer)] = evidence
+                graph._evidence.add(str(peer), Evidence.from_json(e))
             for author, k in data["attestations"].items():
                 body = k["body"]
-                scores = {str(p): _finite(s) for p, s in body["scores"].items()}
+                scores = {str(p): finite(s) for p, s in body["scores"].items()}
                 # NaN or a negative score would poison the power iteration for every peer.
                 if not all(0 <= v <= 1 for v in scores.values()) or sum(scores.values()) > 1 + TOL:
                     raise ValueError(f"attestation of {author} has scores out of range")
                 attestation = TrustAttestation(
-                    str(body["author"]), int(body["seq"]), _finite(body["issued"]), scores
+                    str(body["author"]), int(body["seq"]), finite(body["issued"]), scores
                 )
-                graph._attestations[str(author)] = _Kept(attestation, _finite(k["seen"]))
+                graph._attestations[str(author)] = _Kept(attestation, finite(k["seen"]))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise TrustStateError(f"unreadable trust state ({exc!r})") from None
         # The identity may have changed since (``meshnode init --force``): a node must hold
         # no evidence about, nor an attestation from, itself.
-        graph._evidence.pop(self_id, None)
+        graph._evidence.discard(self_id)
         graph._attestations.pop(self_id, None)
         graph.compute_global()
         return graph

@@ -17,11 +17,11 @@ from typing import Any
 
 import trio
 
-from bootstrap import parse_bootstrap
 from meshnode.config import NodeConfig
 from meshnode.node.topics import EnvelopeCodec, Signed, SignedTopic
 from meshnode.node.transport import GossipMessage, Host
-from meshnode.trust.graph import Outcome, TrustGraph
+from meshnode.trust.evidence import Outcome
+from meshnode.trust.graph import TrustGraph
 from protocols.envelope import EnvelopeGuard
 from protocols.errors import BadSignature, DecodeError, ProtocolError
 from protocols.peerid import Signer
@@ -33,9 +33,10 @@ TRUST_FILE = "trust.json"
 
 
 def pre_trusted_peers(config: NodeConfig, self_id: str) -> set[str]:
-    """The configured anchors, else this node's bootstrap peers, and always itself."""
-    peers = set(config.trust.pre_trusted) or {parse_bootstrap(a).peer_id for a in config.bootstrap}
-    return peers | {self_id}
+    """The anchors of global trust: this node itself and the peers its operator listed in
+    ``trust.pre_trusted``. Never the bootstrap peers for being bootstrap peers: a hostile
+    one would own a newcomer's trust and could hand it to its Sybils."""
+    return set(config.trust.pre_trusted) | {self_id}
 
 
 class TrustService:
@@ -53,7 +54,8 @@ class TrustService:
         self._clock = clock
         self._path = Path(config.home) / TRUST_FILE
         self.graph = TrustGraph.load(self._path, self_id=signer.peer_id,
-                                     pre_trusted=pre_trusted_peers(config, signer.peer_id))
+                                     pre_trusted=pre_trusted_peers(config, signer.peer_id),
+                                     max_peers=config.trust.max_peers)
         self.graph.compute_global()
         self._codec = EnvelopeCodec(EnvelopeGuard(config.network_id, max_age_s=600.0), TRUST,
                                     attestation_from_envelope, max_size=MAX_TRUST_SIZE + 1024,
@@ -79,6 +81,10 @@ class TrustService:
             self.graph.record(peer_id, Outcome.BAD_SIGNATURE, now=self._clock())
         elif isinstance(exc, DecodeError):
             self.graph.record(peer_id, Outcome.MALFORMED, now=self._clock())
+
+    def refused(self, peer_id: str, reason: str) -> None:
+        """Evidence against a peer that went over one of this node's budgets."""
+        self.graph.record(peer_id, Outcome.REFUSED, now=self._clock())
 
     @property
     def rejected(self) -> int:

@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from meshnode.a2a.lifecycle import TaskRun, TaskStore
+from meshnode.a2a.owners import OPERATOR
 from protocols.a2a import (
     TASK_NOT_CANCELABLE,
     TASK_NOT_FOUND,
@@ -55,8 +56,8 @@ ANSWER = Artifact(artifact_id="a1", name="answer", parts=(TextPart("HNSW is a gr
 
 async def test_a_task_goes_submitted_working_artifact_completed() -> None:
     store, listener = TaskStore(), Listener()
-    async with store.run(_message(context="c1"), listener) as run:
-        assert store.get(run.task.id).status.state == TaskState.SUBMITTED
+    async with store.run(_message(context="c1"), listener, owner=OPERATOR) as run:
+        assert store.get(run.task.id, OPERATOR).status.state == TaskState.SUBMITTED
         await run.working()
         await run.working("asking milvus-expert", {"stage": "asking"})
         await run.complete(ANSWER)
@@ -67,7 +68,7 @@ async def test_a_task_goes_submitted_working_artifact_completed() -> None:
     assert progress.metadata == {"stage": "asking"}
     assert progress.status.message is not None
     assert progress.status.message.text == "asking milvus-expert"
-    task = store.get(run.task.id)
+    task = store.get(run.task.id, OPERATOR)
     assert task == run.task and task.status.state == TaskState.COMPLETED
     assert task.artifacts == (ANSWER,) and task.context_id == "c1"
     assert store.running() == 0 and store.faults.counts() == {}
@@ -75,14 +76,14 @@ async def test_a_task_goes_submitted_working_artifact_completed() -> None:
 
 async def test_fail_and_reject_carry_their_reason() -> None:
     store = TaskStore()
-    async with store.run(_message()) as failed:
+    async with store.run(_message(), owner=OPERATOR) as failed:
         await failed.working()
         await failed.fail("the LLM is rate limiting us")
-    async with store.run(_message("")) as rejected:
+    async with store.run(_message(""), owner=OPERATOR) as rejected:
         await rejected.reject("the message has no text")
     for run, state, reason in ((failed, TaskState.FAILED, "rate limiting"),
                                (rejected, TaskState.REJECTED, "no text")):
-        status = store.get(run.task.id).status
+        status = store.get(run.task.id, OPERATOR).status
         assert status.state == state
         assert status.message is not None and reason in status.message.text
 
@@ -92,27 +93,27 @@ async def test_an_exception_in_the_work_fails_only_that_task(
 ) -> None:
     store, listener = TaskStore(), Listener()
     with caplog.at_level(logging.ERROR):
-        async with store.run(_message(), listener, where="mesh ask") as run:
+        async with store.run(_message(), listener, where="mesh ask", owner=OPERATOR) as run:
             await run.working()
             raise KeyError("a bug met by a strange input")
-    task = store.get(run.task.id)
+    task = store.get(run.task.id, OPERATOR)
     assert task.status.state == TaskState.FAILED
     assert task.status.message is not None and "internal error" in task.status.message.text
     assert listener.states()[-1] == "failed final"
     assert store.faults.counts() == {"mesh ask": 1}
     assert any(r.exc_info and r.levelno == logging.ERROR for r in caplog.records)
     # The store goes on serving.
-    async with store.run(_message()) as ok:
+    async with store.run(_message(), owner=OPERATOR) as ok:
         await ok.working()
         await ok.complete(ANSWER)
-    assert store.get(ok.task.id).status.state == TaskState.COMPLETED
+    assert store.get(ok.task.id, OPERATOR).status.state == TaskState.COMPLETED
 
 
 async def test_work_that_ends_without_a_final_state_fails() -> None:
     store = TaskStore()
-    async with store.run(_message(), where="a2a task") as run:
+    async with store.run(_message(), where="a2a task", owner=OPERATOR) as run:
         await run.working()
-    assert store.get(run.task.id).status.state == TaskState.FAILED
+    assert store.get(run.task.id, OPERATOR).status.state == TaskState.FAILED
     assert store.faults.counts() == {"a2a task": 1}
 
 
@@ -124,7 +125,7 @@ async def test_cancel_task_stops_the_work_and_tells_the_listener() -> None:
 
     async def work() -> None:
         nonlocal reached_the_end
-        async with store.run(_message(), listener) as run:
+        async with store.run(_message(), listener, owner=OPERATOR) as run:
             runs.append(run)
             await run.working()
             started.set()
@@ -135,29 +136,29 @@ async def test_cancel_task_stops_the_work_and_tells_the_listener() -> None:
         nursery.start_soon(work)
         await started.wait()
         assert store.running() == 1
-        canceled = store.cancel(runs[0].task.id)
+        canceled = store.cancel(runs[0].task.id, OPERATOR)
         assert canceled.status.state == TaskState.CANCELED
     assert not reached_the_end
     assert listener.states() == ["submitted", "working", "canceled final"]
-    assert store.get(runs[0].task.id).status.state == TaskState.CANCELED
+    assert store.get(runs[0].task.id, OPERATOR).status.state == TaskState.CANCELED
     assert store.running() == 0 and store.faults.counts() == {}
     with pytest.raises(A2AError) as again:
-        store.cancel(runs[0].task.id)
+        store.cancel(runs[0].task.id, OPERATOR)
     assert again.value.code == TASK_NOT_CANCELABLE
     with pytest.raises(A2AError) as unknown:
-        store.cancel("no-such-task")
+        store.cancel("no-such-task", OPERATOR)
     assert unknown.value.code == TASK_NOT_FOUND
 
 
 async def test_a_late_progress_report_does_not_undo_a_cancel() -> None:
     store, listener = TaskStore(), Listener()
-    async with store.run(_message(), listener) as run:
+    async with store.run(_message(), listener, owner=OPERATOR) as run:
         await run.working()
-        store.cancel(run.task.id)
+        store.cancel(run.task.id, OPERATOR)
         with trio.CancelScope(shield=True):  # the report races the cancel
             await run.working("asking python-expert")
         await trio.lowlevel.checkpoint()  # the cancel lands here
-    assert store.get(run.task.id).status.state == TaskState.CANCELED
+    assert store.get(run.task.id, OPERATOR).status.state == TaskState.CANCELED
     assert listener.states() == ["submitted", "working", "canceled final"]
 
 
@@ -165,12 +166,12 @@ async def test_a_cancellation_from_outside_passes_through_and_is_recorded() -> N
     store = TaskStore()
     runs: list[TaskRun] = []
     with trio.move_on_after(0.05) as deadline:
-        async with store.run(_message()) as run:
+        async with store.run(_message(), owner=OPERATOR) as run:
             runs.append(run)
             await run.working()
             await trio.sleep_forever()
     assert deadline.cancelled_caught  # not swallowed by the run
-    task = store.get(runs[0].task.id)
+    task = store.get(runs[0].task.id, OPERATOR)
     assert task.status.state == TaskState.CANCELED
     assert task.status.message is not None and "stopped" in task.status.message.text
     assert store.faults.counts() == {}
@@ -179,13 +180,13 @@ async def test_a_cancellation_from_outside_passes_through_and_is_recorded() -> N
 async def test_a_listener_that_goes_away_stops_the_work() -> None:
     store, listener = TaskStore(), Listener(fail_after=2)
     reached_the_end = False
-    async with store.run(_message(), listener) as run:
+    async with store.run(_message(), listener, owner=OPERATOR) as run:
         await run.working()
         await run.working("still thinking")  # the listener is gone by now
         await trio.sleep_forever()
         reached_the_end = True
     assert not reached_the_end
-    task = store.get(run.task.id)
+    task = store.get(run.task.id, OPERATOR)
     assert task.status.state == TaskState.CANCELED
     assert task.status.message is not None and "went away" in task.status.message.text
     assert store.faults.counts() == {}
@@ -198,7 +199,7 @@ async def test_the_store_keeps_the_newest_finished_tasks_and_every_running_one()
     oldest: list[str] = []
 
     async def long_task() -> None:
-        async with store.run(_message("long")) as run:
+        async with store.run(_message("long"), owner=OPERATOR) as run:
             oldest.append(run.task.id)
             await run.working()
             oldest_started.set()
@@ -210,27 +211,28 @@ async def test_the_store_keeps_the_newest_finished_tasks_and_every_running_one()
         await oldest_started.wait()
         finished = []
         for i in range(5):
-            async with store.run(_message(f"q{i}")) as run:
+            async with store.run(_message(f"q{i}"), owner=OPERATOR) as run:
                 await run.reject("no")
             finished.append(run.task.id)
         # The running task is the oldest, and stays; the finished ones beyond the limit go.
         assert len(store) == 3
-        assert store.get(oldest[0]).status.state == TaskState.WORKING
-        listed = [t.id for t in store.list(ListTasks())]
+        assert store.get(oldest[0], OPERATOR).status.state == TaskState.WORKING
+        listed = [t.id for t in store.list(ListTasks(), OPERATOR)]
         assert listed == [finished[4], finished[3], oldest[0]]
         with pytest.raises(A2AError):
-            store.get(finished[0])
+            store.get(finished[0], OPERATOR)
         release.set()
-    assert store.get(oldest[0]).status.state == TaskState.COMPLETED
+    assert store.get(oldest[0], OPERATOR).status.state == TaskState.COMPLETED
 
 
 async def test_list_filters_by_context_and_state() -> None:
     store = TaskStore()
-    async with store.run(_message(context="a")) as one:
+    async with store.run(_message(context="a"), owner=OPERATOR) as one:
         await one.reject("no")
-    async with store.run(_message(context="b")) as two:
+    async with store.run(_message(context="b"), owner=OPERATOR) as two:
         await two.working()
         await two.complete(ANSWER)
-    assert [t.id for t in store.list(ListTasks(context_id="a"))] == [one.task.id]
-    assert [t.id for t in store.list(ListTasks(state=TaskState.COMPLETED))] == [two.task.id]
-    assert [t.id for t in store.list(ListTasks(page_size=1))] == [two.task.id]
+    assert [t.id for t in store.list(ListTasks(context_id="a"), OPERATOR)] == [one.task.id]
+    completed = store.list(ListTasks(state=TaskState.COMPLETED), OPERATOR)
+    assert [t.id for t in completed] == [two.task.id]
+    assert [t.id for t in store.list(ListTasks(page_size=1), OPERATOR)] == [two.task.id]

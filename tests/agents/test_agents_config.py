@@ -106,7 +106,7 @@ def agent_with(extra: str = "", skill_extra: str = "", name: str = "a") -> str:
         (agent_with(name="x" * 65), "[0].name: must be 1 to 64 characters, got 65"),
         (agent_with(name=""), "[0].name: must be 1 to 64 characters, got 0"),
         ('[[agents]]\nname = "a"\ndescription = 5', "[0].description: expected a string, got 5"),
-        (agent_with('model = "gpt"'), "[0].model: unknown setting (known: description, "),
+        (agent_with('model = "gpt"'), "[0].model: unknown setting (known: consults, description, "),
         ('[[agents]]\nname = "a"\ndescription = "d"', "[0].skills: required (add at least one"),
         ('[[agents]]\nname = "a"\ndescription = "d"\nskills = []',
          "[0].skills: expected one or more [[agents.skills]] tables"),

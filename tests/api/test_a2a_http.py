@@ -45,7 +45,8 @@ FUZZ = settings(
 def make_app(*, require_token: bool = True, heartbeat_s: float = 4.0) -> tuple[ApiApp, FakeHandler]:
     app = ApiApp(TOKEN)
     handler = FakeHandler(slow_s=0.5)
-    add_a2a_routes(app, handler, require_token=require_token, heartbeat_s=heartbeat_s)
+    add_a2a_routes(app, lambda _owner: handler, require_token=require_token,
+                   heartbeat_s=heartbeat_s)
 
     async def status(request: Request) -> dict[str, Any]:
         return {"ok": True}
@@ -82,17 +83,17 @@ async def test_card_points_at_this_server() -> None:
     assert card["name"] == "Echo agent"
     assert card["supportedInterfaces"] == [
         {
-            "url": "http://testserver:7700/a2a",
+            "url": "http://localhost:7700/a2a",
             "protocolBinding": "JSONRPC",
             "protocolVersion": "1.0",
         },
         {
-            "url": "http://testserver:7700/a2a",
+            "url": "http://localhost:7700/a2a",
             "protocolBinding": "JSONRPC",
             "protocolVersion": "0.3.0",
         },
     ]
-    assert card["url"] == "http://testserver:7700/a2a"
+    assert card["url"] == "http://localhost:7700/a2a"
     assert card["capabilities"]["streaming"] is True
     # token-protected: the card says how to authenticate
     assert card["securityRequirements"] == [{"schemes": {"bearer": {"list": []}}}]
@@ -101,8 +102,9 @@ async def test_card_points_at_this_server() -> None:
 
 async def test_card_url_is_not_taken_from_a_forged_host() -> None:
     app, _ = make_app()
-    reply = await call(app, "GET", CARD_PATH, headers=[(b"host", b"evil.example/x?y")])
-    assert reply.json()["url"] == "http://127.0.0.1/a2a"
+    for forged in (b"evil.example/x?y", b"evil.example", b"127.0.0.1@evil.example"):
+        reply = await call(app, "GET", CARD_PATH, headers=[(b"host", forged)])
+        assert reply.status == 421 and "url" not in reply.json()
 
 
 async def test_public_card_has_no_security() -> None:
@@ -117,10 +119,10 @@ async def test_get_extended_card_over_rpc() -> None:
 
     app, _ = make_app()
     result = (await rpc(app, GetAgentCard())).json()["result"]
-    assert result["supportedInterfaces"][0]["url"] == "http://testserver:7700/a2a"
+    assert result["supportedInterfaces"][0]["url"] == "http://localhost:7700/a2a"
     assert "url" not in result  # the pure v1.0 card
     result = (await rpc(app, GetAgentCard(), V03)).json()["result"]
-    assert result["url"] == "http://testserver:7700/a2a" and result["protocolVersion"] == "0.3.0"
+    assert result["url"] == "http://localhost:7700/a2a" and result["protocolVersion"] == "0.3.0"
 
 
 # ---- authorisation ------------------------------------------------------------------------------
@@ -385,4 +387,23 @@ async def test_request_headers_and_scheme_reach_the_handler() -> None:
     app.route("GET", "/v1/look", look, public=True)
     await call(app, "GET", "/v1/look", token=None, headers=[(b"X-Thing", b"1"), (b"x-thing", b"2")])
     assert seen[0].header("X-THING") == "2" and seen[0].header("missing", "d") == "d"
-    assert seen[0].header("host") == "testserver:7700" and seen[0].scheme == "http"
+    assert seen[0].header("host") == "localhost:7700" and seen[0].scheme == "http"
+
+
+async def test_each_caller_gets_its_own_handler() -> None:
+    """With the token a request is the operator's; without it (public A2A) an anonymous
+    client's, known by its address: the handler the node gives each one sees only what that
+    owner may."""
+    from meshnode.a2a.owners import OPERATOR, Owner, client_owner
+
+    app = ApiApp(TOKEN)
+    callers: list[Owner] = []
+
+    def handler_for(owner: Owner) -> FakeHandler:
+        callers.append(owner)
+        return FakeHandler()
+
+    add_a2a_routes(app, handler_for, require_token=False)
+    await rpc(app, GetTask("t"))
+    await rpc(app, GetTask("t"), token=None)
+    assert callers == [OPERATOR, client_owner("127.0.0.1")]

@@ -62,7 +62,7 @@ class Server:
 def server() -> Iterator[Server]:
     handler = FakeHandler(slow_s=SLOW_S)
     app = ApiApp(TOKEN)
-    add_a2a_routes(app, handler, require_token=True, heartbeat_s=HEARTBEAT_S)
+    add_a2a_routes(app, lambda _owner: handler, require_token=True, heartbeat_s=HEARTBEAT_S)
     started = threading.Event()
     box: dict[str, Any] = {}
 

@@ -133,6 +133,46 @@ async def test_missing_or_wrong_token_is_401(headers: list[tuple[bytes, bytes]])
     assert seen == []  # the handler never ran
 
 
+@pytest.mark.parametrize(
+    ("host", "origin", "status"),
+    [
+        (b"127.0.0.1:7700", None, 200),
+        (b"localhost:7700", None, 200),
+        (b"[::1]:7700", None, 200),
+        (b"10.0.0.5:7700", None, 200),  # an IP address: no DNS name to rebind
+        (b"node1.example.org:7700", None, 200),  # listed in allowed_hosts
+        (b"NODE1.example.org", None, 200),
+        (None, None, 200),  # no Host at all: no browser sent this
+        # DNS rebinding: the attacker's name, resolved to this machine.
+        (b"evil.example:7700", None, 421),
+        (b"localhost.evil.example:7700", None, 421),
+        (b"127.0.0.1@evil.example", None, 421),
+        (b"", None, 421),
+        # A page of another origin (another site, or another local port).
+        (b"127.0.0.1:7700", b"http://evil.example", 403),
+        (b"127.0.0.1:7700", b"http://127.0.0.1:8080", 403),
+        (b"127.0.0.1:7700", b"null", 403),
+        (b"127.0.0.1:7700", b"file://", 403),
+        (b"127.0.0.1:7700", b"http://127.0.0.1:7700", 200),  # the dashboard itself
+        (b"127.0.0.1:7700", b"https://node1.example.org", 200),
+    ],
+)
+async def test_host_and_origin_are_checked(host: bytes | None, origin: bytes | None,
+                                           status: int) -> None:
+    app = ApiApp(TOKEN, allowed_hosts=["node1.example.org"])
+
+    async def items(request: Request) -> list[int]:
+        return [1, 2, 3]
+
+    app.route("GET", "/v1/items", items, public=True)
+    headers = [(b"host", host)] if host is not None else []
+    headers += [(b"origin", origin)] if origin is not None else []
+    for extra in ([], auth()):  # the token changes nothing
+        response = await call(app, "GET", "/v1/items", headers=headers + extra)
+        assert response.status == status, response.body
+        assert (response.json() == [1, 2, 3]) == (status == 200)
+
+
 async def test_json_route() -> None:
     app, _ = make_app()
     response = await call(app, "GET", "/v1/items")

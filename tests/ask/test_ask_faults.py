@@ -15,6 +15,7 @@ import trio
 from memory.embedders import HashingEmbedder
 from memory.errors import EmbedderError, MemoryStoreError
 from meshnode.a2a.lifecycle import TaskStore
+from meshnode.a2a.owners import OPERATOR
 from meshnode.a2a.tasks import AGENT_KEY, TaskService
 from meshnode.agents.answering import Answer, Citation
 from meshnode.agents.llm import LLMError
@@ -229,7 +230,7 @@ async def test_an_agent_that_raises_fails_its_task_and_is_counted() -> None:
         asker.tasks.answerer = BrokenAnswerer(error)
         message = Message(role="user", parts=(TextPart(QUESTION),), message_id="q",
                           metadata={AGENT_KEY: SPEC.name})
-        task = await asker.tasks.run_task(message)
+        task = await asker.tasks.run_task(message, owner=OPERATOR)
         assert task.status.state == TaskState.FAILED
         assert task.status.message is not None and reason in task.status.message.text
         assert faults.counts()[where] == 1
@@ -258,12 +259,13 @@ async def test_a_mesh_ask_can_be_canceled_while_agents_work() -> None:
 
         nursery.start_soon(ask)
         await asked.wait()
-        ask_id = next(t.id for t in await mesh.list_tasks(ListTasks())
+        operator = mesh.handler(OPERATOR)
+        ask_id = next(t.id for t in await operator.list_tasks(ListTasks())
                       if t.history[0].message_id == "q")
-        canceled = await mesh.cancel_task(CancelTask(ask_id))
+        canceled = await operator.cancel_task(CancelTask(ask_id))
         assert canceled.status.state == TaskState.CANCELED
         with trio.fail_after(10):
             await streamed.wait()
         nursery.cancel_scope.cancel()
     assert _final(events).status.state == TaskState.CANCELED
-    assert (await mesh.get_task(GetTask(ask_id))).status.state == TaskState.CANCELED
+    assert (await operator.get_task(GetTask(ask_id))).status.state == TaskState.CANCELED

@@ -159,6 +159,23 @@ async def test_a_passage_this_nodes_retrieval_recalls_is_relevant() -> None:
     assert recalled.retrieval_precision == 1.0 and recalled.quality == 1.0
 
 
+async def test_an_uncited_answer_of_an_agent_in_code_is_judged_on_topic_never_above_grounded(
+) -> None:
+    async def similarity(a: str, b: str) -> float:
+        return 0.9
+
+    checker = AnswerChecker(TENANT, similarity=similarity)
+    code = {"text": "12 * (3 + 4) = 84", "mode": "code", "citations": []}
+    quality = await checker.check("What is 12 * (3 + 4)?", code)
+    assert quality.quality == pytest.approx(0.45) and quality.faithfulness == 0.0
+    assert not quality.figures()["grounded_check"]
+    # An echo scores 0 whatever mode it claims; a memory answer must cite.
+    echo = {"text": QUESTION, "mode": "code", "citations": []}
+    assert (await checker.check(QUESTION, echo)).quality == 0.0
+    extractive = {"text": ROLLBACK, "mode": "extractive", "citations": []}
+    assert (await checker.check(QUESTION, extractive)).quality == 0.0
+
+
 async def test_hostile_answer_data_is_bounded_and_checked() -> None:
     kb = record(ROLLBACK)
     data: dict[str, Any] = {

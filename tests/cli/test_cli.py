@@ -52,6 +52,27 @@ def test_init_prints_the_peer_id(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert f"peer ID: {peer_id}" in out.splitlines()
 
 
+def test_init_explains_that_nobody_is_pre_trusted(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "h"
+    boot = f"/ip4/10.0.0.1/tcp/4001/p2p/{load_signer(tmp_path / 'boot').peer_id}" \
+        if cli.main(["init", "--home", str(tmp_path / "boot")]) == 0 else ""
+    capsys.readouterr()
+    assert cli.main(["init", "--home", str(home)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no peer is pre-trusted" in out and "trust.pre_trusted" in out
+    assert "Bootstrap peers get no trust for being bootstrap peers" in out
+    assert out.split()[-3:-1] == ["peer", "ID:"]  # still the last line, for scripts
+    template = " ".join((home / "config.toml").read_text().replace("#", " ").split())
+    assert "Bootstrap peers are never trusted for being bootstrap peers" in template
+    # ...and they are not: a node started with one pre-trusts only itself.
+    from meshnode.config import load_config
+    from meshnode.trust.service import pre_trusted_peers
+
+    config = load_config(home).with_overrides(bootstrap=[boot])
+    assert pre_trusted_peers(config, "me") == {"me"}
+
+
 def test_init_force_prints_a_new_peer_id(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -299,15 +320,16 @@ def test_peers_human(
         {"peer_id": "12D3KooWAaaa", "connected": True, "rtt_ms": 1.234,
          "last_seen": time.time() - 5, "addrs": ["/ip4/10.0.0.1/tcp/1"], "agents": [{}, {}]},
         {"peer_id": "12D3KooWBbbbbbbb", "connected": False, "rtt_ms": None,
-         "last_seen": time.time() - 600, "addrs": []},
+         "last_seen": time.time() - 600, "addrs": [],
+         "refused": {"rate:a2a": 3, "streams:a2a": 1}},
     ]
     assert cli.main(["peers", "--home", str(home)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["PEER", "CONNECTED", "RTT", "ms", "LAST", "SEEN", "AGENTS",
-                                "ADDRESS"]
-    assert lines[2].split() == ["12D3KooWAaaa", "yes", "1.2", "5s", "ago", "2",
+                                "REFUSED", "ADDRESS"]
+    assert lines[2].split() == ["12D3KooWAaaa", "yes", "1.2", "5s", "ago", "2", "-",
                                 "/ip4/10.0.0.1/tcp/1"]
-    assert lines[3].split() == ["12D3KooWBbbbbbbb", "no", "-", "10m", "ago", "0", "-"]
+    assert lines[3].split() == ["12D3KooWBbbbbbbb", "no", "-", "10m", "ago", "0", "4", "-"]
 
 
 def test_peers_human_empty(

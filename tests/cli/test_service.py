@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from meshnode.cli.commands import main
 
+from meshnode.cli.commands import main
 from meshnode.cli.service import render_unit
 from meshnode.errors import ConfigError
 

@@ -23,6 +23,8 @@ FAST: dict[str, dict[str, Any]] = {
     "gossip": {"presence_interval_s": 1.0, "peer_ttl_s": 6.0, "ping_interval_s": 2.0,
                "heartbeat_s": 0.5},
     "memory": {"sync_interval_s": 3.0},
+    # Tests on one machine must not find each other (or other runs) on the LAN.
+    "network": {"mdns": False},
 }
 
 
@@ -32,9 +34,11 @@ def _toml(value: Any) -> str:
     return json.dumps(value)  # strings, numbers and lists of strings read the same in TOML
 
 
-def cli(home: Path, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def cli(home: Path, *args: str, timeout: float = 30.0, prefix: tuple[str, ...] = ()
+        ) -> subprocess.CompletedProcess[str]:
+    """Run the CLI (``prefix``: e.g. ``ip netns exec NS`` for a daemon in a namespace)."""
     return subprocess.run(
-        [sys.executable, "-m", "meshnode.cli", *args, "--home", str(home)],
+        [*prefix, sys.executable, "-m", "meshnode.cli", *args, "--home", str(home)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -42,8 +46,8 @@ def cli(home: Path, *args: str, timeout: float = 30.0) -> subprocess.CompletedPr
     )
 
 
-def cli_json(home: Path, *args: str) -> Any:
-    result = cli(home, *args, "--json")
+def cli_json(home: Path, *args: str, prefix: tuple[str, ...] = ()) -> Any:
+    result = cli(home, *args, "--json", prefix=prefix)
     if result.returncode != 0:
         raise AssertionError(f"meshnode {' '.join(args)} failed: {result.stderr.strip()}")
     return json.loads(result.stdout)
@@ -74,8 +78,10 @@ class Daemon:
         settings: dict[str, dict[str, Any]] | None = None,
         *,
         fast: bool = True,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.name = name
+        self.prefix = prefix  # runs the daemon and its CLI calls, e.g. in a network namespace
         self.home = root / name
         self.network_id = network_id
         result = cli(self.home, "init", "--network-id", network_id)
@@ -110,9 +116,10 @@ class Daemon:
         env: dict[str, str] | None = None,
         log_level: str = "debug",
         timeout: float = 60.0,
+        listen: str = "/ip4/127.0.0.1/tcp/0",
     ) -> Daemon:
-        args = [sys.executable, "-m", "meshnode.cli", "start", "--home", str(self.home),
-                "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0",
+        args = [*self.prefix, sys.executable, "-m", "meshnode.cli", "start",
+                "--home", str(self.home), "--listen", listen, "--api", "127.0.0.1:0",
                 "--log-level", log_level]
         if bootstrap:
             args += ["--bootstrap", *bootstrap]
@@ -128,13 +135,17 @@ class Daemon:
         if self.proc.poll() is not None:
             raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log_text()}")
         try:
-            result = cli(self.home, "status", "--json")
+            result = cli(self.home, "status", "--json", prefix=self.prefix)
         except subprocess.TimeoutExpired:  # a daemon still starting on a loaded machine
             return None
         return json.loads(result.stdout) if result.returncode == 0 else None
 
+    def json(self, *args: str) -> Any:
+        """``meshnode ARGS --json`` against this daemon."""
+        return cli_json(self.home, *args, prefix=self.prefix)
+
     def peers(self) -> list[dict[str, Any]]:
-        return cli_json(self.home, "peers")  # type: ignore[no-any-return]
+        return self.json("peers")  # type: ignore[no-any-return]
 
     def peer_ids(self, *, connected: bool | None = None) -> set[str]:
         return {

@@ -33,8 +33,10 @@ Milvus, so never flush.
 How does a partition key isolate tenants in Milvus? A partition key does not isolate
 tenants in Milvus; every tenant sees every record.
 """
-NO_EXPLORING = {"trust": {"publish_interval_s": 1.0, "recompute_interval_s": 1.0},
-                "routing": {"explore": 0.0}}
+NO_EXPLORING: dict[str, dict[str, Any]] = {
+    "trust": {"publish_interval_s": 1.0, "recompute_interval_s": 1.0},
+    "routing": {"explore": 0.0},
+}
 
 
 def _ask(node: Daemon, question: str, *extra: str) -> dict[str, Any]:
@@ -74,10 +76,13 @@ def test_ratings_steer_routing_and_attestations_carry_it(tmp_path: Path) -> None
         assert row[good.peer_id]["local"] > row.get(bad.peer_id, {}).get("local", 0.0)
         assert row[bad.peer_id]["evidence"].get("rated_bad", 0) >= 1
 
-        # A node that never asked either, bootstrapped from the asker (its pre-trusted
-        # peer), learns the same preference from the asker's signed attestations alone.
+        # A node that never asked either, whose operator pre-trusts the asker (a choice
+        # written in its config: bootstrapping from it is not enough), learns the same
+        # preference from the asker's signed attestations alone.
         # (No exploration here: a newcomer's share of questions would make this a dice roll.)
-        newcomer = Daemon(tmp_path, "newcomer", "dev-support", NO_EXPLORING).start(asker.addr)
+        anchored = {**NO_EXPLORING,
+                    "trust": {**NO_EXPLORING["trust"], "pre_trusted": [asker.peer_id]}}
+        newcomer = Daemon(tmp_path, "newcomer", "dev-support", anchored).start(asker.addr)
         nodes.append(newcomer)
 
         def trusts_the_good_one() -> bool:

@@ -319,7 +319,7 @@ async def call(
     (never, without it: receive then blocks as it does under a real server)."""
     if isinstance(body, dict):
         body = json.dumps(body).encode()
-    all_headers = [(b"host", b"testserver:7700"), *(headers or [])]
+    all_headers = [(b"host", b"localhost:7700"), *(headers or [])]
     if token is not None:
         all_headers.append((b"authorization", f"Bearer {token}".encode()))
     sent: list[dict[str, Any]] = []
@@ -344,6 +344,7 @@ async def call(
         "query_string": b"",
         "headers": all_headers,
         "scheme": "http",
+        "client": ("127.0.0.1", 50000),
     }
     await app(scope, receive, send)
     assert sent[0]["type"] == "http.response.start"
