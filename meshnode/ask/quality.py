@@ -17,7 +17,7 @@ passages must be relevant to the question (:func:`meshnode.agents.grounding.chec
 An agent in code or a remote A2A server (answer mode "code" or "remote") may answer without
 citing memory (a calculator): such an answer, if it cites nothing, is scored by its
 similarity to the question instead, at most :data:`UNCITED_WEIGHT` (so below any grounded
-answer), and 0 if it merely restates the question.
+answer), and 0 if it merely repeats the question (:func:`repeats`).
 
 Two answers *agree* (:meth:`AnswerQuality.agrees`) when their supported sentences rest on a
 common record or share most of their keywords: an answer that agrees with the one taken
@@ -29,6 +29,7 @@ dashboard.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,10 +39,8 @@ from memory.store import MemoryStore
 from meshnode.agents.grounding import (
     Grounding,
     check_answer,
-    claims,
     keys,
     passage_of,
-    restates,
     supported_ids,
 )
 from protocols.errors import ProtocolError
@@ -59,6 +58,7 @@ UNCITED_MODES = ("code", "remote")
 #: What an uncited answer of theirs can score at most: its similarity to the question times
 #: this, so that any answer grounded in memory beats it.
 UNCITED_WEIGHT = 0.5
+_WORD = re.compile(r"\w+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +115,15 @@ class AnswerQuality:
             return True
         mine, theirs = keys(self.supported_text()), keys(other.supported_text())
         return bool(mine and theirs) and len(mine & theirs) / len(mine | theirs) >= AGREE
+
+
+def repeats(text: str, question: str) -> bool:
+    """Whether ``text`` says nothing but (a run of) the question's words, in its order. Word
+    order counts here, unlike :func:`meshnode.agents.grounding.restates`: an agent in code
+    may rightly answer with the question's words ("gamma beta alpha" reversed)."""
+    said, asked = _WORD.findall(text.casefold()), _WORD.findall(question.casefold())
+    n = len(said)
+    return any(asked[i:i + n] == said for i in range(len(asked) - n + 1))
 
 
 def _cited_ids(data: dict[str, Any]) -> list[str]:
@@ -182,11 +191,9 @@ class AnswerChecker:
         if not wanted and data.get("mode") in UNCITED_MODES and self.similarity is not None \
                 and text.strip():
             # Nothing to check it against: only whether it is on the question, and never
-            # a mere echo of it (every sentence restating it). A peer that says "code" to
-            # escape the checks gains no more than UNCITED_WEIGHT.
-            said = claims(text)
-            echo = bool(said) and all(restates(c.text, question) for c in said)
-            estimate = 0.0 if echo else UNCITED_WEIGHT * max(
+            # a mere echo of it. A peer that says "code" to escape the checks gains no more
+            # than UNCITED_WEIGHT.
+            estimate = 0.0 if repeats(text, question) else UNCITED_WEIGHT * max(
                 0.0, min(1.0, await self.similarity(question, text)))
         return AnswerQuality(grounding, tuple(ids), sum(p is None for p in passages), estimate)
 

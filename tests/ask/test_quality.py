@@ -170,8 +170,12 @@ async def test_an_uncited_answer_of_an_agent_in_code_is_judged_on_topic_never_ab
     assert quality.quality == pytest.approx(0.45) and quality.faithfulness == 0.0
     assert not quality.figures()["grounded_check"]
     # An echo scores 0 whatever mode it claims; a memory answer must cite.
-    echo = {"text": QUESTION, "mode": "code", "citations": []}
-    assert (await checker.check(QUESTION, echo)).quality == 0.0
+    for echo in (QUESTION, QUESTION.upper(), "roll back a Kubernetes deployment"):
+        data = {"text": echo, "mode": "code", "citations": []}
+        assert (await checker.check(QUESTION, data)).quality == 0.0, echo
+    # The question's words in another order can be an answer (a word reverser's).
+    reversed_ = {"text": "Reversed words: gamma beta alpha", "mode": "code"}
+    assert (await checker.check("Reverse the words: alpha beta gamma", reversed_)).quality > 0
     extractive = {"text": ROLLBACK, "mode": "extractive", "citations": []}
     assert (await checker.check(QUESTION, extractive)).quality == 0.0
 
