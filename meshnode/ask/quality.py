@@ -39,16 +39,12 @@ from memory.store import MemoryStore
 from meshnode.agents.grounding import (
     Grounding,
     check_answer,
-    keys,
     passage_of,
     supported_ids,
 )
 from protocols.errors import ProtocolError
 from protocols.records import MemoryRecord, is_record_id, record_from_json
 
-#: Two answers agree when their supported sentences rest on a common record, or share this
-#: much of their keywords (Jaccard).
-AGREE = 0.5
 #: Bounds on what is read of an answer from a peer.
 MAX_CITATIONS = 64
 MAX_RECORDS = 16
@@ -109,12 +105,9 @@ class AnswerQuality:
 
     def agrees(self, other: AnswerQuality) -> bool:
         """Whether two answers say the same: their supported sentences rest on a common
-        record or share most of their keywords. An answer with nothing supported agrees
-        with nothing."""
-        if set(self.sources()) & set(other.sources()):
-            return True
-        mine, theirs = keys(self.supported_text()), keys(other.supported_text())
-        return bool(mine and theirs) and len(mine & theirs) / len(mine | theirs) >= AGREE
+        record. Shared keywords are not enough: a liar's passages can be phrased like the
+        truth and say the opposite. An answer with nothing supported agrees with nothing."""
+        return bool(set(self.sources()) & set(other.sources()))
 
 
 def repeats(text: str, question: str) -> bool:

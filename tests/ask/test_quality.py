@@ -180,6 +180,18 @@ async def test_an_uncited_answer_of_an_agent_in_code_is_judged_on_topic_never_ab
     assert (await checker.check(QUESTION, extractive)).quality == 0.0
 
 
+async def test_answers_agree_only_by_resting_on_a_common_record() -> None:
+    truth = record(ROLLBACK)
+    lie = record("A rolling update never replaces instances. `kubectl rollout undo "
+                 "deployment/web` deletes the previous revision.", seq=2)
+    right = await check(answer(f"{ROLLBACK} [1]", truth))
+    again = await check(answer(f"{ROLLBACK.split('. ')[1]} [1]", truth))
+    wrong = await check(answer(f"{lie.text} [1]", lie))
+    assert right.quality == wrong.quality == 1.0  # both grounded in what they cite...
+    assert right.agrees(again) and again.agrees(right)
+    assert not right.agrees(wrong) and not wrong.agrees(right)  # ...the same words, not so
+
+
 async def test_hostile_answer_data_is_bounded_and_checked() -> None:
     kb = record(ROLLBACK)
     data: dict[str, Any] = {
