@@ -43,8 +43,8 @@ class AgentOutcome:
                 "seconds": round(self.seconds, 3)}
 
     def says_as(self, other: AgentOutcome) -> bool:
-        """Whether this answer says the same as ``other`` (a forwarded answer, whose
-        agent is not known here, corroborates nothing)."""
+        """Whether this answer says nothing beyond ``other`` (AnswerQuality.agrees; a
+        forwarded answer, whose agent is not known here, corroborates nothing)."""
         return (self.check is not None and other.check is not None
                 and self.scored.candidate.agent != FORWARDED and self.check.agrees(other.check))
 

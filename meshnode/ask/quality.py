@@ -104,10 +104,13 @@ class AnswerQuality:
         return supported_ids(self.grounding, self.cited)
 
     def agrees(self, other: AnswerQuality) -> bool:
-        """Whether two answers say the same: their supported sentences rest on a common
-        record. Shared keywords are not enough: a liar's passages can be phrased like the
-        truth and say the opposite. An answer with nothing supported agrees with nothing."""
-        return bool(set(self.sources()) & set(other.sources()))
+        """Whether this answer says nothing that ``other`` does not: its supported sentences
+        rest only on records that ``other``'s rest on. Shared keywords are not enough (a
+        liar's passages can be phrased like the truth and say the opposite), nor is one
+        common record (in a replicated mesh a liar can quote the truth beside its own). An
+        answer with nothing supported agrees with nothing."""
+        mine = set(self.sources())
+        return bool(mine) and mine <= set(other.sources())
 
 
 def repeats(text: str, question: str) -> bool:

@@ -190,6 +190,9 @@ async def test_answers_agree_only_by_resting_on_a_common_record() -> None:
     assert right.quality == wrong.quality == 1.0  # both grounded in what they cite...
     assert right.agrees(again) and again.agrees(right)
     assert not right.agrees(wrong) and not wrong.agrees(right)  # ...the same words, not so
+    # The truth quoted beside a lie: says more than the truth alone.
+    both = await check(answer(f"{ROLLBACK} [1] {lie.text} [2]", truth, lie))
+    assert right.agrees(both) and not both.agrees(right)
 
 
 async def test_hostile_answer_data_is_bounded_and_checked() -> None:
