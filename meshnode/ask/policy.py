@@ -269,13 +269,17 @@ def corroborated_choice(
     Trust decides *what* the answer is, relevance *who* gives it: an expert, a newcomer or
     an explored candidate that says what the trusted candidates say answers the questions
     it fits best, and so earns trust of its own, instead of the most trusted generalist
-    answering everything. An answer that agrees with nothing is never taken this way.
+    answering everything. An answer that agrees with nothing, or from an agent with more
+    bad than good outcomes with this node, is never taken this way.
     """
     if choice.index is None:
         return choice
-    agreeing = [i for i, (_, quality) in enumerate(answers)
+    # Not an agent with a bad record here: a liar caught before could otherwise quote the
+    # truth when it can and earn back, as a corroborator, the trust it lost.
+    agreeing = [i for i, (candidate, quality) in enumerate(answers)
                 if i == choice.index or (agrees[i] and quality is not None
-                                         and quality >= min_quality and quality > 0.0)]
+                                         and quality >= min_quality and quality > 0.0
+                                         and _experience(candidate) >= 1.0)]
 
     def fit(i: int) -> tuple[float, float, int]:
         candidate = answers[i][0]

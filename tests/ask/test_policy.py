@@ -229,6 +229,11 @@ def test_trust_picks_the_answer_and_relevance_who_gives_it() -> None:
     same = corroborated_choice(choice, answers, [True, True, False], min_quality=0.5)
     assert same.index == 1 and "fits the question best" in same.reasons[1]
     assert corroborated_choice(choice, answers, [True, False, False]).index == 0
+    # A liar caught before (a bad record here) does not answer by quoting the truth.
+    caught = cand("c", relevance=1.0, trust=0.0, experience=0.5)
+    quoting: list[tuple[Candidate, float | None]] = [(trusted, 0.8), (caught, 0.9)]
+    assert corroborated_choice(choose_answer(quoting, min_quality=0.5), quoting, [True, True],
+                               min_quality=0.5).index == 0
     # Too poor an answer does not answer, even saying the same.
     poor: list[tuple[Candidate, float | None]] = [(trusted, 0.8), (expert, 0.3)]
     assert corroborated_choice(choose_answer(poor, min_quality=0.5), poor, [True, True],
