@@ -43,10 +43,12 @@ class AgentOutcome:
                 "seconds": round(self.seconds, 3)}
 
     def says_as(self, other: AgentOutcome) -> bool:
-        """Whether this answer says nothing beyond ``other`` (AnswerQuality.agrees; a
-        forwarded answer, whose agent is not known here, corroborates nothing)."""
+        """Whether this answer corroborates ``other``: it says nothing beyond it, from its
+        own node's records (AnswerQuality.agrees, rests_on_own; a forwarded answer, whose
+        agent is not known here, corroborates nothing)."""
         return (self.check is not None and other.check is not None
-                and self.scored.candidate.agent != FORWARDED and self.check.agrees(other.check))
+                and self.scored.candidate.agent != FORWARDED and self.check.agrees(other.check)
+                and self.check.rests_on_own(self.scored.candidate.peer_id))
 
 
 def choose(outcomes: list[AgentOutcome], *, min_quality: float, policy: RoutingPolicy) -> Choice:

@@ -65,6 +65,8 @@ class AnswerQuality:
     #: For an uncited answer of an agent that does not answer from memory (UNCITED_MODES):
     #: UNCITED_WEIGHT x its similarity to the question, in place of the grounded quality.
     estimate: float | None = None
+    #: Who authored each cited record (its signer's peer ID; "" if not found), by citation.
+    authors: tuple[str, ...] = ()
 
     @property
     def faithfulness(self) -> float:
@@ -111,6 +113,14 @@ class AnswerQuality:
         answer with nothing supported agrees with nothing."""
         mine = set(self.sources())
         return bool(mine) and mine <= set(other.sources())
+
+    def rests_on_own(self, peer: str) -> bool:
+        """Whether every record its supported sentences rest on was authored by ``peer``:
+        an agent corroborates with its own knowledge, not by quoting another's (a liar
+        can quote an honest expert's replicated records)."""
+        author = dict(zip(self.cited, self.authors, strict=False))
+        mine = self.sources()
+        return bool(mine) and all(author.get(i) == peer for i in mine)
 
 
 def repeats(text: str, question: str) -> bool:
@@ -191,7 +201,9 @@ class AnswerChecker:
             # than UNCITED_WEIGHT.
             estimate = 0.0 if repeats(text, question) else UNCITED_WEIGHT * max(
                 0.0, min(1.0, await self.similarity(question, text)))
-        return AnswerQuality(grounding, tuple(ids), sum(p is None for p in passages), estimate)
+        authors = tuple(records[i].author if i in records else "" for i in ids)
+        return AnswerQuality(grounding, tuple(ids), sum(p is None for p in passages), estimate,
+                             authors)
 
 
 @dataclass(slots=True)

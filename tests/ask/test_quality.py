@@ -193,6 +193,8 @@ async def test_answers_agree_only_by_resting_on_a_common_record() -> None:
     # The truth quoted beside a lie: says more than the truth alone.
     both = await check(answer(f"{ROLLBACK} [1] {lie.text} [2]", truth, lie))
     assert right.agrees(both) and not both.agrees(right)
+    # Corroborating takes one's own knowledge, not quoting another's replicated records.
+    assert right.rests_on_own(AUTHOR.peer_id) and not right.rests_on_own("someone-else")
 
 
 async def test_hostile_answer_data_is_bounded_and_checked() -> None:
