@@ -316,7 +316,7 @@ class Asker:
             outcomes = await self._ask_wave(wave, question, remaining, progress, forward, owner,
                                             carried, memory.relevant)
             choice = choose(outcomes, min_quality=self.settings.min_quality,
-                            policy=self.policy)
+                            policy=self.policy, explore=self.settings.explore > 0)
             explain["waves"].append({
                 "asked": [o.scored.candidate.agent + "@" + o.scored.candidate.peer_id
                           for o in outcomes],

@@ -51,12 +51,14 @@ class AgentOutcome:
                 and self.check.rests_on_own(self.scored.candidate.peer_id))
 
 
-def choose(outcomes: list[AgentOutcome], *, min_quality: float, policy: RoutingPolicy) -> Choice:
+def choose(outcomes: list[AgentOutcome], *, min_quality: float, policy: RoutingPolicy,
+           explore: bool = True) -> Choice:
     """The answer to take: by quality x trust, given by the most relevant agent that says
-    the same."""
+    the same. Letting another agent than the most trusted give it is a form of
+    exploration: not when the operator turned exploration off (``explore``)."""
     answers = [(o.scored.candidate, o.quality) for o in outcomes]
     choice = choose_answer(answers, min_quality=min_quality, policy=policy)
-    if choice.index is None:
+    if choice.index is None or not explore:
         return choice
     best = outcomes[choice.index]
     agrees = [o.says_as(best) for o in outcomes]
