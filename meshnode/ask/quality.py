@@ -65,8 +65,11 @@ class AnswerQuality:
     #: For an uncited answer of an agent that does not answer from memory (UNCITED_MODES):
     #: UNCITED_WEIGHT x its similarity to the question, in place of the grounded quality.
     estimate: float | None = None
-    #: Who authored each cited record (its signer's peer ID; "" if not found), by citation.
+    #: Who authored each cited record (its signer's peer ID; "" if not found or a
+    #: solution), by citation.
     authors: tuple[str, ...] = ()
+    #: The cited records that are solutions (problem_solutions).
+    solutions: frozenset[str] = frozenset()
 
     @property
     def faithfulness(self) -> float:
@@ -115,12 +118,13 @@ class AnswerQuality:
         return bool(mine) and mine <= set(other.sources())
 
     def rests_on_own(self, peer: str) -> bool:
-        """Whether every record its supported sentences rest on was authored by ``peer``:
-        an agent corroborates with its own knowledge, not by quoting another's (a liar
-        can quote an honest expert's replicated records)."""
+        """Whether every knowledge record its supported sentences rest on was authored by
+        ``peer``: an agent corroborates with its own knowledge, not by quoting another's (a
+        liar can quote an honest expert's replicated records). Solutions (accepted answers,
+        signed by the nodes that accepted them) may be quoted by anyone."""
         author = dict(zip(self.cited, self.authors, strict=False))
         mine = self.sources()
-        return bool(mine) and all(author.get(i) == peer for i in mine)
+        return bool(mine) and all(i in self.solutions or author.get(i) == peer for i in mine)
 
 
 def repeats(text: str, question: str) -> bool:
@@ -201,9 +205,13 @@ class AnswerChecker:
             # than UNCITED_WEIGHT.
             estimate = 0.0 if repeats(text, question) else UNCITED_WEIGHT * max(
                 0.0, min(1.0, await self.similarity(question, text)))
-        authors = tuple(records[i].author if i in records else "" for i in ids)
+        # A solution is the mesh's accepted answer, nobody's own knowledge: its author is "".
+        authors = tuple(records[i].author if i in records
+                        and records[i].collection != "problem_solutions" else "" for i in ids)
+        solutions = {i for i in ids if i in records
+                     and records[i].collection == "problem_solutions"}
         return AnswerQuality(grounding, tuple(ids), sum(p is None for p in passages), estimate,
-                             authors)
+                             authors, frozenset(solutions))
 
 
 @dataclass(slots=True)
