@@ -57,9 +57,6 @@ class NoopAnswerer:
         return Answer(text="ok", citations=(), mode="extractive", model=None, retrieval_s=0.0,
                       llm_s=0.0)
 
-    async def record_exchange(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return []
-
 
 class NoKnowledge:
     """What TaskService needs of a KnowledgeService when the agent records nothing."""

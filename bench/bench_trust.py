@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from meshnode.ask.policy import (
     RoutingPolicy,
     Scored,
     choose_answer,
+    corroborated_choice,
     rank,
     score,
     waves,
@@ -255,11 +256,24 @@ class Mesh:
                         graph.record(c.peer_id, Outcome.TIMEOUT, skill=skill, now=now)
             if choice.index is None:
                 continue
+            # Right answers say the same thing; a wrong one agrees with nothing.
+            best_right = replies[choice.index][2]
+            choice = corroborated_choice(
+                choice, [(c, qual) for c, qual, _ in replies],
+                [best_right and right for _, _, right in replies],
+                min_quality=cfg.min_quality, policy=policy)
+            assert choice.index is not None
             chosen, _, right = replies[choice.index]
             agent = by_id[chosen.peer_id]
             if graph is not None:
-                for outcome in feedback(right, rng):
+                verdict = feedback(right, rng)
+                for outcome in verdict:
                     graph.record(agent.peer_id, outcome, skill=skill, now=now)
+                # The answers that corroborated it share the verdict.
+                for i, (c, _, also_right) in enumerate(replies):
+                    if i != choice.index and right and also_right:
+                        for outcome in verdict:
+                            graph.record(c.peer_id, outcome, skill=skill, now=now)
             return agent.honest and topic in agent.skills, not agent.honest, agent.newcomer
         return False, False, False
 
@@ -318,12 +332,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--windows", type=int, default=6)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--explore-floor", type=float, default=DEFAULT_POLICY.explore_floor)
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     args = parser.parse_args(argv)
-    cfg = Settings(
-        nodes=args.nodes, questions=args.questions, explore=args.explore, fanout=args.fanout
-    )
+    policy = replace(DEFAULT_POLICY, explore_floor=args.explore_floor)
+    cfg = Settings(nodes=args.nodes, questions=args.questions, explore=args.explore,
+                   fanout=args.fanout, policy=policy)
     jobs = [
-        (cfg, m, s, seed) for m in args.malicious for s in STRATEGIES for seed in range(args.seeds)
+        (cfg, m, s, seed) for m in args.malicious for s in args.strategies
+        for seed in range(args.seeds)
     ]
     jobs.sort(key=lambda job: job[2] != "trust")  # longest first, so no process idles at the end
     started = time.monotonic()
@@ -343,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print("|---" * (len(heads) + 6) + "|")
     for m in args.malicious:
-        for s in STRATEGIES:
+        for s in args.strategies:
             mine = [r for r in runs if r["malicious"] == m and r["strategy"] == s]
 
             def mean(key: str, mine: list[dict[str, Any]] = mine) -> list[float]:

@@ -158,7 +158,8 @@ class RoutingSettings:
     explore: float = setting(
         0.05, "Share of questions on which one untrusted newcomer is asked first, so it can "
         "earn trust. Each such question risks a liar's answer: bench/RESULTS.md shows 0.05 as "
-        "the balance.", check=within(0, 1))
+        "the balance. Above 0, an agent more relevant than the most trusted one, whose answer "
+        "says the same from its own records, also gives that answer.", check=within(0, 1))
     min_quality: float = setting(
         0.2, "Answers the asker judges below this quality (0..1) are not taken.",
         check=within(0, 1))

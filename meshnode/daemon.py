@@ -183,7 +183,8 @@ class NodeServices:
         knowledge.replicator.on_sync_refused = limits.refuse
         client = A2AClient(host)
         asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
-                      trust.graph, settings=config.routing, faults=faults, client=client)
+                      trust.graph, settings=config.routing, faults=faults, client=client,
+                      knowledge=knowledge)
         tasks.forwarder = asker.answer_forwarded
         delegator = Delegator(asker)
         for spec in specs:
@@ -212,6 +213,7 @@ class NodeServices:
             await nursery.start(self.membership.run)
             await nursery.start(self.knowledge.run)
             await nursery.start(self.trust.run)
+            await nursery.start(self.asker.run)
             await nursery.start(self.mesh.run)
             for hosted in self.tasks.hosted.values():
                 await nursery.start(hosted.serve)

@@ -359,6 +359,26 @@ def record_from_wire(obj: Any) -> MemoryRecord:
     return record
 
 
+def record_to_json(r: MemoryRecord) -> dict[str, Any]:
+    """A record as JSON-safe data: the wire form with the signature in hex."""
+    wire = record_to_wire(r)
+    wire["sig"] = r.signature.hex()
+    return wire
+
+
+def record_from_json(obj: Any) -> MemoryRecord:
+    """Decode and verify :func:`record_to_json` output (from a peer: hostile until checked)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("sig"), str):
+        raise DecodeError("a record must be an object with a hex 'sig'")
+    if len(obj["sig"]) != 2 * SIGNATURE_LEN:
+        raise DecodeError(f"record.sig: expected {2 * SIGNATURE_LEN} hex digits")
+    try:
+        signature = bytes.fromhex(obj["sig"])
+    except ValueError:
+        raise DecodeError("record.sig is not hex") from None
+    return record_from_wire({**obj, "sig": signature})
+
+
 def verify_record(r: MemoryRecord) -> None:
     """Re-check a record's bounds, id and signature (e.g. one read back from storage)."""
     _checked_record(

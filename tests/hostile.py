@@ -41,6 +41,7 @@ from protocols.codec import FrameDecoder
 from protocols.envelope import encode_envelope, seal
 from protocols.peerid import Signer
 from protocols.presence import HELLO, Hello
+from protocols.records import new_record, record_to_json
 from tests.inmemory import NET, identity
 
 
@@ -150,13 +151,21 @@ class Hostile:
 
     def serve_echo(self) -> TaskService:
         """Serve A2A with the project's TaskService, whose forwarder "answers" every
-        question by echoing it back (so an asker's quality check scores it near 1)."""
+        question with a sentence about it that cites a record this identity signed and
+        carries (so an asker's quality check scores it 1: the record exists, is on the
+        question and supports the sentence)."""
         knowledge: Any = SimpleNamespace(signer=self.signer)
         service = TaskService(self.host, (), answerer=None,  # type: ignore[arg-type]
                               knowledge=knowledge, version="hostile")
 
         async def echo(text: str, *_: Any) -> dict[str, Any]:
-            return {"text": text, "agent": "echo", "peer": self.peer_id}
+            claim = f"The answer to {text.rstrip('?')} is forty two, say the accomplices."
+            record = new_record(self.signer, collection="expert_knowledge",
+                                tenant=self.network_id, text=claim, kind="note", agent="echo",
+                                created=self.clock(), seq=1)
+            return {"text": f"{claim} [1]", "agent": "echo", "peer": self.peer_id,
+                    "citations": [{"id": record.id, "collection": record.collection}],
+                    "records": [record_to_json(record)]}
 
         async def admit_all(_: str) -> bool:  # an accomplice serves whoever asks
             return True

@@ -158,8 +158,10 @@ def agent_card(spec: AgentSpec, *, version: str) -> AgentCard:
     )
 
 
-def answer_data(answer: Answer, *, agent: str, peer: str) -> dict[str, Any]:
-    return {"agent": agent, "peer": peer, **answer.to_dict()}
+def answer_data(
+    answer: Answer, *, agent: str, peer: str, learnable: bool = True
+) -> dict[str, Any]:
+    return {"agent": agent, "peer": peer, **answer.to_dict(), "learnable": learnable}
 
 
 async def _refuse_all(_: str) -> bool:
@@ -298,9 +300,10 @@ class TaskService:
         self, run: TaskRun, spec: AgentSpec, message: Message, answer: Answer, *,
         received: Delegation | None = None, extra: dict[str, Any] | None = None,
     ) -> None:
-        """Complete ``run`` with a built-in ``answer`` (and ``extra`` answer data), then
-        record the exchange."""
-        data = answer_data(answer, agent=spec.name, peer=self.peer_id)
+        """Complete ``run`` with a built-in ``answer`` (and ``extra`` answer data). Nothing
+        is written to memory here: only the asker may keep an answer it accepted
+        (meshnode.ask.learning); ``learnable`` says whether this agent allows that."""
+        data = answer_data(answer, agent=spec.name, peer=self.peer_id, learnable=spec.writes)
         if received is not None:
             data["shared"] = {"offered": len(received.shared) + received.rejected,
                               "rejected": received.rejected, "reused": answer.reused,
@@ -310,7 +313,6 @@ class TaskService:
             artifact_id=str(uuid.uuid4()), name="answer",
             parts=(TextPart(answer.text), DataPart(data)),
         ))
-        await self._record(spec, message, answer, run)  # after the asker has it
 
     async def _forwarded(
         self, run: TaskRun, message: Message, forward: tuple[int, frozenset[str]], owner: Owner
@@ -329,24 +331,6 @@ class TaskService:
             return
         await run.complete(Artifact(artifact_id=str(uuid.uuid4()), name="answer",
                                     parts=(TextPart(str(data.get("text", ""))), DataPart(data))))
-
-    async def _record(self, spec: AgentSpec, message: Message, answer: Answer,
-                      run: TaskRun) -> None:
-        owner = run.owner
-        # Who asked is who the task belongs to, never what the message says. The question is
-        # the asker's text under this node's signature, so it becomes a solution for the
-        # whole mesh only when it comes from this node's user or a peer with a good record
-        # here: a stranger cannot launder its text through this node's name.
-        asker = self.peer_id if owner.operator else owner.peer or str(owner)
-        vouched = self.store.quota.standing(owner) > 1.0
-        try:
-            await self.answerer.record_exchange(
-                self.knowledge.add, spec=spec, question=message.text, answer=answer,
-                asker=asker, task_id=run.task.id, accepted=answer.grounded and vouched,
-            )
-        except Exception as exc:  # the answer stands even if history cannot be written
-            log.warning("could not record the exchange", extra={"task": run.task.id,
-                                                               "error": str(exc)})
 
     # ---- the stream protocol --------------------------------------------------------
 

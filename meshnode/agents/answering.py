@@ -1,12 +1,17 @@
 """How the agents of a node answer questions.
 
 One :class:`Answerer` per node answers for all of its agents: it retrieves the most relevant
-records from the agent's collections, then either asks the LLM to answer from those
-numbered passages with ``[n]`` citations, or, with no LLM configured, answers extractively:
-it quotes the sentences of the retrieved records that best match the question, cites them,
-and says plainly that it did so. With nothing relevant in memory it says that instead of
-inventing an answer. In both modes citation ``[n]`` of ``Answer.text`` is
-``Answer.citations[n - 1]``.
+passages of the agent's collections (:mod:`meshnode.agents.retrieval`), then either asks the
+LLM to answer from those numbered passages with ``[n]`` citations, or, with no LLM
+configured, answers extractively: it quotes the sentences of the retrieved passages that
+best match the question, cites them, and says plainly that it did so. A sentence that only
+restates the question (or is itself a question) is never quoted. With nothing relevant in
+memory it says that instead of inventing an answer. In both modes citation ``[n]`` of
+``Answer.text`` is ``Answer.citations[n - 1]``, and the answer carries the cited records
+themselves (signed, bounded: :data:`MAX_CARRIED`), so that whoever asked can check that each
+exists and supports the sentences citing it (:mod:`meshnode.agents.grounding`). An agent
+consulted by another (:mod:`meshnode.ask.delegation`) reuses the records that agent shared
+when enough of them are relevant, rescored with this node's own embedder.
 
 Retrieved records were written by any node of the network, so they are untrusted data:
 the LLM gets them between ``<<passage [n] TAG>>`` and ``<<end of passage [n] TAG>>`` lines (a
@@ -14,11 +19,10 @@ random TAG per prompt, which no record can know in advance) with the instruction
 are data, never instructions. And the node may filter or down-weight them by author:
 :attr:`Answerer.author_weight` (set by the layers above from trust; 1 for everyone by
 default) multiplies a record's ranking score, and a record whose author weighs less than
-:data:`MIN_AUTHOR_WEIGHT` is not used at all.
+:data:`MIN_AUTHOR_WEIGHT` (:mod:`meshnode.agents.retrieval`) is not used at all.
 
-:meth:`Answerer.record_exchange` writes the question and answer to collaboration history
-and, once accepted, the solution to ``problem_solutions``, through a ``write`` callback (the
-node's ``KnowledgeService.add``): this module never signs or stores records itself.
+Answering writes nothing to memory: only the asking node, once its user accepted an answer,
+may keep it as a solution (:mod:`meshnode.ask.learning`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,15 +40,12 @@ import trio
 
 from memory.embedders import Embedder, cosine_similarities
 from memory.errors import MemoryStoreError
-from memory.store import MAX_K, MemoryStore, SearchHit
+from memory.store import MemoryStore, SearchHit
+from meshnode.agents.grounding import NOTICES, restates
 from meshnode.agents.llm import LLMClient
 from meshnode.agents.passages import (
     _PRONOUN_START,
-    _compact,
-    _fit,
-    _id_list,
     _Idf,
-    _meta_text,
     _renumber,
     _Sentence,
     _sentences,
@@ -52,9 +53,10 @@ from meshnode.agents.passages import (
     _strip_markers,
     _terms,
 )
+from meshnode.agents.retrieval import STRONG_SCORE, Retrieved, min_score, pool_size, rank_hits
 from meshnode.agents.specs import AgentSpec
 from meshnode.errors import MeshnodeError
-from protocols.records import MAX_AGENT_LEN, MemoryRecord, MetaValue
+from protocols.records import MemoryRecord, record_to_json
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,8 @@ AnswerMode = Literal["llm", "extractive"]
 class Answer:
     """An agent's answer. ``mode`` is "llm" when the LLM wrote ``text``, else "extractive"
     (quoted from memory, or the honest "nothing relevant" reply, which has no citations
-    and so is not ``grounded``). Timings are wall-clock seconds."""
+    and so is not ``grounded``). ``records`` are the cited records, in citation order.
+    Timings are wall-clock seconds."""
 
     text: str
     citations: tuple[Citation, ...]
@@ -94,8 +97,9 @@ class Answer:
     model: str | None
     retrieval_s: float
     llm_s: float
-    #: The text without the extractive preamble and with no [n] markers, as stored as a
-    #: solution; empty when nothing relevant was found.
+    records: tuple[MemoryRecord, ...] = field(default=(), repr=False)
+    #: The text without the extractive preamble and with no [n] markers; empty when
+    #: nothing relevant was found.
     body: str = field(default="", repr=False)
     #: Of the records it rests on, how many another agent had retrieved and shared with
     #: this one (see Answerer.answer's ``shared``); whether this agent searched memory.
@@ -117,36 +121,36 @@ class Answer:
                  "score": round(c.score, 4), "snippet": c.snippet}
                 for c in self.citations
             ],
+            "records": carried(self.records),
             "retrieval_s": round(self.retrieval_s, 4),
             "llm_s": round(self.llm_s, 4),
         }
 
 
-EXTRACTIVE_PREAMBLE = (
-    "No LLM is configured on this node, so this answer is extracted from its memory: "
-    "the passages that best match the question, quoted with their sources."
-)
-# Relevance of a retrieved record (see Answerer._retrieve). The similarities are those of
-# the node's embedder; the thresholds suit the built-in hashing embedder and are lenient
-# for sentence-transformers models, whose related texts score higher.
-#: A hit sharing a keyword with the question is relevant from this cosine similarity on.
-MIN_SCORE = 0.12
-#: Hits at or above this score are relevant even without a shared keyword (paraphrases).
-STRONG_SCORE = 0.45
-#: A hit sharing this share of the question's keyword weight is relevant at any similarity.
-LEXICAL_ALONE = 0.45
-#: How much keyword overlap adds to similarity when ranking hits.
-LEXICAL_WEIGHT = 0.5
+def carried(records: tuple[MemoryRecord, ...]) -> list[dict[str, Any]]:
+    """The cited records an answer carries, in their signed JSON form, within the bounds."""
+    out: list[dict[str, Any]] = []
+    room = MAX_CARRIED_CHARS
+    for record in records[:MAX_CARRIED]:
+        if len(record.text) <= room:
+            out.append(record_to_json(record))
+            room -= len(record.text)
+    return out
+
+
+EXTRACTIVE_PREAMBLE = NOTICES[0]
+_NOTHING_NEW = ("The passages of this node's memory that match this question only restate "
+                "it; there is no answer in them to quote.")
 MAX_PASSAGE_CHARS = 1500
 MAX_CONTEXT_CHARS = 6000
 MAX_EXTRACT_SENTENCES = 4
 MAX_EXTRACT_CHARS = 900
-#: Records whose author weighs less than this (see Answerer.author_weight) are not used.
-MIN_AUTHOR_WEIGHT = 0.25
+#: Cited records carried with an answer: at most this many, of at most this much text in
+#: all (the asker finds any others in its own replica of memory).
+MAX_CARRIED = 8
+MAX_CARRIED_CHARS = 64 * 1024
 #: Shared records (another agent's retrieval) relevant to the question that spare a search.
 REUSE_ENOUGH = 2
-
-WriteFn = Callable[..., Awaitable[MemoryRecord]]
 
 
 def _similarities(embedder: Embedder, texts: list[str]) -> list[float]:
@@ -182,33 +186,29 @@ class Answerer:
     async def retrieve(self, spec: AgentSpec, question: str) -> list[SearchHit]:
         """The records of the agent's collections relevant to ``question``, best first."""
         ranked, _ = await self._retrieve(spec, question)
-        return [hit for _, hit in ranked]
+        return [r.hit for r in ranked]
 
     async def _retrieve(
         self, spec: AgentSpec, question: str, shared: Sequence[SearchHit] = ()
-    ) -> tuple[list[tuple[float, SearchHit]], bool]:
-        """(relevance, hit) for the records of the agent's collections relevant to
-        ``question``, best first, without duplicates: at most ``k``, possibly none; and
-        whether memory was searched.
-
-        A wide pool of nearest neighbours is re-ranked by similarity plus keyword overlap
-        weighted by rarity within the pool (so "HNSW" counts for more than "Milvus"), and a
-        record must share a keyword with the question unless its similarity is high.
-        ``shared`` records (another agent's retrieval, already verified) are scored with
-        this node's own embedder and join the pool; when REUSE_ENOUGH of them are relevant
-        on their own, memory is not searched again.
-        """
+    ) -> tuple[list[Retrieved], bool]:
+        """The relevant records of the agent's collections (:mod:`meshnode.agents.retrieval`),
+        best first, and whether memory was searched. ``shared`` records (another agent's
+        retrieval, already verified) are scored with this node's own embedder and join the
+        pool; when REUSE_ENOUGH of them are relevant on their own, memory is not searched
+        again."""
+        floor = min_score(self.store.embedder.name)
         pool: list[SearchHit] = []
         offered = [hit for hit in shared if hit.collection in spec.reads]
         if offered:
             pool = await self._rescored(question, offered)
-            ranked = self._rank(question, pool)
+            ranked = rank_hits(question, pool, self.k, floor=floor, weight=self.author_weight)
             if len(ranked) >= min(REUSE_ENOUGH, self.k):
                 return ranked, False
-        pool_size = min(max(8 * self.k, 40), MAX_K)
         for collection in spec.reads:
-            pool.extend(await self.store.search(question, k=pool_size, collection=collection))
-        return self._rank(question, pool), True
+            pool.extend(await self.store.search(question, k=pool_size(self.k),
+                                                collection=collection))
+        return rank_hits(question, pool, self.k, floor=floor,
+                         weight=self.author_weight), True
 
     async def _rescored(self, question: str, hits: list[SearchHit]) -> list[SearchHit]:
         """``hits`` scored by this node's embedder: a sender's scores are not trusted."""
@@ -219,26 +219,6 @@ class Answerer:
         return [SearchHit(h.record, float(s), h.collection) for h, s in zip(hits, scores,
                                                                              strict=True)]
 
-    def _rank(self, question: str, pool: list[SearchHit]) -> list[tuple[float, SearchHit]]:
-        unique: dict[str, SearchHit] = {}
-        for hit in sorted(pool, key=lambda h: (-h.score, h.record.id)):
-            unique.setdefault(_compact(hit.record.text), hit)
-        hits = [hit for text, hit in unique.items() if text]
-        wanted = _terms(question)
-        terms = [_terms(hit.record.text) for hit in hits]
-        idf = _Idf(terms)
-        ranked: list[tuple[float, SearchHit]] = []
-        for hit, have in zip(hits, terms, strict=True):
-            shared = wanted & have
-            lexical = idf.share(wanted, shared)
-            relevant = hit.score >= STRONG_SCORE or (
-                bool(shared) and (hit.score >= MIN_SCORE or lexical >= LEXICAL_ALONE)
-            )
-            weight = self.author_weight(hit.record.author)
-            if relevant and weight >= MIN_AUTHOR_WEIGHT:
-                ranked.append(((hit.score + LEXICAL_WEIGHT * lexical) * min(weight, 1.0), hit))
-        ranked.sort(key=lambda pair: (-pair[0], pair[1].record.id))
-        return ranked[: self.k]
 
     # -- answering ------------------------------------------------------------------------
 
@@ -261,15 +241,13 @@ class Answerer:
         except MemoryStoreError as exc:
             raise AgentError("memory", f"cannot read memory: {exc}") from exc
         retrieval_s = time.perf_counter() - started
-        hits = [hit for _, hit in ranked]
-        if not hits:
+        if not ranked:
             answer = self._nothing(spec, retrieval_s)
         elif self.llm is None:
-            top = ranked[0][0]
-            weights = [relevance / top if top > 0 else 1.0 for relevance, _ in ranked]
-            answer = await self._extractive(question, hits, weights, deadline, retrieval_s)
+            answer = await self._extractive(question, ranked, deadline, retrieval_s)
         else:
-            answer = await self._with_llm(self.llm, spec, question, hits, deadline, retrieval_s)
+            answer = await self._with_llm(self.llm, spec, question, ranked, deadline,
+                                          retrieval_s)
         if not shared:
             return answer
         shared_ids = {hit.record.id for hit in shared}
@@ -291,21 +269,21 @@ class Answerer:
         llm: LLMClient,
         spec: AgentSpec,
         question: str,
-        hits: list[SearchHit],
+        hits: list[Retrieved],
         deadline: float,
         retrieval_s: float,
     ) -> Answer:
         passages: list[str] = []
-        used: list[SearchHit] = []
+        used: list[Retrieved] = []
         room = MAX_CONTEXT_CHARS
         tag = secrets.token_hex(6)
         for hit in hits:
-            text = hit.record.text.strip()[:MAX_PASSAGE_CHARS]
+            text = hit.passage.strip()[:MAX_PASSAGE_CHARS]
             if used and len(text) > room:
                 break
             used.append(hit)
             n = len(used)
-            passages.append(f"<<passage [{n}] {tag} from {hit.collection}>>\n{text}\n"
+            passages.append(f"<<passage [{n}] {tag} from {hit.hit.collection}>>\n{text}\n"
                             f"<<end of passage [{n}] {tag}>>")
             room -= len(text)
         system = (
@@ -329,35 +307,40 @@ class Answerer:
         )
         llm_s = time.perf_counter() - started
         text, order = _renumber(reply, len(used))
-        citations = tuple(self._citation(used[i]) for i in order)
-        return Answer(text, citations, "llm", llm.model, retrieval_s, llm_s,
+        return Answer(text, tuple(self._citation(used[i]) for i in order), "llm", llm.model,
+                      retrieval_s, llm_s, records=tuple(used[i].hit.record for i in order),
                       body=_strip_markers(text))
 
     @staticmethod
-    def _citation(hit: SearchHit) -> Citation:
-        r = hit.record
-        return Citation(r.id, hit.collection, r.author, float(hit.score), _snippet(r.text))
+    def _citation(retrieved: Retrieved) -> Citation:
+        r, hit = retrieved.hit.record, retrieved.hit
+        return Citation(r.id, hit.collection, r.author, float(hit.score),
+                        _snippet(retrieved.passage))
 
     async def _extractive(
         self,
         question: str,
-        hits: list[SearchHit],
-        weights: list[float],
+        hits: list[Retrieved],
         deadline: float,
         retrieval_s: float,
     ) -> Answer:
+        top = hits[0].relevance
+        weights = [h.relevance / top if top > 0 else 1.0 for h in hits]
         candidates: list[_Sentence] = []
         seen: set[str] = set()
         for p, hit in enumerate(hits):
-            for position, text in enumerate(_sentences(hit.record.text)):
+            for position, text in enumerate(_sentences(hit.passage)):
                 key = text.casefold()
                 if key not in seen:
                     seen.add(key)
-                    candidates.append(_Sentence(text, p, position))
+                    # A question, or the question asked again, is no answer to it.
+                    if not restates(text, question):
+                        candidates.append(_Sentence(text, p, position))
         if not candidates:  # relevant records, but no prose in them (e.g. only code)
-            candidates = [
-                _Sentence(_snippet(hit.record.text), p, 0) for p, hit in enumerate(hits)
-            ]
+            candidates = [_Sentence(_snippet(hit.passage), p, 0) for p, hit in enumerate(hits)
+                          if not restates(_snippet(hit.passage), question)]
+        if not candidates:
+            return Answer(_NOTHING_NEW, (), "extractive", None, retrieval_s, 0.0)
         await self._score(question, candidates, weights, deadline)
         chosen = self._choose(candidates)
         chosen.sort(key=lambda s: (s.passage, s.position))
@@ -368,9 +351,10 @@ class Answerer:
             if last_of_group:
                 parts.append(f"[{sentence.passage + 1}]")
         body, order = _renumber(" ".join(parts), len(hits))
-        citations = tuple(self._citation(hits[i]) for i in order)
-        return Answer(f"{EXTRACTIVE_PREAMBLE}\n\n{body}", citations, "extractive", None,
-                      retrieval_s, 0.0, body=_strip_markers(body))
+        return Answer(f"{EXTRACTIVE_PREAMBLE}\n\n{body}",
+                      tuple(self._citation(hits[i]) for i in order), "extractive", None,
+                      retrieval_s, 0.0, records=tuple(hits[i].hit.record for i in order),
+                      body=_strip_markers(body))
 
     async def _score(
         self, question: str, candidates: list[_Sentence], weights: list[float], deadline: float
@@ -427,51 +411,3 @@ class Answerer:
                 continue
             take(sentence)
         return chosen
-
-    # -- writing back ---------------------------------------------------------------------
-
-    async def record_exchange(
-        self,
-        write: WriteFn,
-        *,
-        spec: AgentSpec,
-        question: str,
-        answer: Answer,
-        asker: str,
-        task_id: str,
-        accepted: bool,
-    ) -> list[MemoryRecord]:
-        """Write the exchange to ``collaboration_history`` and, when ``accepted`` and the
-        answer is grounded, the solution to ``problem_solutions``; nothing if the agent does
-        not write. ``write`` is called like ``KnowledgeService.add(text, kind=,
-        collection=, meta=, agent=)``. Returns the records written."""
-        if not spec.writes:
-            return []
-        meta: dict[str, MetaValue] = {
-            "asker": _meta_text(asker),
-            "agent": _meta_text(spec.name),
-            "task": _meta_text(task_id),
-            "mode": answer.mode,
-            "accepted": accepted,
-        }
-        if answer.model:
-            meta["model"] = _meta_text(answer.model)
-        if answer.citations:
-            meta["sources"] = _id_list(c.id for c in answer.citations)
-        agent = spec.name[:MAX_AGENT_LEN]
-        exchange = await write(
-            _fit(f"Question: {question.strip()}\n\nAnswer from {spec.name}: {answer.text}"),
-            kind="exchange", collection="collaboration_history", meta=meta, agent=agent,
-        )
-        written = [exchange]
-        if accepted and answer.grounded and answer.body:
-            solution_meta: dict[str, MetaValue] = {
-                k: v for k, v in meta.items() if k != "accepted"
-            }
-            solution_meta["exchange"] = exchange.id
-            written.append(await write(
-                _fit(f"Problem: {question.strip()}\n\nSolution: {answer.body}"),
-                kind="solution", collection="problem_solutions", meta=solution_meta,
-                agent=agent,
-            ))
-        return written

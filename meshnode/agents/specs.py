@@ -2,7 +2,8 @@
 
 An agent is an :class:`AgentSpec`: a name, a description, instructions for the LLM, the
 skills it advertises (which the router embeds to judge relevance, see :func:`skill_texts`),
-the memory collections it reads, and whether it writes what it learns back to memory.
+the memory collections it reads, and whether its accepted answers may be kept as
+solutions by the nodes that asked.
 
 How they answer questions is :mod:`meshnode.agents.answering`.
 """
@@ -75,7 +76,8 @@ class AgentSpec:
         DEFAULT_READS, f"Memory collections the agent answers from: any of "
         f"{', '.join(COLLECTIONS)} (default: {' and '.join(DEFAULT_READS)}).")
     writes: bool = setting(
-        True, "Whether its exchanges and accepted solutions are written back to shared memory.")
+        True, "Whether a node that asked this agent and accepted its answer may keep the "
+        "answer as a solution in shared memory (signed by that node, not by this one).")
     consults: tuple[str, ...] = setting(
         (), "Agents of the mesh (by name) this agent may consult on a part of a question that "
         "is their field rather than its own, sharing what it retrieved (default: none).",

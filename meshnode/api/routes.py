@@ -32,7 +32,7 @@ from protocols.a2a import (
     TextPart,
 )
 from protocols.errors import ProtocolError
-from protocols.records import COLLECTIONS, MemoryRecord, record_from_wire, record_to_wire
+from protocols.records import COLLECTIONS, record_from_json, record_to_json
 
 MAX_IMPORT_BATCH = 1000
 #: Records one POST /v1/memory/records may add.
@@ -91,23 +91,6 @@ def _number(request: Request, name: str, default: float) -> float:
         raise HttpError(400, f"{name} must be a number") from None
 
 
-def record_json(record: MemoryRecord) -> dict[str, Any]:
-    """A record as JSON: the wire form with the signature in hex."""
-    wire = record_to_wire(record)
-    wire["sig"] = record.signature.hex()
-    return wire
-
-
-def record_from_json(obj: Any) -> MemoryRecord:
-    if not isinstance(obj, dict) or not isinstance(obj.get("sig"), str):
-        raise ProtocolError("a record must be an object with a hex 'sig'")
-    try:
-        signature = bytes.fromhex(obj["sig"])
-    except ValueError:
-        raise ProtocolError("record 'sig' is not hex") from None
-    return record_from_wire({**obj, "sig": signature})
-
-
 def _text_field(body: dict[str, Any], name: str, default: str | None = None) -> str:
     value = body.get(name, default)
     if not isinstance(value, str) or (default is None and not value):
@@ -134,7 +117,7 @@ def add_memory_routes(app: ApiApp, knowledge: KnowledgeService) -> None:
         batch: one embedding call, one insert, one announcement per few hundred."""
         body = request.json()
         if "records" not in body:
-            return record_json((await knowledge.add_many([_new_record(body)]))[0])
+            return record_to_json((await knowledge.add_many([_new_record(body)]))[0])
         rows = body["records"]
         if not isinstance(rows, list) or not 0 < len(rows) <= MAX_ADD_BATCH:
             raise HttpError(400, f"'records' must be a list of 1 to {MAX_ADD_BATCH} records")
@@ -156,10 +139,10 @@ def add_memory_routes(app: ApiApp, knowledge: KnowledgeService) -> None:
             raise HttpError(400, f"collection must be one of {', '.join(COLLECTIONS)}")
         hits = await knowledge.store.search(query, k=k, collection=collection,
                                             kind=request.arg("kind"))
-        return [{**record_json(h.record), "score": round(h.score, 4)} for h in hits]
+        return [{**record_to_json(h.record), "score": round(h.score, 4)} for h in hits]
 
     async def delete(request: Request) -> dict[str, Any]:
-        return record_json(await knowledge.delete(_text_field(request.json(), "id")))
+        return record_to_json(await knowledge.delete(_text_field(request.json(), "id")))
 
     async def ingest(request: Request) -> dict[str, Any]:
         body = request.json()
@@ -173,7 +156,7 @@ def add_memory_routes(app: ApiApp, knowledge: KnowledgeService) -> None:
         return await knowledge.stats()
 
     async def export(_: Request) -> list[dict[str, Any]]:
-        return [record_json(r) async for r in knowledge.store.export()]
+        return [record_to_json(r) async for r in knowledge.store.export()]
 
     async def import_(request: Request) -> dict[str, Any]:
         rows = request.json().get("records")
@@ -205,6 +188,8 @@ def agents_json(asker: Asker) -> list[dict[str, Any]]:
             "description": card.description, "version": card.version,
             "skills": [{"id": s.id, "name": s.name, "tags": list(s.tags)}
                        for s in card.skills],
+            # This node's checks of the agent's answers: faithfulness, retrieval precision.
+            "quality": asker.quality.summary(peer, card.name),
         }
         for peer, card in asker.known_agents()
     ]
@@ -240,7 +225,20 @@ def add_agent_routes(
     async def trust_view(_: Request) -> dict[str, Any]:
         return trust.snapshot()
 
+    async def clean(request: Request) -> dict[str, Any]:
+        if asker.learner is None:
+            raise HttpError(409, "this node has no memory to clean")
+        dry_run = request.json().get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise HttpError(400, "'dry_run' must be true or false")
+        return {"dry_run": dry_run, "records": await asker.learner.clean(dry_run=dry_run)}
+
+    async def quality(_: Request) -> list[dict[str, Any]]:
+        return asker.quality.to_json()
+
     app.route("GET", "/v1/agents", agents)
+    app.route("GET", "/v1/quality", quality)
+    app.route("POST", "/v1/memory/clean", clean)
     app.route("POST", "/v1/ask", ask)
     app.route("POST", "/v1/rate", rate)
     app.route("GET", "/v1/trust", trust_view)

@@ -1,10 +1,14 @@
 """Asker: routes a question to the best agents of the mesh and brings back one answer.
 
 Candidates are every agent this node knows (its own and those in presence cards), scored by
-skill relevance x trust x load x latency (meshnode.ask.policy). They are asked in waves, a few
-in parallel, each wave within what is left of the deadline; the answer with the best
-quality x trust wins. Every step is kept for ``meshnode ask --explain``. One deadline covers
-the whole ask: relevance scoring, the waves and the quality checks of their answers.
+relevance (their skills, and the knowledge their node holds) x trust x load x latency
+(meshnode.ask.policy). They are asked in waves, a few in parallel, each wave within what is
+left of the deadline. Each answer is checked here against the records it cites
+(meshnode.ask.quality: faithfulness, retrieval precision, quality); the answer with the best
+quality x trust wins. When no agent is relevant, or every relevant agent found nothing, the
+ask fails with an honest "no expert" rather than a wrong answer. Every step is kept for
+``meshnode ask --explain``. One deadline covers the whole ask: relevance scoring, the waves
+and the quality checks of their answers.
 
 **Evidence comes only from the operator's own questions.** The outcomes of an ask become
 trust evidence (failures at once, the chosen answer as accepted when its rating window
@@ -14,6 +18,10 @@ but its asker chose the question, and a forwarded one also its hop count and vis
 with those it could choose whom this node asks, so that an accomplice echoing the question
 earns trust, or an honest neighbour that cannot answer is blamed. Nothing it sends can
 credit or blame anyone here.
+
+The operator's answer may be rated during ``routing.rating_window_s``; one not rated bad by
+then counts as accepted. Either verdict is trust evidence, and an accepted (or well rated)
+answer to a question asked here becomes a solution in shared memory (meshnode.ask.learning).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -43,24 +51,36 @@ from meshnode.a2a.tasks import (
 )
 from meshnode.agents.specs import skill_texts
 from meshnode.ask.history import AskHistory
+from meshnode.ask.learning import Learner
+from meshnode.ask.outcomes import (
+    FORWARDED,
+    AgentOutcome,
+    choose,
+    corroborating,
+    failure_evidence,
+    lesson,
+    taken_result,
+)
 from meshnode.ask.policy import (
     DEFAULT_POLICY,
     Candidate,
     RoutingPolicy,
     Scored,
-    choose_answer,
     forward_targets,
     rank,
+    relevance,
     score,
     waves,
 )
-from meshnode.ask.relevance import SkillIndex
+from meshnode.ask.quality import AnswerChecker, QualityBook
+from meshnode.ask.relevance import Recall, SkillIndex, recall
+from meshnode.ask.verdicts import Taken, Verdicts
 from meshnode.config import RoutingSettings
 from meshnode.errors import MeshnodeError
 from meshnode.node.faults import Faults
+from meshnode.node.knowledge import KnowledgeService
 from meshnode.node.membership import Membership
 from meshnode.node.transport import DialError, Host
-from meshnode.trust.evidence import Outcome
 from meshnode.trust.graph import TrustGraph
 from protocols.a2a import (
     A2AError,
@@ -79,14 +99,11 @@ from protocols.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
-KEPT_ANSWERS = 1000
 #: Time kept back from an agent's deadline for the network and the asker's own work.
 MARGIN_S = 1.0
 #: Of that, what the asker keeps for itself after the answers' deadline: the quality check
 #: runs within the ask's deadline too.
 QUALITY_S = 0.5
-#: The agent name shown for a neighbour a question was forwarded to.
-FORWARDED = "(forwarded)"
 #: Agents scored for relevance per ask, and skill sets embedded for the first time per ask
 #: (bounds an ask's work however many agents the mesh announces; see _bounded).
 MAX_SCORED = 512
@@ -103,6 +120,8 @@ def _decoded(wires: tuple[dict[str, Any], ...]) -> list[AgentCard]:
         except ProtocolError:
             continue  # a peer's bad card only hides that agent
     return cards
+#: How often answers whose rating window passed are settled (at most; see Asker.run).
+SETTLE_EVERY_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,28 +139,14 @@ class AskError(MeshnodeError):
     """No agent of the mesh produced an acceptable answer."""
 
 
+class NoExpert(AskError):
+    """No agent of the mesh is relevant to the question, or every one asked found nothing."""
+
+
 class UnknownAnswer(AskError):
     """A rating for an answer that is not waiting for one here."""
 
     http_status = 404
-
-
-@dataclass(slots=True)
-class _Taken:
-    peer: str
-    agent: str
-    at: float
-
-
-@dataclass(slots=True)
-class _Outcome:
-    scored: Scored
-    state: str = "failed"
-    reason: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-    task_id: str | None = None
-    quality: float | None = None
-    seconds: float = 0.0
 
 
 async def _ignore(_: dict[str, Any]) -> None:
@@ -162,6 +167,7 @@ class Asker:
         rng: random.Random | None = None,
         faults: Faults | None = None,
         client: A2AClient | None = None,
+        knowledge: KnowledgeService | None = None,
     ) -> None:
         self.host = host
         #: How agents of other nodes are called (over A2A sessions); None: a stream a call.
@@ -175,13 +181,28 @@ class Asker:
         self._rng = rng or random.Random()
         self.faults = faults if faults is not None else Faults()
         self.self_id = membership.signer.peer_id
-        #: Answers this node took for its operator and that may still be rated, oldest first.
-        self.answered: OrderedDict[str, _Taken] = OrderedDict()
-        #: Answers dropped unrated because more than KEPT_ANSWERS were waiting.
-        self.unrated_dropped = 0
         #: The recent questions routed here, for the dashboard and the metrics.
         self.history = AskHistory()
         self._cards: OrderedDict[str, tuple[AgentCard, ...]] = OrderedDict()
+        self.knowledge = knowledge
+        self.checker = AnswerChecker(membership.config.tenant,
+                                     knowledge.store if knowledge else None,
+                                     similarity=skills.similarity)
+        #: Faithfulness and retrieval precision of each agent's answers, as checked here.
+        self.quality = QualityBook()
+        self.learner = Learner(knowledge, faults=self.faults) if knowledge else None
+        self.verdicts = Verdicts(trust, lambda: self.settings.rating_window_s, self.learner)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Settle answers whose rating window passed, and learn from the verdicts."""
+        async with trio.open_nursery() as nursery:
+            if self.learner is not None:
+                await nursery.start(self.learner.run)
+            task_status.started()
+            every = min(SETTLE_EVERY_S, max(0.1, self.settings.rating_window_s / 4))
+            while True:
+                await trio.sleep(every)
+                self.settle(time.time())
 
     # ---- who can answer ------------------------------------------------------------
 
@@ -223,14 +244,18 @@ class Asker:
     async def ask(
         self, question: str, *, agent: str | None = None, timeout: float = 60.0,
         progress: Progress = _ignore, hops: int = 0, visited: frozenset[str] = frozenset(),
-        owner: Owner = OPERATOR, carried: Carried | None = None,
+        owner: Owner = OPERATOR, carried: Carried | None = None, keep_records: bool = False,
     ) -> dict[str, Any]:
         """Route ``question`` for ``owner`` and return the chosen answer with how it was
         chosen; only the operator's asks yield trust evidence.
 
         Everything (relevance scoring, every wave, every quality check) happens within
-        ``timeout`` seconds. Raises AskError when no acceptable answer came in time, or the
-        embedder this node ranks with failed.
+        ``timeout`` seconds. Raises NoExpert when no agent is relevant or every one found
+        nothing, AskError when no acceptable answer came in time or the embedder this node
+        ranks with failed. An answer to a question the operator asked here (``hops`` 0) may
+        become a solution once accepted. The answer's cited records (signed, checked
+        here) are left out of the result unless ``keep_records`` (a forwarded question's
+        asker checks them again).
         """
         stage = ["scoring relevance"]
         started = time.monotonic()
@@ -245,8 +270,30 @@ class Asker:
         except AskError as exc:
             self.history.record(question, started=started, forwarded=hops > 0, error=str(exc))
             raise
+        records = result["answer"].pop("records", None)
         self.history.record(question, started=started, forwarded=hops > 0, result=result)
+        if keep_records and records is not None:
+            result = {**result, "answer": {**result["answer"], "records": records}}
         return result
+
+    async def _relevance(
+        self, question: str, known: list[tuple[str, AgentCard]], named: bool
+    ) -> tuple[dict[str, float], dict[str, float], Recall]:
+        """(raw skill similarity, knowledge relevance of its node) per "peer/agent" key, and
+        what this node's own memory recalls about the question."""
+        try:
+            skills = await self.skills.score(
+                question, [(f"{peer}/{card.name}", skill_texts(card)) for peer, card in known],
+                max_new=MAX_NEW_EMBEDDED,
+            )
+            memory = Recall({}, frozenset()) if self.knowledge is None else \
+                await recall(self.knowledge.store, question)
+        except MemoryStoreError as exc:  # an embeddings endpoint down, say
+            self.faults.record("embedder", exc, expected=True)
+            raise AskError(f"cannot rank the agents: this node's embedder failed: {exc}") from None
+        holders = {} if named else memory.holders
+        knowledge = {f"{p}/{c.name}": holders[p] for p, c in known if p in holders}
+        return skills, knowledge, memory
 
     async def _route(
         self, question: str, agent: str | None, timeout: float, progress: Progress, hops: int,
@@ -264,29 +311,28 @@ class Asker:
                 raise AskError(f"no agent named {agent!r} is known in the mesh "
                                "(see `meshnode agents`)")
         known = self._bounded(known)
-        try:
-            relevance = await self.skills.score(
-                question, [(f"{peer}/{card.name}", skill_texts(card)) for peer, card in known],
-                max_new=MAX_NEW_EMBEDDED,
-            )
-        except MemoryStoreError as exc:  # an embeddings endpoint down, say
-            self.faults.record("embedder", exc, expected=True)
-            raise AskError(f"cannot rank the agents: this node's embedder failed: {exc}") from None
+        skills, knowledge, memory = await self._relevance(question, known, agent is not None)
         stage[0] = "asking agents and checking their answers"
         # Raw similarities depend on the embedder (the built-in one gives small numbers):
-        # the threshold applies to them, the ranking to their share of the best one's.
+        # the threshold applies to them, the ranking to their share of the best one's. An
+        # agent whose node holds relevant knowledge is a candidate whatever its skills say.
         floor = 0.0 if agent else self.settings.min_relevance
-        best = max(relevance.values(), default=0.0)
-        candidates = [
-            self._candidate(p, c, relevance[f"{p}/{c.name}"] / best if best > 0 else 0.0)
-            for p, c in known
-            if relevance[f"{p}/{c.name}"] >= floor
-        ]
+        best_skill = max(skills.values(), default=0.0)
+        best_known = max(knowledge.values(), default=0.0)
+        candidates = []
+        for p, c in known:
+            key = f"{p}/{c.name}"
+            if skills[key] < floor and key not in knowledge:
+                continue
+            held = knowledge.get(key, 0.0) / best_known if best_known > 0 else None
+            share = skills[key] / best_skill if best_skill > 0 else 0.0
+            candidates.append(self._candidate(p, c, relevance(share, held)))
         ranked = rank(candidates, min_relevance=0.0, explore=self.settings.explore,
                       rng=self._rng, policy=self.policy)
         explain: dict[str, Any] = {
             "candidates": [s.explain() for s in ranked],
             "irrelevant": len(known) - len(ranked),
+            "knowledge_holders": len({k.split("/", 1)[0] for k in knowledge}),
             "waves": [],
         }
         routing_s = time.monotonic() - started
@@ -296,48 +342,70 @@ class Asker:
         if not ranked and agent is None:
             groups, forward = self._forwarding(hops, visited, explain, len(known))
         elif not ranked:
-            raise AskError("no known agent is relevant to this question "
+            raise NoExpert("no known agent is relevant to this question "
                            f"({len(known)} known; see `meshnode agents`)")
         for wave in groups:
             remaining = deadline - time.monotonic()
             if remaining <= MARGIN_S:
                 break
             outcomes = await self._ask_wave(wave, question, remaining, progress, forward, owner,
-                                            carried)
-            choice = choose_answer([(o.scored.candidate, o.quality) for o in outcomes],
-                                   min_quality=self.settings.min_quality, policy=self.policy)
+                                            carried, memory.relevant)
+            choice = choose(outcomes, min_quality=self.settings.min_quality,
+                            policy=self.policy, explore=self.settings.explore > 0)
             explain["waves"].append({
                 "asked": [o.scored.candidate.agent + "@" + o.scored.candidate.peer_id
                           for o in outcomes],
-                "outcomes": [
-                    {"agent": o.scored.candidate.agent, "peer": o.scored.candidate.peer_id,
-                     "state": o.state, "reason": o.reason, "quality": o.quality,
-                     "seconds": round(o.seconds, 3)}
-                    for o in outcomes
-                ],
+                "outcomes": [o.explain() for o in outcomes],
                 "choice": choice.explain(),
             })
             if owner.operator:
                 self._record_evidence(outcomes)
+            for i, o in enumerate(outcomes):
+                if o.check is not None:
+                    self.quality.record(str(o.data.get("peer") or o.scored.candidate.peer_id),
+                                        str(o.data.get("agent") or o.scored.candidate.agent),
+                                        o.check, chosen=i == choice.index)
             if choice.index is not None:
                 won = outcomes[choice.index]
-                return self._result(won, explain, routing_s, time.monotonic() - started,
-                                    rated=owner.operator)
-        raise AskError("no agent gave an acceptable answer: " + "; ".join(
-            f"{o['agent']}: {o['state']} {o['reason']}".strip()
-            for w in explain["waves"] for o in w["outcomes"]
-        ) if explain["waves"] else "the deadline passed before any agent could be asked")
+                return self._result(question, won, explain, routing_s,
+                                    time.monotonic() - started, rated=owner.operator,
+                                    learn=owner.operator and hops == 0,
+                                    corroborated=corroborating(won, outcomes))
+        raise self._no_answer(explain)
+
+    @staticmethod
+    def _no_answer(explain: dict[str, Any]) -> AskError:
+        outcomes = [o for w in explain["waves"] for o in w["outcomes"]]
+        if not outcomes:
+            return AskError("the deadline passed before any agent could be asked")
+        listed = "; ".join(f"{o['agent']}: {o['state']} {o['reason']}".strip() for o in outcomes)
+        # Every agent answered, and none had anything relevant (or grounded) to say.
+        if all(o["state"] == TaskState.COMPLETED and o.get("supported", -1) == 0
+               for o in outcomes):
+            return NoExpert("no expert for this question: no agent of the mesh found anything "
+                            f"relevant in its memory ({listed})")
+        return AskError(f"no agent gave an acceptable answer: {listed}")
+
+    def _unknown_peers(self, visited: frozenset[str]) -> int:
+        """Peers this node knows of but has no agent card from: agents not yet known."""
+        return sum(1 for record in self.membership.table
+                   if record.presence is None and record.peer_id not in visited)
 
     def _forwarding(
         self, hops: int, visited: frozenset[str], explain: dict[str, Any], known: int
     ) -> tuple[list[list[Scored]], dict[str, Any]]:
-        """Waves of neighbours to forward to when no known agent fits the question."""
+        """Waves of neighbours to forward to when no known agent fits the question: only
+        while some peers' agents are still unknown here. When this node knows every agent
+        of the mesh and none fits, forwarding would only reach a wrong expert."""
+        if not self._unknown_peers(visited | {self.self_id}):
+            raise NoExpert(f"no expert for this question: none of the {known} agents known in "
+                           "the mesh is relevant to it")
         neighbours = {p: self.trust.relative_trust(p) for p in self.membership.verified_connected()}
         plan = forward_targets(neighbours, visited | {self.self_id},
                                self.settings.hop_limit, hops, self.settings.fanout)
         explain["forwarded"] = plan.explain()
         if not plan.targets:
-            raise AskError(f"no known agent is relevant to this question ({known} known), "
+            raise NoExpert(f"no known agent is relevant to this question ({known} known), "
                            f"and it cannot be forwarded: {plan.reason}")
         wave = [score(Candidate(agent=FORWARDED, peer_id=p, relevance=1.0, trust=neighbours[p],
                                 load=0.0, rtt_ms=None, experience=self.trust.experience(p)))
@@ -346,18 +414,20 @@ class Asker:
 
     async def _ask_wave(
         self, wave: list[Scored], question: str, remaining: float, progress: Progress,
-        forward: dict[str, Any] | None, owner: Owner, carried: Carried | None = None,
-    ) -> list[_Outcome]:
-        outcomes = [_Outcome(s) for s in wave]
+        forward: dict[str, Any] | None, owner: Owner, carried: Carried | None,
+        relevant: frozenset[str],
+    ) -> list[AgentOutcome]:
+        outcomes = [AgentOutcome(s) for s in wave]
         async with trio.open_nursery() as nursery:
             for outcome in outcomes:
                 nursery.start_soon(self._ask_one, outcome, question, remaining, progress,
-                                   forward, owner, carried)
+                                   forward, owner, carried, relevant)
         return outcomes
 
     async def _ask_one(
-        self, outcome: _Outcome, question: str, remaining: float, progress: Progress,
-        forward: dict[str, Any] | None, owner: Owner, carried: Carried | None = None,
+        self, outcome: AgentOutcome, question: str, remaining: float, progress: Progress,
+        forward: dict[str, Any] | None, owner: Owner, carried: Carried | None,
+        relevant: frozenset[str],
     ) -> None:
         candidate = outcome.scored.candidate
         await progress({"stage": "asking", "agent": candidate.agent, "peer": candidate.peer_id,
@@ -419,63 +489,31 @@ class Asker:
         outcome.seconds = time.monotonic() - started
         if outcome.state == TaskState.COMPLETED and outcome.data.get("text"):
             try:
-                outcome.quality = await self._quality(question, outcome.data)
+                outcome.check = await self.checker.check(question, outcome.data, relevant)
+                outcome.quality = outcome.check.quality
             except MemoryStoreError as exc:
                 # Not the agent's fault: the answer is left unrated, and no evidence recorded.
-                self.faults.record("embedder", exc, expected=True)
-                outcome.reason = f"quality check failed: this node's embedder failed: {exc}"
+                self.faults.record("memory", exc, expected=True)
+                outcome.reason = f"quality check failed: this node's memory failed: {exc}"
         elif outcome.state == TaskState.COMPLETED:
             outcome.state, outcome.reason = "malformed", "completed without an answer"
 
-    async def _quality(self, question: str, data: dict[str, Any]) -> float:
-        """The asker's own estimate in [0, 1]: grounded in cited memory, and on topic."""
-        grounded = 0.5 if data.get("citations") else 0.0
-        text = str(data.get("body") or data.get("text") or "")
-        similarity = await self.skills.similarity(question, text)
-        return grounded + 0.5 * max(0.0, min(1.0, similarity))
-
-    def _record_evidence(self, outcomes: list[_Outcome]) -> None:
+    def _record_evidence(self, outcomes: list[AgentOutcome]) -> None:
         now = time.time()
-        for o in outcomes:
-            peer = o.scored.candidate.peer_id
-            outcome = {"timeout": Outcome.TIMEOUT, "malformed": Outcome.MALFORMED}.get(
-                o.state, Outcome.FAILED)
-            if o.state in (TaskState.COMPLETED, "busy"):
-                # An answer not chosen is neither good nor bad evidence; the chosen one counts
-                # as accepted only once its rating window passes without a bad rating. A
-                # peer's budget refusing us is mostly our own doing.
-                continue
-            self.trust.record(peer, outcome, skill=o.scored.candidate.agent, now=now)
+        for peer, outcome, skill in failure_evidence(outcomes):
+            self.trust.record(peer, outcome, skill=skill, now=now)
 
     def _result(
-        self, won: _Outcome, explain: dict[str, Any], routing_s: float, total_s: float,
-        *, rated: bool,
+        self, question: str, won: AgentOutcome, explain: dict[str, Any], routing_s: float,
+        total_s: float, *, rated: bool, learn: bool,
+        corroborated: tuple[tuple[str, str], ...],
     ) -> dict[str, Any]:
         candidate = won.scored.candidate
-        # A forwarded question was answered further away: report who really answered.
-        agent = str(won.data.get("agent") or candidate.agent)
-        peer = str(won.data.get("peer") or candidate.peer_id)
         if won.task_id and rated:
-            self.answered[won.task_id] = _Taken(candidate.peer_id, candidate.agent, time.time())
-            self.settle(time.time())
-        retrieval_s = float(won.data.get("retrieval_s") or 0.0)
-        llm_s = float(won.data.get("llm_s") or 0.0)
-        explain["chosen"] = {"agent": agent, "peer": peer, "via": candidate.peer_id,
-                             "why": f"best quality x trust ({won.quality:.2f} quality)"}
-        return {
-            "task_id": won.task_id,
-            "agent": agent,
-            "peer": peer,
-            "answer": won.data,
-            "timings": {
-                "routing_s": round(routing_s, 4),
-                "retrieval_s": round(retrieval_s, 4),
-                "llm_s": round(llm_s, 4),
-                "network_s": round(max(0.0, won.seconds - retrieval_s - llm_s), 4),
-                "total_s": round(total_s, 4),
-            },
-            "explain": explain,
-        }
+            self.verdicts.take(won.task_id, Taken(
+                candidate.peer_id, candidate.agent, time.time(),
+                lesson(question, won) if learn else None, corroborated))
+        return taken_result(won, explain, routing_s, total_s, corroborated)
 
     async def answer_forwarded(
         self, question: str, hops: int, visited: frozenset[str], deadline_s: float, owner: Owner
@@ -483,38 +521,27 @@ class Asker:
         """TaskService's forwarder: route a neighbour's question from here, one hop on, for
         ``owner`` (so with no trust evidence from it)."""
         result = await self.ask(question, timeout=deadline_s, hops=hops, visited=visited,
-                                owner=owner)
+                                owner=owner, keep_records=True)
         return dict(result["answer"])
 
     def settle(self, now: float) -> None:
-        """Count as accepted the answers whose rating window passed without a rating.
-
-        Past KEPT_ANSWERS waiting, the oldest go unrated: an answer counts as accepted only
-        when its operator had the whole window to object.
-        """
-        window = self.settings.rating_window_s
-        while len(self.answered) > KEPT_ANSWERS:
-            self.answered.popitem(last=False)
-            self.unrated_dropped += 1
-        while self.answered:
-            task_id, taken = next(iter(self.answered.items()))
-            if now - taken.at < window:
-                break
-            del self.answered[task_id]
-            self.trust.record(taken.peer, Outcome.ACCEPTED, skill=taken.agent, now=now)
+        """Count as accepted the answers whose rating window passed without a rating."""
+        self.verdicts.settle(now)
 
     def rate(self, task_id: str, good: bool) -> dict[str, str]:
-        """A person's verdict on an answer this node took: it replaces the automatic
-        acceptance (a bad answer that was also counted as accepted would be half-forgiven)."""
-        self.settle(time.time())
-        taken = self.answered.pop(task_id, None)
+        """A person's verdict on an answer this node took (meshnode.ask.verdicts)."""
+        taken = self.verdicts.rate(task_id, good)
         if taken is None:
             raise UnknownAnswer(f"no answer with task id {task_id} is waiting for a rating here "
                            f"(answers can be rated for {self.settings.rating_window_s:.0f} s)")
-        now = time.time()
-        if good:
-            self.trust.record(taken.peer, Outcome.ACCEPTED, skill=taken.agent, now=now)
-        self.trust.record(taken.peer, Outcome.RATED_GOOD if good else Outcome.RATED_BAD,
-                          skill=taken.agent, now=now)
         return {"task_id": task_id, "peer": taken.peer, "agent": taken.agent,
                 "rating": "good" if good else "bad"}
+
+    @property
+    def answered(self) -> OrderedDict[str, Taken]:
+        """Answers this node took for its operator and that may still be rated."""
+        return self.verdicts.answered
+
+    @property
+    def unrated_dropped(self) -> int:
+        return self.verdicts.unrated_dropped

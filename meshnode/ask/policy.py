@@ -23,10 +23,28 @@ A relevant candidate (``relevance >= min_relevance``) scores
   known liar and a stranger the same 0, and lags behind what this node found itself;
 - load and latency only break near-ties: answers take seconds, a ping milliseconds.
 
+``relevance`` is what :func:`relevance` makes of two signals: how well the agent's skills
+fit the question (embedding similarity, as a share of the best agent's) and how relevant
+the knowledge its node authored is (from the asking node's own replica of memory, as a
+share of the best holder's); their mean when any node holds relevant knowledge, else the
+skills alone. So, in a fresh mesh where nobody has any trust yet, relevance decides.
+
 Exploration: with probability ``explore`` per question, one relevant newcomer (trust below
-``newcomer_trust``, no bad experience) is put first and asked alone (see :func:`waves`),
-so that new honest agents can earn trust. Its answer still has to reach ``min_quality``,
-and the trusted candidates follow as fail-over.
+``newcomer_trust``, no bad experience) is asked *alongside* the first wave (see
+:func:`waves`), and so is the most relevant candidate if its score left it out, so that
+new honest agents can earn trust without the asker ever depending on an unproven answer.
+Newcomers are drawn in proportion to their score without the trust factor, times their
+trust plus ``explore_floor``: one that others already vouch for is explored more often
+than an identity nobody vouches for. There is nothing to explore while no relevant
+candidate has earned trust or experience (a fresh mesh): then the ranking stands.
+
+Answers are taken by quality x trust x experience (:func:`choose_answer`); answers within
+``near_tie`` of the best count as tied, and a tie goes to the more relevant agent, then the
+nearer one, never to chance. Trust decides what the answer is; among the agents whose
+answers say the same (:func:`corroborated_choice`), the most relevant one gives it. Answers
+that agree with the one taken share its verdict (the asker records them as corroborated):
+an honest expert asked beside a more trusted one earns trust by agreeing with it, instead
+of staying unproven forever; an answer that agrees with nothing earns nothing.
 """
 
 from __future__ import annotations
@@ -57,6 +75,8 @@ class RoutingPolicy:
     rtt_scale_ms: float = 1000.0
     unknown_rtt_ms: float = 250.0
     newcomer_trust: float = 0.05
+    near_tie: float = 0.1
+    explore_floor: float = 0.01
 
 
 DEFAULT_POLICY = RoutingPolicy()
@@ -113,6 +133,18 @@ def _is_newcomer(candidate: Candidate, policy: RoutingPolicy) -> bool:
     return _unit(candidate.trust) < policy.newcomer_trust and _experience(candidate) >= 1.0
 
 
+def relevance(skill: float, knowledge: float | None) -> float:
+    """One agent's relevance from its skills' and its node's knowledge's (each 0..1, as a
+    share of the best candidate's); ``knowledge`` is None when no node holds any."""
+    if knowledge is None:
+        return _unit(skill)
+    return (_unit(skill) + _unit(knowledge)) / 2.0
+
+
+def _established(candidate: Candidate, policy: RoutingPolicy) -> bool:
+    return _unit(candidate.trust) >= policy.newcomer_trust or _experience(candidate) > 1.0
+
+
 def rank(
     candidates: Sequence[Candidate],
     *,
@@ -124,16 +156,19 @@ def rank(
     """The relevant candidates, best first; empty when none is relevant (then forward).
 
     With probability ``explore`` one newcomer, drawn in proportion to its score without
-    the trust factor, is moved to the front and marked ``explore``.
+    the trust factor times (its trust + ``explore_floor``), is moved to the front and
+    marked ``explore``.
     """
     relevant = [score(c, policy) for c in candidates if _unit(c.relevance) >= min_relevance]
     # Ties (e.g. a fresh mesh where all are unknown) go to the lower peer ID, not to
     # whichever order the peer table happened to list them in.
     relevant.sort(key=lambda s: (-s.score, s.candidate.peer_id, s.candidate.agent))
     newcomers = [s for s in relevant if _is_newcomer(s.candidate, policy)]
-    if not newcomers or rng.random() >= explore:
+    established = any(_established(s.candidate, policy) for s in relevant)
+    if not newcomers or not established or rng.random() >= explore:
         return relevant
-    weights = [math.prod(v for k, v in s.factors.items() if k != "trust") for s in newcomers]
+    weights = [math.prod(v for k, v in s.factors.items() if k != "trust")
+               * (_unit(s.candidate.trust) + policy.explore_floor) for s in newcomers]
     if sum(weights) > 0.0:
         pick = rng.choices(newcomers, weights=weights)[0]
     else:
@@ -145,16 +180,23 @@ def rank(
 def waves(ranked: Sequence[Scored], *, fanout: int, max_waves: int) -> list[list[Scored]]:
     """Groups to ask in turn, each in parallel, until one yields an acceptable answer.
 
-    At most ``max_waves`` groups, the exploration one included. An exploration pick is
-    asked alone first: asked beside trusted peers its answer would rarely be chosen, so it
-    could never earn trust.
+    At most ``max_waves`` groups of ``fanout`` by score. Beyond ``fanout``, the first
+    group also holds the exploration pick and the most relevant candidate, if the score
+    left them out: asked beside the trusted candidates, they can corroborate their answer
+    (and then answer, see :func:`corroborated_choice`) without the asker depending on them.
     """
     if fanout < 1 or max_waves < 1:
         raise ValueError("fanout and max_waves must be at least 1")
     rest = list(ranked)
-    groups: list[list[Scored]] = []
-    if rest and rest[0].explore:
-        groups.append([rest.pop(0)])
+    first = [rest.pop(0)] if rest and rest[0].explore else []
+    first, rest = rest[:fanout] + first, rest[fanout:]
+    if rest:
+        fittest = max(rest, key=lambda s: _unit(s.candidate.relevance))  # the first if tied
+        if _unit(fittest.candidate.relevance) > max(_unit(s.candidate.relevance)
+                                                    for s in first):
+            first.append(fittest)
+            rest.remove(fittest)
+    groups = [first] if first else []
     while rest and len(groups) < max_waves:
         groups.append(rest[:fanout])
         del rest[:fanout]
@@ -179,11 +221,12 @@ def choose_answer(
     min_quality: float = 0.0,
     policy: RoutingPolicy = DEFAULT_POLICY,
 ) -> Choice:
-    """Take the answer with the highest quality x trust (x experience, as in the score).
+    """Take the answer with the highest quality x trust (x experience, as in the score);
+    near-ties (within ``policy.near_tie``) go to the most relevant agent, then the nearest.
 
     ``quality`` is the asking node's estimate in [0, 1], None when the agent failed or
-    timed out. Answers below ``min_quality`` are never taken; with none left the caller
-    fails over to the next wave.
+    timed out. Answers of quality 0 or below ``min_quality`` are never taken; with none
+    left the caller fails over to the next wave.
     """
     scores: list[float | None] = []
     reasons: list[str] = []
@@ -191,7 +234,7 @@ def choose_answer(
         if quality is None:
             scores.append(None)
             reasons.append("no answer")
-        elif math.isnan(quality) or quality < min_quality:
+        elif math.isnan(quality) or quality < min_quality or quality <= 0.0:
             scores.append(None)
             reasons.append(f"quality {quality:.2f} below {min_quality:.2f}")
         else:
@@ -199,9 +242,56 @@ def choose_answer(
             value = _unit(quality) * trust * _experience(candidate)
             scores.append(value)
             reasons.append(f"quality {quality:.2f} x trust {trust:.3f}")
-    valid = [(value, -i) for i, value in enumerate(scores) if value is not None]
-    best = -max(valid)[1] if valid else None  # on a tie, the earlier (better-ranked) answer
+    valid = [(value, i) for i, value in enumerate(scores) if value is not None]
+    if not valid:
+        return Choice(None, scores, reasons)
+    top = max(value for value, _ in valid)
+    tied = [i for value, i in valid if value >= (1.0 - policy.near_tie) * top]
+
+    def tie_break(i: int) -> tuple[float, float, int]:
+        candidate = answers[i][0]
+        rtt = candidate.rtt_ms if candidate.rtt_ms is not None else policy.unknown_rtt_ms
+        return (-_unit(candidate.relevance), _nonneg(rtt), i)
+
+    best = min(tied, key=tie_break)
+    if len(tied) > 1:
+        reasons[best] += " (near-tie: the most relevant, then the nearest)"
     return Choice(best, scores, reasons)
+
+
+def corroborated_choice(
+    choice: Choice, answers: Sequence[tuple[Candidate, float | None]],
+    agrees: Sequence[bool], *, min_quality: float = 0.0, policy: RoutingPolicy = DEFAULT_POLICY,
+) -> Choice:
+    """Who gives the answer ``choice`` took: of the acceptable answers that agree with it
+    (``agrees[i]``: says the same), the most relevant agent's, then the nearest one's.
+
+    Trust decides *what* the answer is, relevance *who* gives it: an expert, a newcomer or
+    an explored candidate that says what the trusted candidates say answers the questions
+    it fits best, and so earns trust of its own, instead of the most trusted generalist
+    answering everything. An answer that agrees with nothing, or from an agent with more
+    bad than good outcomes with this node, is never taken this way.
+    """
+    if choice.index is None:
+        return choice
+    # Not an agent with a bad record here: a liar caught before could otherwise quote the
+    # truth when it can and earn back, as a corroborator, the trust it lost.
+    agreeing = [i for i, (candidate, quality) in enumerate(answers)
+                if i == choice.index or (agrees[i] and quality is not None
+                                         and quality >= min_quality and quality > 0.0
+                                         and _experience(candidate) >= 1.0)]
+
+    def fit(i: int) -> tuple[float, float, int]:
+        candidate = answers[i][0]
+        rtt = candidate.rtt_ms if candidate.rtt_ms is not None else policy.unknown_rtt_ms
+        return (-_unit(candidate.relevance), _nonneg(rtt), i)
+
+    best = min(agreeing, key=fit)
+    if best == choice.index:
+        return choice
+    reasons = list(choice.reasons)
+    reasons[best] += f" (says the same as answer {choice.index}, and fits the question best)"
+    return Choice(best, list(choice.scores), reasons)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,14 @@
-"""SkillIndex: how relevant each known agent is to a question, by embedding similarity.
+"""How relevant each known agent is to a question: by its skills, and by its knowledge.
+
+SkillIndex: embedding similarity of the question with the agent's skills.
 
 An agent's skills (rendered by :func:`meshnode.agents.skills.skill_texts`) are embedded once
 per distinct card with this node's own embedder and cached; a question is embedded once and
 compared with every skill in one matrix product. An agent's relevance is its best skill's
 cosine similarity.
+
+:func:`recall`: which records of this node's own memory are relevant to the question, and
+which peers authored them.
 """
 
 from __future__ import annotations
@@ -11,12 +16,15 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import trio
 from numpy.typing import NDArray
 
 from memory.embedders import Embedder, cosine_similarities
+from memory.store import MemoryStore
+from meshnode.agents.retrieval import retrieve
 
 MAX_CACHED = 4096
 #: Above this many skill vectors the comparison runs in a worker thread, off the event loop
@@ -97,3 +105,34 @@ def _best_of_blocks(
     starts = np.cumsum([0] + [len(m) for m in matrices[:-1]])
     best: NDArray[np.float64] = np.maximum.reduceat(similarity, starts)
     return best
+
+
+#: How many of this node's most relevant records it recalls for a question.
+RECALL_K = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Recall:
+    """What this node's own replica of memory says about a question."""
+
+    #: Peer -> relevance of the best record it authored in ``expert_knowledge``, for the
+    #: peers holding any knowledge relevant to the question.
+    holders: dict[str, float]
+    #: The ids of the records relevant to the question (knowledge and solutions).
+    relevant: frozenset[str]
+
+
+async def recall(store: MemoryStore, question: str) -> Recall:
+    """The records of this node's memory relevant to ``question``, by the same retrieval
+    agents use (:func:`meshnode.agents.retrieval.retrieve`). In a replicated mesh every
+    node holds every record, so the asker can see whose knowledge answers a question before
+    asking anyone, and which passages an answer should rest on."""
+    holders: dict[str, float] = {}
+    # Every author of a relevant passage holds it, even when several hold the same text.
+    found = await retrieve(store, question, ("expert_knowledge", "problem_solutions"),
+                           RECALL_K, unique=False)
+    for item in found:
+        if item.hit.collection == "expert_knowledge":
+            author = item.hit.record.author
+            holders[author] = max(holders.get(author, 0.0), item.relevance)
+    return Recall(holders, frozenset(item.hit.record.id for item in found))

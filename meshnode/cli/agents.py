@@ -21,12 +21,21 @@ def cmd_agents(args: argparse.Namespace) -> int:
     def human(agents: list[dict[str, Any]]) -> str:
         if not agents:
             return "no agents known in the mesh yet"
-        return render_table(
-            ["AGENT", "PEER", "SKILLS", "DESCRIPTION"],
+
+        def figure(a: dict[str, Any], key: str) -> str:
+            q = a.get("quality")
+            return f"{q[key]:.2f}" if q else "-"
+
+        table = render_table(
+            ["AGENT", "PEER", "ANSWERS", "FAITHFUL", "RETRIEVAL", "QUALITY", "SKILLS"],
             [(a["agent"] + (" (here)" if a["local"] else ""), a["peer_id"][-8:],
-              ", ".join(s["name"] for s in a["skills"]), a["description"][:60])
+              str((a.get("quality") or {}).get("answers", 0)), figure(a, "faithfulness"),
+              figure(a, "retrieval_precision"), figure(a, "quality"),
+              ", ".join(s["name"] for s in a["skills"]))
              for a in sorted(agents, key=lambda a: (a["agent"], a["peer_id"]))],
         )
+        return table + ("\nANSWERS, FAITHFUL, RETRIEVAL, QUALITY: the answers this node got "
+                        "from the agent, as it checked them (mean per answer)")
 
     return emit(args, _client(args).get("/v1/agents"), human)
 
@@ -41,6 +50,11 @@ def format_answer(result: dict[str, Any], explain: bool) -> str:
     t = result["timings"]
     lines += ["", f"time: {t['total_s']:.2f} s (routing {t['routing_s']:.3f}, network "
               f"{t['network_s']:.3f}, retrieval {t['retrieval_s']:.3f}, LLM {t['llm_s']:.3f})"]
+    if "faithfulness" in answer:
+        lines.append(f"checked here: faithfulness {answer['faithfulness']:.2f} "
+                     f"({answer['supported']} of {answer['sentences']} sentences supported by "
+                     f"what they cite), retrieval precision "
+                     f"{answer['retrieval_precision']:.2f}, quality {answer['quality']:.2f}")
     if explain:
         lines += ["", "why:", *_explain_lines(result["explain"])]
         consulted = answer.get("consulted")
@@ -89,6 +103,10 @@ def _explain_lines(explain: dict[str, Any]) -> list[str]:
     if "chosen" in explain:
         chosen = explain["chosen"]
         lines.append(f"chosen: {chosen['agent']}@{chosen['peer'][-8:]}: {chosen['why']}")
+        for check in chosen.get("checks", {}).get("checks", []):
+            cites = "".join(f"[{n}]" for n in check["cites"]) or "[-]"
+            verdict = "supported" if check["supported"] else check["why"]
+            lines.append(f"  {cites} {check['support']:.2f} {verdict}: {check['text'][:70]}")
     return lines
 
 

@@ -9,7 +9,9 @@ and the cited answer; then the mesh keeps running until Ctrl-C (or stops at once
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,14 +34,12 @@ from meshnode.node.home import init_home
 T = TypeVar("T")
 NETWORK = "dev-support"
 QUESTION = "My Milvus Lite searches got slow after a bulk insert. How do I make them fast again?"
-FAST = """
-[gossip]
-presence_interval_s = 1.0
-peer_ttl_s = 10.0
-
-[memory]
-sync_interval_s = 5.0
-"""
+#: The demo wants a mesh that notices things in seconds: (section, key) -> value.
+FAST: dict[tuple[str, str], Any] = {
+    ("gossip", "presence_interval_s"): 1.0,
+    ("gossip", "peer_ttl_s"): 10.0,
+    ("memory", "sync_interval_s"): 5.0,
+}
 
 
 def _wait(what: str, check: Callable[[], T | None], timeout: float) -> T:
@@ -55,28 +55,36 @@ def _wait(what: str, check: Callable[[], T | None], timeout: float) -> T:
     raise MeshnodeError(f"demo: timed out after {timeout:.0f} s waiting for {what}")
 
 
+def set_setting(text: str, section: str, key: str, value: Any) -> str:
+    """``text`` (a config file) with ``key`` of ``[section]`` set to ``value``."""
+    start = re.search(rf"^\[{re.escape(section)}\]\s*$", text, re.M)
+    if start is None:
+        raise MeshnodeError(f"demo: the config template has no [{section}] table")
+    line = re.compile(rf"^#?\s*{re.escape(key)} = .*$", re.M)
+    found = line.search(text, start.end())
+    rendered = f"{key} = {json.dumps(value)}"
+    if found is None:
+        return text[:start.end()] + "\n" + rendered + text[start.end():]
+    return text[:found.start()] + rendered + text[found.end():]
+
+
 class DemoNode:
-    def __init__(self, root: Path, name: str, spec: AgentSpec | None) -> None:
+    def __init__(self, root: Path, name: str, spec: AgentSpec | None,
+                 settings: dict[tuple[str, str], Any] | None = None,
+                 code: Path | None = None) -> None:
         self.name = name
         self.home = root / name
+        #: Run the daemon from this source tree instead of the installed meshnode.
+        self.code = code
         init_home(self.home, network_id=NETWORK)
-        with (self.home / "config.toml").open("a", encoding="utf-8") as f:
-            f.write(FAST)  # later tables of the same name would be an error: see below
-        self._merge_fast_settings()
-        if spec is not None:
-            with (self.home / "config.toml").open("a", encoding="utf-8") as f:
-                f.write("\n" + agent_toml(spec))
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def _merge_fast_settings(self) -> None:
-        # The template already has [gossip] and [memory]: set the values in place instead.
         path = self.home / "config.toml"
-        text = path.read_text(encoding="utf-8").replace(FAST, "")
-        for old, new in (("presence_interval_s = 60.0", "presence_interval_s = 1.0"),
-                         ("peer_ttl_s = 180.0", "peer_ttl_s = 10.0"),
-                         ("sync_interval_s = 30.0", "sync_interval_s = 5.0")):
-            text = text.replace(old, new, 1)
+        text = path.read_text(encoding="utf-8")
+        for (section, key), value in {**FAST, **(settings or {})}.items():
+            text = set_setting(text, section, key, value)
+        if spec is not None:
+            text += "\n" + agent_toml(spec)
         path.write_text(text, encoding="utf-8")
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, bootstrap: str | None) -> None:
         args = [sys.executable, "-m", "meshnode.cli", "start", "--home", str(self.home),
@@ -84,9 +92,13 @@ class DemoNode:
         if bootstrap:
             args += ["--bootstrap", bootstrap]
         log = (self.home / "daemon.log").open("ab")
+        env = None
+        if self.code is not None:
+            env = {**os.environ, "PYTHONPATH": str(self.code)}
         # Its own session (terminal signals reach the demo, which stops the mesh in order),
         # and dead with the demo even if the demo is SIGKILLed.
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True,
+                                     cwd=self.code, env=env,
                                      preexec_fn=partial(die_with_parent, os.getpid()))
 
     def client(self) -> DaemonClient:
@@ -121,32 +133,49 @@ def run_demo(args: argparse.Namespace) -> int:
             return 0
 
 
+def demo_nodes(root: Path, settings: dict[tuple[str, str], Any] | None = None,
+               code: Path | None = None) -> list[DemoNode]:
+    """The demo's nodes (not started): one per expert of demo_agents.toml, then the asker."""
+    nodes = [DemoNode(root, spec.name, spec, settings, code) for spec in demo_agents()]
+    nodes.append(DemoNode(root, "asker", None, settings, code))
+    return nodes
+
+
+def start_demo_mesh(nodes: list[DemoNode], say: Callable[[str], None] = print) -> None:
+    """Start ``nodes`` (demo_nodes), seed each expert with its knowledge base and wait until
+    the asking node (the last) knows every expert and holds its knowledge."""
+    first = None
+    # The asking node starts first and bootstraps from nobody: bootstrap peers may be
+    # pre-trusted, and in a fresh mesh such trust would outweigh skill relevance.
+    for node in [nodes[-1], *nodes[:-1]]:
+        node.start(first)
+        status = _wait(f"{node.name} to start", node.status, 120)
+        first = first or status["listen_addrs"][0]
+        say(f"  {node.name:14} {status['peer_id']}")
+    seeded = 0
+    for node in nodes[:-1]:
+        topic = node.name.removesuffix("-expert")
+        report = node.client().post("/v1/memory/ingest", {"paths": [str(data_path("kb", topic))]})
+        seeded += report["records"]
+        say(f"  seeded {node.name} with {report['records']} passages from kb/{topic}")
+    asker = nodes[-1].client()
+    _wait("the asking node to know all the experts",
+          lambda: len(asker.get("/v1/agents")) >= len(nodes) - 1, 60)
+    # Routing reads the asker's replica of memory to see who holds knowledge on a question.
+    _wait("the experts' knowledge to reach the asking node",
+          lambda: asker.get("/v1/memory/stats")["collections"]["expert_knowledge"] >= seeded,
+          120)
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="meshnode-demo-"))
     root.mkdir(parents=True, exist_ok=True)
-    experts = demo_agents()
-    nodes = [DemoNode(root, spec.name, spec) for spec in experts]
-    nodes.append(DemoNode(root, "asker", None))
+    nodes = demo_nodes(root)
     print(f"starting a {len(nodes)}-node mesh in {root} (network {NETWORK!r}, Milvus Lite, "
           "no LLM key)...", flush=True)
     try:
-        first = None
-        # The asking node starts first and bootstraps from nobody: a node pre-trusts its
-        # bootstrap peers, and in a fresh mesh that trust would outweigh skill relevance.
-        for node in [nodes[-1], *nodes[:-1]]:
-            node.start(first)
-            status = _wait(f"{node.name} to start", node.status, 120)
-            first = first or status["listen_addrs"][0]
-            print(f"  {node.name:14} {status['peer_id']}", flush=True)
-        for node, spec in zip(nodes, experts, strict=False):
-            topic = spec.name.removesuffix("-expert")
-            report = node.client().post("/v1/memory/ingest",
-                                        {"paths": [str(data_path("kb", topic))]})
-            print(f"  seeded {node.name} with {report['records']} passages from kb/{topic}",
-                  flush=True)
+        start_demo_mesh(nodes, lambda line: print(line, flush=True))
         asker = nodes[-1].client()
-        _wait("the asking node to know all three experts",
-              lambda: len(asker.get("/v1/agents")) >= len(experts), 60)
         question = args.question or QUESTION
         print(f"\nasking on node 'asker': {question}\n", flush=True)
         result = None

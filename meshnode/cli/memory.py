@@ -1,4 +1,4 @@
-"""`meshnode memory …`: add, search, ingest, delete, stats, export and import."""
+"""`meshnode memory …`: add, search, ingest, delete, stats, export, import and clean."""
 
 from __future__ import annotations
 
@@ -235,6 +235,20 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_ERROR if rejected else EXIT_OK
 
 
+def cmd_clean(args: argparse.Namespace) -> int:
+    def human(found: dict[str, Any]) -> str:
+        rows = found["records"]
+        if not rows:
+            return "nothing to clean: every solution of this node was accepted and is no echo"
+        verb = "would tombstone" if found["dry_run"] else "tombstoned"
+        table = render_table(["ID", "QUESTION", "REASON"],
+                             [(r["id"][:12], _short(r["question"], 50), r["reason"])
+                              for r in rows])
+        return f"{verb} {len(rows)} solution(s) of this node:\n{table}"
+
+    return emit(args, _client(args).post("/v1/memory/clean", {"dry_run": args.dry_run}), human)
+
+
 def add_memory_commands(
     sub: Any, common: argparse.ArgumentParser, output: argparse.ArgumentParser
 ) -> None:
@@ -282,3 +296,8 @@ def add_memory_commands(
     p = msub.add_parser("import", parents=[common], help="load records from JSON lines")
     p.add_argument("file", help="a JSON lines file from `memory export`, or - for stdin")
     p.set_defaults(func=cmd_import)
+
+    p = msub.add_parser("clean", parents=[common, output],
+                        help="tombstone this node's echo or unaccepted solutions")
+    p.add_argument("--dry-run", action="store_true", help="only list what would go")
+    p.set_defaults(func=cmd_clean)

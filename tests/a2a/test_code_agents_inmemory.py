@@ -49,10 +49,12 @@ async def _wrong_type(ctx: meshnode.Context) -> Any:
 
 
 async def _librarian(ctx: meshnode.Context) -> meshnode.Reply:
-    """Says what it was given: the shared passages, the context and the depth."""
-    return meshnode.Reply(f"I was given {len(ctx.shared)} passages about {ctx.question}",
-                          ctx.shared, data={"context": ctx.context_id, "depth": ctx.depth,
-                                            "shared": [p.id for p in ctx.shared]})
+    """Says what it was given: the shared passages (quoted and cited, so that the asker's
+    check finds the answer grounded), the context and the depth."""
+    quoted = " ".join(f"{p.text} [{i}]" for i, p in enumerate(ctx.shared, 1))
+    return meshnode.Reply(f"I was given {len(ctx.shared)} passages. {quoted}", ctx.shared,
+                          data={"context": ctx.context_id, "depth": ctx.depth,
+                                "shared": [p.id for p in ctx.shared]})
 
 
 async def _researcher(ctx: meshnode.Context) -> meshnode.Reply:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -127,9 +126,6 @@ class Gated:
             self.cancelled = True
             raise
         return await self.inner.answer(spec, question, deadline_s=deadline_s)
-
-    async def record_exchange(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return await self.inner.record_exchange(*args, **kwargs)
 
 
 async def test_cancel_stops_a_running_task(nursery: trio.Nursery, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """meshnode.answering.Answerer against a real Milvus Lite store seeded with the demo knowledge
 bases: extractive answers (no LLM), LLM answers through the real openai client and the fake
-OpenAI server, honest "nothing relevant" answers, and what record_exchange writes."""
+OpenAI server, honest "nothing relevant" answers, answers that carry their cited records,
+and solutions that are never served as the answer to the question they record."""
 
 from __future__ import annotations
 
@@ -13,18 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from memory.store import MemoryStore
-from meshnode.agents.answering import (
-    EXTRACTIVE_PREAMBLE,
-    AgentError,
-    Answer,
-    Answerer,
-    Citation,
-)
+from meshnode.agents.answering import EXTRACTIVE_PREAMBLE, AgentError, Answer, Answerer
+from meshnode.agents.grounding import check_answer, passage_of
 from meshnode.agents.llm import LLMClient, LLMError, LLMSettings
 from meshnode.agents.passages import _renumber, _sentences
 from meshnode.agents.specs import AgentSpec, demo_agents
 from protocols.peerid import Signer
-from protocols.records import new_record, verify_record
+from protocols.records import MemoryRecord, new_record, record_from_json, verify_record
 from tests.fakes.knowledge import LocalKnowledge
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -98,8 +94,12 @@ async def test_extractive_answer_quotes_and_cites_memory(
     for sentence in re.split(r"\s*\[\d+\]\s*", body):
         for part in re.split(r"(?<=[.!?])\s+(?=[A-Z`])", sentence.strip()):
             assert not part or compact(part) in cited, part
-    assert answer.body and markers(answer.body) == []
-    assert not answer.body.startswith(EXTRACTIVE_PREAMBLE)
+    # The answer carries its cited records, signed, and the asker's check finds every
+    # sentence supported by what it cites.
+    assert [r.id for r in answer.records] == [c.id for c in answer.citations]
+    assert [record_from_json(r) for r in answer.to_dict()["records"]] == list(answer.records)
+    grounding = check_answer(question, answer.text, [r.text for r in answer.records])
+    assert grounding.faithfulness == 1.0 and grounding.retrieval_precision > 0
 
 
 @pytest.mark.parametrize("question", UNRELATED)
@@ -111,7 +111,7 @@ async def test_unrelated_question_gets_an_honest_nothing(
     assert "nothing relevant" in answer.text
     assert "expert_knowledge, problem_solutions" in answer.text
     assert "No LLM is configured" in answer.text
-    assert answer.body == ""
+    assert answer.records == () and answer.to_dict()["records"] == []
 
 
 async def test_an_agent_only_reads_its_collections(kb_store: MemoryStore) -> None:
@@ -161,7 +161,7 @@ async def test_llm_answer_keeps_only_the_citations_it_was_given(
     assert answer.mode == "llm" and answer.model == "fake-model"
     # [9] and [7] were never given: dropped; the rest renumbered by first appearance.
     assert answer.text == "Use a virtual environment [1]. PEP 668 explains the error [2]."
-    assert answer.body == "Use a virtual environment. PEP 668 explains the error."
+    assert [r.id for r in answer.records] == [c.id for c in answer.citations]
     passages = passages_of(fake_openai)
     assert len(passages) >= 2
     held = {r.id: r for r in await kb_store.get([c.id for c in answer.citations])}
@@ -282,91 +282,56 @@ async def test_a_slow_llm_fails_within_the_answer_deadline(
     assert time.monotonic() - started < 1.5 + 2.0
 
 
-# ---- record_exchange ----------------------------------------------------------------------
+# ---- solutions are never echoed ----------------------------------------------------------
 
 
-async def test_an_accepted_answer_becomes_a_solution(
+async def _solution(knowledge: LocalKnowledge, question: str, body: str) -> MemoryRecord:
+    return await knowledge.add(f"Problem: {question}\n\nSolution: {body}", kind="solution",
+                               collection="problem_solutions", meta={"question": question})
+
+
+async def test_a_solution_is_served_by_its_answer_never_by_its_question(
     kb_store: MemoryStore, knowledge: LocalKnowledge
 ) -> None:
-    answerer = Answerer(kb_store, None)
-    question = "How much downtime does a 99.9% SLO allow?"
-    answer = await answerer.answer(DEVOPS, question, deadline_s=30)
-    exchange, solution = await answerer.record_exchange(
-        knowledge.add, spec=DEVOPS, question=question, answer=answer,
-        asker="12D3KooWAsker", task_id="task-1", accepted=True,
-    )
-    assert (exchange.collection, exchange.kind, exchange.agent) == (
-        "collaboration_history", "exchange", "devops-expert"
-    )
-    assert exchange.text.startswith(f"Question: {question}\n\nAnswer from devops-expert: ")
-    assert exchange.meta == {
-        "asker": "12D3KooWAsker", "agent": "devops-expert", "task": "task-1",
-        "mode": "extractive", "accepted": True,
-        "sources": ",".join(c.id for c in answer.citations),
-    }
-    assert (solution.collection, solution.kind) == ("problem_solutions", "solution")
-    assert solution.text == f"Problem: {question}\n\nSolution: {answer.body}"
-    assert "[1]" not in solution.text and EXTRACTIVE_PREAMBLE not in solution.text
-    assert solution.meta["exchange"] == exchange.id and "accepted" not in solution.meta
-    assert await kb_store.get([exchange.id, solution.id]) == [exchange, solution]
-
-    # The next agent that reads problem_solutions finds it.
-    again = await answerer.answer(DEVOPS, "What downtime does a 99.9% SLO allow?",
-                                  deadline_s=30)
-    assert solution.id in {c.id for c in again.citations}
+    question = "How do I roll back a Kubernetes deployment?"
+    # What the old write path stored: the question as its own answer (an echo)...
+    echo = await _solution(knowledge, question, f"Problem: {question}")
+    # ...and a real solution, accepted earlier.
+    real = await _solution(knowledge, question, "Run `kubectl rollout undo deployment/web` "
+                           "to return to the previous revision of the deployment.")
+    answer = await Answerer(kb_store, None).answer(DEVOPS, question, deadline_s=30)
+    assert answer.grounded and question not in answer.text
+    assert "Problem:" not in answer.text and "Solution:" not in answer.text
+    cited = {c.id for c in answer.citations}
+    assert echo.id not in cited
+    grounding = check_answer(question, answer.text, [
+        passage_of(r.collection, r.kind, r.text) for r in answer.records])
+    assert grounding.faithfulness == 1.0 and grounding.quality > 0
+    if real.id in cited:  # its snippet is its answer part, not the question it records
+        snippet = next(c.snippet for c in answer.citations if c.id == real.id)
+        assert snippet.startswith("Run `kubectl rollout undo")
 
 
-async def test_a_rejected_or_empty_answer_is_history_only(
-    kb_store: MemoryStore, knowledge: LocalKnowledge
+async def test_only_the_question_in_memory_is_no_answer(
+    store: MemoryStore, knowledge: LocalKnowledge
 ) -> None:
-    answerer = Answerer(kb_store, None)
-    answer = await answerer.answer(PYTHON, "How do pytest fixture scopes work?", deadline_s=30)
-    (rejected,) = await answerer.record_exchange(
-        knowledge.add, spec=PYTHON, question="q", answer=answer, asker="a", task_id="t1",
-        accepted=False,
-    )
-    assert rejected.kind == "exchange" and rejected.meta["accepted"] is False
-    nothing = await answerer.answer(PYTHON, UNRELATED[1], deadline_s=30)
-    (empty,) = await answerer.record_exchange(
-        knowledge.add, spec=PYTHON, question=UNRELATED[1], answer=nothing, asker="a",
-        task_id="t2", accepted=True,
-    )
-    assert empty.kind == "exchange" and "sources" not in empty.meta
-    assert [c["collection"] for c in knowledge.calls] == ["collaboration_history"] * 2
+    question = "How do I roll back a Kubernetes deployment?"
+    await _solution(knowledge, question, f"Problem: {question}")
+    await knowledge.add(f"FAQ: {question} Ask the platform team about {question.lower()}",
+                        kind="note")
+    answer = await Answerer(store, None).answer(DEVOPS, question, deadline_s=30)
+    assert not answer.grounded and question not in answer.text
 
 
-async def test_llm_exchange_records_the_model(knowledge: LocalKnowledge) -> None:
-    citation = Citation("a" * 64, "expert_knowledge", "peer", 0.5, "snippet")
-    answer = Answer("Do X [1].", (citation,), "llm", "fake-model", 0.1, 0.2, body="Do X.")
-    exchange, solution = await Answerer(knowledge.store, None).record_exchange(
-        knowledge.add, spec=PYTHON, question="How?", answer=answer, asker="a", task_id="t",
-        accepted=True,
-    )
-    assert exchange.meta["model"] == "fake-model" and exchange.meta["mode"] == "llm"
-    assert solution.text == "Problem: How?\n\nSolution: Do X."
-
-
-async def test_an_agent_that_does_not_write_records_nothing(
-    knowledge: LocalKnowledge,
+async def test_llm_passages_are_answer_parts_only(
+    kb_store: MemoryStore, knowledge: LocalKnowledge, fake_openai: FakeOpenAI,
+    llm_settings: LLMSettings,
 ) -> None:
-    quiet = AgentSpec("quiet", "d", "i", PYTHON.skills, writes=False)
-    answer = Answer("x [1]", (Citation("a" * 64, "c", "p", 1.0, "s"),), "extractive", None,
-                    0.0, 0.0, body="x")
-    written = await Answerer(knowledge.store, None).record_exchange(
-        knowledge.add, spec=quiet, question="q", answer=answer, asker="a", task_id="t",
-        accepted=True,
-    )
-    assert written == [] and knowledge.calls == []
-
-
-async def test_huge_exchanges_are_cut_to_the_record_limit(knowledge: LocalKnowledge) -> None:
-    answer = Answer("é" * 40_000, (), "extractive", None, 0.0, 0.0)
-    (exchange,) = await Answerer(knowledge.store, None).record_exchange(
-        knowledge.add, spec=PYTHON, question="q" * 100, answer=answer, asker="x" * 600,
-        task_id="t", accepted=True,
-    )
-    assert len(exchange.text.encode()) <= 32 * 1024
-    assert len(str(exchange.meta["asker"])) == 512
+    question = "How do I roll back a Kubernetes deployment?"
+    await _solution(knowledge, question, "Run `kubectl rollout undo deployment/web` to roll "
+                    "the deployment back to its previous revision.")
+    await Answerer(kb_store, LLMClient(llm_settings)).answer(DEVOPS, question, deadline_s=30)
+    assert all("Problem:" not in text for text in passages_of(fake_openai).values())
 
 
 # ---- helpers -------------------------------------------------------------------------------

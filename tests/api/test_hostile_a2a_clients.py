@@ -14,7 +14,7 @@ from tests.inmemory import eventually
 
 
 async def test_anonymous_clients_see_only_their_own_tasks() -> None:
-    asker, mesh, _ = _node(Embedder())
+    asker, mesh, _, _ = _node(Embedder())
     alice, mallory = (mesh.handler(client_owner(a)) for a in ("10.0.0.1", "10.0.0.2"))
     async with trio.open_nursery() as nursery:
         await nursery.start(mesh.run)
@@ -38,7 +38,7 @@ async def test_anonymous_clients_see_only_their_own_tasks() -> None:
 
 
 async def test_an_anonymous_client_has_a_budget_of_running_tasks() -> None:
-    asker, mesh, _ = _node(Embedder())
+    asker, mesh, _, _ = _node(Embedder())
     mesh.store.quota.limits = PeerLimits(LimitSettings(tasks_running_per_peer=1))
     client = mesh.handler(client_owner("10.0.0.9"))
     release = trio.Event()

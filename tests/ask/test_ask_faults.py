@@ -1,6 +1,6 @@
 """An ask's faults and deadline, in process: an embedder that fails or hangs fails that ask
 (with a clear error, counted) and never MeshA2A; one deadline covers relevance scoring, the
-waves and the quality check."""
+waves and the quality check (which reads cited records from this node's memory)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 import trio
 
 from memory.embedders import HashingEmbedder
-from memory.errors import EmbedderError
+from memory.errors import EmbedderError, MemoryStoreError
 from meshnode.a2a.lifecycle import TaskStore
 from meshnode.a2a.owners import OPERATOR
 from meshnode.a2a.tasks import AGENT_KEY, TaskService
-from meshnode.agents.answering import Answer
+from meshnode.agents.answering import Answer, Citation
 from meshnode.agents.llm import LLMError
 from meshnode.agents.specs import AgentSpec, SkillSpec
 from meshnode.api.mesh_agent import TIMEOUT_KEY, MeshA2A
@@ -38,6 +38,7 @@ from protocols.a2a import (
     TextPart,
 )
 from protocols.peerid import Signer
+from protocols.records import MemoryRecord, new_record
 
 SPEC = AgentSpec(
     name="milvus-expert", description="Answers questions about Milvus.", instructions="",
@@ -46,6 +47,8 @@ SPEC = AgentSpec(
                       tags=("milvus", "hnsw"), examples=("Which index should I use?",)),),
 )
 QUESTION = "Which Milvus index type should I use, HNSW or IVF_FLAT?"
+TIP = "Use the HNSW index type in Milvus for fast searches; IVF_FLAT uses less memory."
+TENANT = "test"
 
 
 class Embedder:
@@ -77,30 +80,61 @@ class Embedder:
         return self._real.embed(texts)
 
 
-class EchoAnswerer:
-    """An agent that answers at once, on topic (its answer repeats the question)."""
+def _tip(signer: Signer) -> MemoryRecord:
+    return new_record(signer, collection="expert_knowledge", tenant=TENANT, text=TIP,
+                      kind="tip", agent="", created=1.8e9, seq=1)
+
+
+class QuotingAnswerer:
+    """An agent that answers at once, quoting (and carrying) a record on the question."""
+
+    def __init__(self, signer: Signer, *, carry: bool = True) -> None:
+        self.record = _tip(signer)
+        self.carry = carry
 
     async def answer(self, spec: AgentSpec, question: str, *, deadline_s: float) -> Answer:
-        return Answer(f"About that: {question}", (), "extractive", None, 0.0, 0.0,
-                      body=question)
+        r = self.record
+        return Answer(f"{TIP} [1]", (Citation(r.id, r.collection, r.author, 0.9, TIP),),
+                      "extractive", None, 0.0, 0.0, records=(r,) if self.carry else ())
 
-    async def record_exchange(self, *_: Any, **__: Any) -> list[Any]:
+
+class Store:
+    """This node's memory as the asker uses it: cited records can hang or fail to load."""
+
+    embedder = HashingEmbedder()
+
+    def __init__(self, records: Sequence[MemoryRecord]) -> None:
+        self.records = {r.id: r for r in records}
+        self.failing = False
+        self.hanging = False
+
+    async def get(self, ids: Sequence[str]) -> list[MemoryRecord]:
+        if self.hanging:
+            await trio.sleep_forever()
+        if self.failing:
+            raise MemoryStoreError("cannot read memory: disk failure")
+        return [self.records[i] for i in ids if i in self.records]
+
+    async def search(self, *_: Any, **__: Any) -> list[Any]:
         return []
 
 
-def _node(embedder: Embedder) -> tuple[Asker, MeshA2A, Faults]:
+def _node(embedder: Embedder, *, carry: bool = True) -> tuple[Asker, MeshA2A, Faults, Store]:
     faults = Faults()
     signer = Signer.generate()
-    knowledge: Any = SimpleNamespace(signer=signer, add=None)
-    tasks = TaskService(None, (SPEC,), EchoAnswerer(), knowledge,  # type: ignore[arg-type]
+    answerer = QuotingAnswerer(signer, carry=carry)
+    store = Store([answerer.record])
+    knowledge: Any = SimpleNamespace(signer=signer, add=None, store=store)
+    tasks = TaskService(None, (SPEC,), answerer, knowledge,  # type: ignore[arg-type]
                         version="test", store=TaskStore(faults=faults))
     membership: Any = SimpleNamespace(signer=signer, table=PeerTable(signer.peer_id, 60.0),
-                                      verified_connected=set, agent_sets=list)
+                                      verified_connected=set, agent_sets=list,
+                                      config=SimpleNamespace(tenant=TENANT))
     asker = Asker(None, membership, tasks,  # type: ignore[arg-type]
                   SkillIndex(embedder, trio.CapacityLimiter(2)),
                   TrustGraph(signer.peer_id, [signer.peer_id]), settings=RoutingSettings(),
-                  faults=faults)
-    return asker, MeshA2A(asker, tasks, network_id="test", version="test"), faults
+                  faults=faults, knowledge=knowledge)
+    return asker, MeshA2A(asker, tasks, network_id="test", version="test"), faults, store
 
 
 def _question(timeout: float = 30.0) -> Message:
@@ -120,7 +154,7 @@ def _final(events: list[StreamEvent]) -> TaskStatusUpdateEvent:
 
 async def test_an_embedder_outage_fails_the_ask_clearly_and_mesh_a2a_goes_on() -> None:
     embedder = Embedder()
-    asker, mesh, faults = _node(embedder)
+    asker, mesh, faults, _ = _node(embedder)
     async with trio.open_nursery() as nursery:
         await nursery.start(mesh.run)
         ok = _final(await _stream(mesh, _question()))
@@ -145,7 +179,7 @@ async def test_an_embedder_outage_fails_the_ask_clearly_and_mesh_a2a_goes_on() -
 async def test_the_deadline_covers_relevance_scoring_and_abandons_the_embedder() -> None:
     embedder = Embedder()
     embedder.hang_from_call = 1
-    asker, _, _ = _node(embedder)
+    asker, _, _, _ = _node(embedder)
     try:
         with pytest.raises(AskError, match=r"deadline of 0\.5 s passed while scoring relevance"):
             await asker.ask(QUESTION, timeout=0.5)
@@ -156,39 +190,29 @@ async def test_the_deadline_covers_relevance_scoring_and_abandons_the_embedder()
 
 
 async def test_the_deadline_covers_the_quality_check() -> None:
-    embedder = Embedder()
-    embedder.hang_from_call = 2  # relevance is scored; the answer's quality check hangs
-    asker, _, _ = _node(embedder)
-    try:
-        with pytest.raises(AskError, match="passed while asking agents and checking"):
-            await asker.ask(QUESTION, timeout=2.0)
-        assert embedder.hung_calls_finished == 0
-    finally:
-        embedder.release.set()
+    # The answer carries no records: the check reads them from this node's memory, which hangs.
+    asker, _, _, store = _node(Embedder(), carry=False)
+    store.hanging = True
+    with pytest.raises(AskError, match="passed while asking agents and checking"):
+        await asker.ask(QUESTION, timeout=2.0)
 
 
 async def test_a_failing_quality_check_leaves_the_answer_unrated() -> None:
-    embedder = Embedder()
-    asker, _, faults = _node(embedder)
-    real_similarity = asker.skills.similarity
-
-    async def failing_similarity(a: str, b: str) -> float:
-        embedder.failing = True
-        try:
-            return await real_similarity(a, b)
-        finally:
-            embedder.failing = False
-
-    asker.skills.similarity = failing_similarity  # type: ignore[method-assign]
+    asker, _, faults, store = _node(Embedder(), carry=False)
+    store.failing = True
     with pytest.raises(AskError) as failed:
         await asker.ask(QUESTION)
-    # The answer stays "completed" (our embedder failing is no evidence against the agent
+    # The answer stays "completed" (our memory failing is no evidence against the agent
     # that answered), unrated, so not taken.
     assert "milvus-expert: completed quality check failed" in str(failed.value)
-    assert faults.counts() == {"embedder": 1}
+    assert "disk failure" in str(failed.value)
+    assert faults.counts() == {"memory": 1}
+    store.failing = False  # memory is back: the same answer is checked and taken
+    result = await asker.ask(QUESTION)
+    assert result["answer"]["faithfulness"] == 1.0
 
 
-class BrokenAnswerer(EchoAnswerer):
+class BrokenAnswerer(QuotingAnswerer):
     def __init__(self, error: Exception) -> None:
         self.error = error
 
@@ -197,7 +221,7 @@ class BrokenAnswerer(EchoAnswerer):
 
 
 async def test_an_agent_that_raises_fails_its_task_and_is_counted() -> None:
-    asker, _, faults = _node(Embedder())
+    asker, _, faults, _ = _node(Embedder())
     for error, where, reason in (
         # An unexpected error: its type only (the reason may go to a peer; details are logged).
         (RuntimeError("a bug in answering"), "a2a task", "internal error (RuntimeError)"),
@@ -214,16 +238,16 @@ async def test_an_agent_that_raises_fails_its_task_and_is_counted() -> None:
 
 async def test_a_mesh_ask_can_be_canceled_while_agents_work() -> None:
     embedder = Embedder()
-    asker, mesh, _ = _node(embedder)
+    asker, mesh, _, _ = _node(embedder)
     asked = trio.Event()
 
-    class SlowAnswerer(EchoAnswerer):
+    class SlowAnswerer(QuotingAnswerer):
         async def answer(self, spec: AgentSpec, question: str, *, deadline_s: float) -> Answer:
             asked.set()
             await trio.sleep_forever()
             raise AssertionError("unreachable")
 
-    asker.tasks.answerer = SlowAnswerer()
+    asker.tasks.answerer = SlowAnswerer(asker.membership.signer)
     events: list[StreamEvent] = []
     streamed = trio.Event()
     async with trio.open_nursery() as nursery:

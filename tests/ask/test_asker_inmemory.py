@@ -45,9 +45,6 @@ class BrokenMemory:
     async def answer(self, spec: AgentSpec, question: str, *, deadline_s: float) -> Answer:
         raise AgentError("memory", "cannot read memory: disk failure")
 
-    async def record_exchange(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return []
-
 
 async def _mesh(nursery: trio.Nursery, tmp_path: Path) -> tuple[InMemoryMesh, list[Node]]:
     """An asking node with no agents, linked to three nodes of one agent each."""

@@ -2,7 +2,7 @@
 
 A hostile peer sends the victim a question no agent fits, with a forward marker whose hop
 count and visited set choose whom the victim forwards it to: its accomplice, which echoes
-the question back (an answer the victim's quality check scores high), or an honest
+a grounded-looking answer (one the victim's quality check scores high), or an honest
 neighbour that cannot forward any further (so it fails). Neither may change what the
 victim thinks of anyone: work done for a remote asker is no evidence.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-from meshnode.ask.asker import KEPT_ANSWERS, _Taken
+from meshnode.ask.verdicts import KEPT_ANSWERS, Taken
 from meshnode.config import RoutingSettings
 from meshnode.node.inmemory import InMemoryMesh
 from meshnode.trust.graph import Outcome
@@ -54,7 +54,7 @@ async def test_forwarded_questions_neither_credit_nor_blame(nursery: trio.Nurser
     assert _final_state(events) == TaskState.COMPLETED  # the victim did forward and answer
     answer = next(p.data for e in events if isinstance(e, TaskArtifactUpdateEvent)  # type: ignore[union-attr]
                   for p in e.artifact.parts if isinstance(p, DataPart))
-    assert answer["peer"] == accomplice.peer_id and answer["text"] == NONSENSE
+    assert answer["peer"] == accomplice.peer_id and NONSENSE in answer["text"]
     victim.services.asker.settle(mesh.clock() + 3600)
     assert graph.evidence_counts(accomplice.peer_id) == {}
     assert not victim.services.asker.answered
@@ -71,22 +71,25 @@ async def test_forwarded_questions_neither_credit_nor_blame(nursery: trio.Nurser
 async def test_the_operators_own_asks_still_make_evidence(nursery: trio.Nursery,
                                                           tmp_path: Path) -> None:
     mesh = InMemoryMesh()
-    asker, silent = await start_nodes(nursery, mesh, tmp_path, [(), ()], routing=ROUTING)
-    await connect(asker, silent)
+    (asker,) = await start_nodes(nursery, mesh, tmp_path, [()], routing=ROUTING)
+    # A neighbour whose agents are not known yet (it never announced them), so the asker
+    # forwards its operator's question to it; it serves no A2A, so the question fails.
+    silent = await start_hostile(nursery, mesh, 9)
+    await silent.join(asker.id, asker.host.listen_addrs())
     await eventually(lambda: asker.services.membership.verified_connected(), "a neighbour")
     try:
         await asker.services.asker.ask(NONSENSE, timeout=20)
-    except Exception as exc:  # the neighbour has nowhere to forward to: it fails
-        assert "hop limit" in str(exc) or "cannot be forwarded" in str(exc), exc
-    assert asker.services.trust.graph.evidence_counts(silent.id) == {"failed": 1}
+    except Exception as exc:  # the neighbour does not answer
+        assert "no answer" in str(exc) or "fail" in str(exc), exc
+    assert asker.services.trust.graph.evidence_counts(silent.peer_id) == {"failed": 1}
     no_faults(mesh)
 
 
 def test_answers_past_the_pending_limit_are_dropped_not_accepted() -> None:
-    asker, _, _ = _node(Embedder())
+    asker, _, _, _ = _node(Embedder())
     now = time.time()
     for i in range(KEPT_ANSWERS + 5):
-        asker.answered[f"task-{i}"] = _Taken(f"peer-{i}", "agent", now)
+        asker.answered[f"task-{i}"] = Taken(f"peer-{i}", "agent", now)
     asker.settle(now)  # nobody had time to rate any of them
     assert len(asker.answered) == KEPT_ANSWERS and asker.unrated_dropped == 5
     assert asker.trust.evidence_totals() == {}

@@ -16,6 +16,7 @@ from meshnode.ask.policy import (
     Candidate,
     RoutingPolicy,
     choose_answer,
+    corroborated_choice,
     forward_targets,
     rank,
     score,
@@ -131,6 +132,12 @@ def test_exploration_moves_one_newcomer_to_the_front(cs: list[Candidate], seed: 
         s for s in plain if s.candidate.trust < DEFAULT_POLICY.newcomer_trust
         and s.candidate.experience >= 1.0
     ]  # fmt: skip
+    established = [
+        s for s in plain if s.candidate.trust >= DEFAULT_POLICY.newcomer_trust
+        or s.candidate.experience > 1.0
+    ]  # fmt: skip
+    if not established:  # a fresh mesh: nobody to explore away from, the ranking stands
+        newcomers = []
     assert [s.explore for s in ranked].count(True) == (1 if newcomers else 0)
     if newcomers:
         assert ranked[0].explore and ranked[0].candidate in [s.candidate for s in newcomers]
@@ -152,6 +159,17 @@ def test_exploration_happens_at_the_configured_rate() -> None:
     assert 0.08 < len(explored) / len(picks) < 0.12
     assert {s.candidate.peer_id for s in explored} == {"new"}  # never the known liar
     assert all(s.candidate.peer_id == "trusted" for s in picks if not s.explore)
+
+
+def test_a_fresh_mesh_is_ranked_by_relevance_not_chance() -> None:
+    # Nobody has trust or experience yet: exploring would only put a less relevant agent
+    # first at random.
+    cs = [cand("expert", relevance=1.0, trust=0.0), cand("other", relevance=0.7, trust=0.0)]
+    rng = random.Random(7)
+    for _ in range(200):
+        ranked = rank(cs, min_relevance=0.0, explore=1.0, rng=rng)
+        assert [s.candidate.peer_id for s in ranked] == ["expert", "other"]
+        assert not any(s.explore for s in ranked)
 
 
 def test_nothing_relevant_gives_an_empty_ranking() -> None:
@@ -176,13 +194,63 @@ def test_waves_partition_the_ranking(
 ) -> None:
     ranked = rank(cs, min_relevance=0.0, explore=float(explore), rng=random.Random(1))
     groups = waves(ranked, fanout=fanout, max_waves=max_waves)
+    assert len(groups) <= max_waves and (groups or not ranked)
     flat = [s for g in groups for s in g]
-    assert flat == ranked[: len(flat)] and len(groups) <= max_waves
-    assert all(0 < len(g) <= fanout for g in groups)
-    if ranked and ranked[0].explore:
-        assert groups[0] == [ranked[0]]  # asked alone, so that it can win
-    if len(flat) < len(ranked):
-        assert len(groups) == max_waves
+    assert len({id(s) for s in flat}) == len(flat)  # nobody is asked twice
+    explored = [s for s in ranked if s.explore]
+    # The first wave: the exploration pick, the best by score, and at most one extra (the
+    # most relevant left out); the others: in order, fanout each.
+    if groups:
+        first = groups[0]
+        assert all(s in first for s in explored)
+        plain = [s for s in ranked if not s.explore]
+        assert [s for s in first if not s.explore][:fanout] == plain[:fanout]
+        assert len(first) <= fanout + len(explored) + 1
+        later = [s for g in groups[1:] for s in g]
+        assert all(0 < len(g) <= fanout for g in groups[1:])
+        extra = [s for s in first if not s.explore][fanout:]
+        # By identity: equal candidates may be ranked twice.
+        remaining = [s for s in plain[fanout:] if all(s is not e for e in extra)]
+        assert later == remaining[: len(later)]
+        if extra:  # the most relevant candidate the score left out
+            assert extra[0].candidate.relevance >= max(s.candidate.relevance
+                                                       for s in plain[fanout:])
+
+
+def test_trust_picks_the_answer_and_relevance_who_gives_it() -> None:
+    trusted = cand("t", relevance=0.5, trust=1.0)
+    expert = cand("e", relevance=1.0, trust=0.0)
+    liar = cand("l", relevance=1.0, trust=0.0, rtt_ms=1.0)
+    answers: list[tuple[Candidate, float | None]] = [(trusted, 0.8), (expert, 0.9), (liar, 0.95)]
+    choice = choose_answer(answers, min_quality=0.5)
+    assert choice.index == 0  # by quality x trust, the trusted answer
+    # The expert says the same as the trusted answer: being the most relevant, it answers
+    # (and so earns trust); the liar, as relevant and nearer, says something else: never.
+    same = corroborated_choice(choice, answers, [True, True, False], min_quality=0.5)
+    assert same.index == 1 and "fits the question best" in same.reasons[1]
+    assert corroborated_choice(choice, answers, [True, False, False]).index == 0
+    # A liar caught before (a bad record here) does not answer by quoting the truth.
+    caught = cand("c", relevance=1.0, trust=0.0, experience=0.5)
+    quoting: list[tuple[Candidate, float | None]] = [(trusted, 0.8), (caught, 0.9)]
+    assert corroborated_choice(choose_answer(quoting, min_quality=0.5), quoting, [True, True],
+                               min_quality=0.5).index == 0
+    # Too poor an answer does not answer, even saying the same.
+    poor: list[tuple[Candidate, float | None]] = [(trusted, 0.8), (expert, 0.3)]
+    assert corroborated_choice(choose_answer(poor, min_quality=0.5), poor, [True, True],
+                               min_quality=0.5).index == 0
+    # Nothing chosen: nothing to corroborate.
+    none = choose_answer([(trusted, None)], min_quality=0.5)
+    assert corroborated_choice(none, [(trusted, None)], [False]).index is None
+
+
+def test_the_most_relevant_candidate_joins_the_first_wave() -> None:
+    # The trusted generalists rank first; the stranger expert, most relevant, is asked too.
+    cs = [cand("g1", relevance=0.6, trust=1.0), cand("g2", relevance=0.5, trust=1.0),
+          cand("g3", relevance=0.4, trust=1.0), cand("expert", relevance=1.0, trust=0.0)]
+    ranked = rank(cs, min_relevance=0.0, explore=0.0, rng=random.Random(0))
+    first, *rest = waves(ranked, fanout=2, max_waves=3)
+    assert [s.candidate.peer_id for s in first] == ["g1", "g2", "expert"]
+    assert [[s.candidate.peer_id for s in g] for g in rest] == [["g3"]]
 
 
 def test_waves_refuse_nonsense() -> None:
@@ -201,7 +269,7 @@ def test_choose_by_quality_times_trust() -> None:
     assert choice.index == 1  # a confident stranger does not beat a trusted expert
     assert choice.scores[0] == pytest.approx(0.95 * FLOOR) and choice.scores[1] == 0.7
     alone = choose_answer([(stranger, 0.9)], min_quality=0.5)
-    assert alone.index == 0  # an explored newcomer asked alone wins when good enough
+    assert alone.index == 0  # a stranger's answer is taken when it is the only good one
     json.dumps(choice.explain())
 
 
@@ -218,19 +286,38 @@ def test_ties_go_to_the_better_ranked_answer() -> None:
     assert choose_answer([(cand("a"), 0.8), (cand("b"), 0.8)]).index == 0
 
 
+def test_near_ties_go_to_the_more_relevant_then_the_nearer_agent_not_to_chance() -> None:
+    # In a fresh mesh (everyone at the trust floor) two answers of nearly the same quality:
+    # the agent whose skills fit the question better wins, even if answered second.
+    generalist = cand("a", relevance=0.6, trust=0.0)
+    expert = cand("b", relevance=1.0, trust=0.0)
+    choice = choose_answer([(generalist, 0.84), (expert, 0.8)])
+    assert choice.index == 1 and "near-tie" in choice.reasons[1]
+    # Equally relevant: the nearer one.
+    far, near = cand("c", rtt_ms=300.0), cand("d", rtt_ms=5.0)
+    assert choose_answer([(far, 0.8), (near, 0.78)]).index == 1
+    # A clearly better answer is no tie: quality still decides.
+    assert choose_answer([(generalist, 0.9), (expert, 0.5)]).index == 0
+    # An answer of quality 0 (an echo, nothing grounded) is never taken, even alone.
+    assert choose_answer([(expert, 0.0)], min_quality=0.0).index is None
+
+
 @PROPS
 @given(st.lists(st.tuples(candidates, st.none() | unit), max_size=8), unit)
 def test_the_choice_has_the_best_acceptable_score(
     answers: list[tuple[Candidate, float | None]], min_quality: float
 ) -> None:
     choice = choose_answer(answers, min_quality=min_quality)
-    acceptable = [i for i, (_, q) in enumerate(answers) if q is not None and q >= min_quality]
+    acceptable = [i for i, (_, q) in enumerate(answers)
+                  if q is not None and q >= min_quality and q > 0.0]
     if not acceptable:
         assert choice.index is None
         return
     assert choice.index in acceptable
-    best = choice.scores[choice.index]
-    assert best is not None and all((choice.scores[i] or 0.0) <= best for i in acceptable)
+    chosen = choice.scores[choice.index]
+    top = max(choice.scores[i] or 0.0 for i in acceptable)
+    # The best score, or one within the near-tie margin of it (then the most relevant).
+    assert chosen is not None and chosen >= (1.0 - DEFAULT_POLICY.near_tie) * top
 
 
 # -- forwarding -----------------------------------------------------------------------------

@@ -56,7 +56,8 @@ async def test_an_ask_scores_a_bounded_number_of_a_swarms_agents() -> None:
     sets += [(Signer.from_seed(i.to_bytes(32, "big")).peer_id, f"{i:064x}", (card(f"s{i}"),))
              for i in range(1, SYBILS + 1)]
     membership: Any = SimpleNamespace(signer=me, table=PeerTable(me.peer_id, 60.0),
-                                      verified_connected=set, agent_sets=lambda: sets)
+                                      verified_connected=set, agent_sets=lambda: sets,
+                                      config=SimpleNamespace(tenant="test"))
     knowledge: Any = SimpleNamespace(signer=me, add=None)
     tasks = TaskService(None, (), None, knowledge,  # type: ignore[arg-type]
                         version="test", store=TaskStore())

@@ -8,8 +8,10 @@
 
 It serves ``POST /v1/chat/completions`` (plain and streaming) and ``POST /v1/embeddings``.
 A chat reply is ``server.reply`` if set (a string, or a function of the request body), else a
-canned sentence that cites every passage marker ``[n]`` found in the last user message, so
-citation handling can be tested end to end. ``server.mode`` switches failures:
+faithful answer: for each numbered passage of the last user message (opened by a
+``<<passage [n] ...>>`` line), its first sentence, quoted and cited ``[n]``; with no such
+passages, a canned sentence citing every marker ``[n]`` found. So citation handling and the
+askers' checks can be tested end to end. ``server.mode`` switches failures:
 
 - ``ok``: normal answers;
 - ``rate_limit``: HTTP 429 with ``Retry-After: server.retry_after``;
@@ -41,6 +43,11 @@ from typing import Any
 MODES = ("ok", "rate_limit", "server_error", "auth", "not_found", "malformed", "no_choices",
          "slow")
 _MARKER = re.compile(r"\[(\d+)\]")
+# A passage opens with a "<<passage [n] TAG ...>>" line (meshnode.agents.answering) and
+# ends at its "<<end of passage [n] TAG>>" line.
+_PASSAGE = re.compile(r"^<<passage \[(\d+)\][^\n]*\n", re.M)
+_PASSAGE_END = "<<end of passage"
+_FIRST_SENTENCE = re.compile(r"[A-Z`][^.!?\n]{15,}?[.!?](?=\s|$)")
 
 
 @dataclass(frozen=True)
@@ -56,9 +63,21 @@ class RecordedRequest:
 
 
 def default_reply(body: dict[str, Any]) -> str:
-    """A canned answer citing every passage marker given in the last user message."""
+    """A faithful answer quoting each numbered passage of the last user message, else a
+    canned one citing every marker found."""
     users = [m for m in body.get("messages", []) if m.get("role") == "user"]
     text = str(users[-1].get("content", "")) if users else ""
+    passages = list(_PASSAGE.finditer(text))
+    quotes = []
+    for found in passages:
+        end = text.find(_PASSAGE_END, found.end())
+        body_text = " ".join(ln for ln in text[found.end():end].splitlines()
+                             if ln.strip() and not ln.lstrip().startswith(("#", "```")))
+        sentence = _FIRST_SENTENCE.search(body_text)
+        if sentence is not None:
+            quotes.append(f"{sentence.group(0)} [{found.group(1)}]")
+    if quotes:
+        return " ".join(quotes)
     markers = sorted({int(n) for n in _MARKER.findall(text)})
     if not markers:
         return "I do not know: no passages were given."

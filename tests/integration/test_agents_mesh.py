@@ -55,10 +55,14 @@ def test_questions_reach_the_matching_expert(tmp_path: Path) -> None:
                           "How do I flush a Milvus collection?")
         assert forced["agent"] == "python-expert" and forced["peer"] == python.peer_id
 
-        # The exchange was written to collaboration_history on the answering node.
-        wait_for("the exchange to be recorded", lambda: cli_json(
-            milvus.home, "memory", "stats")["collections"]["collaboration_history"] >= 1,
-            timeout=20)
+        # Answering wrote nothing; rated good, the answer becomes the asker's solution (signed
+        # by the asker), and the verdict a line of its collaboration_history.
+        assert cli_json(milvus.home, "memory", "stats")["collections"]["problem_solutions"] == 0
+        rated = cli(asker.home, "rate", answer["task_id"], "good")
+        assert rated.returncode == 0, rated.stderr
+        wait_for("the solution and the verdict to be written", lambda: all(
+            cli_json(asker.home, "memory", "stats")["collections"][c] >= 1
+            for c in ("problem_solutions", "collaboration_history")), timeout=20)
 
         # --explain prints the decision.
         explained = cli(asker.home, "ask", "--explain", "How do pytest fixture scopes work?")

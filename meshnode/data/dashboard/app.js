@@ -169,6 +169,7 @@ function renderAgents(agents) {
   $("agents").replaceChildren(...agents.map((a) => el("li", {"data-agent": a.agent},
     el("strong", {}, a.agent), " ", el("code", {title: a.peer_id}, a.local ? "(this node)" : short(a.peer_id)),
     el("div", {class: "meta"}, a.description || ""),
+    a.quality ? el("div", {class: "meta quality"}, `checked here: ${a.quality.answers} answer(s), faithfulness ${num(a.quality.faithfulness, 2)}, retrieval precision ${num(a.quality.retrieval_precision, 2)}, quality ${num(a.quality.quality, 2)}`) : null,
     el("div", {}, ...(a.skills || []).flatMap((skill) => [
       el("span", {class: "tag", title: (skill.tags || []).join(", ")}, skill.name || skill.id)])))));
 }
@@ -246,7 +247,7 @@ function explanation(explain) {
 }
 
 // Retrieval quality, faithfulness and any other figures an answer carries beyond the usual.
-const USUAL = new Set(["text", "mode", "model", "citations", "retrieval_s", "llm_s", "agent", "peer", "body"]);
+const USUAL = new Set(["text", "mode", "model", "citations", "retrieval_s", "llm_s", "agent", "peer", "body", "records", "learnable"]);
 function qualityFields(answer) {
   const extra = Object.entries(answer).filter(([key]) => !USUAL.has(key));
   if (!extra.length) return [];
