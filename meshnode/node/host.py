@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import secrets
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
@@ -53,6 +54,8 @@ from meshnode.node.transport import (
 
 log = logging.getLogger(__name__)
 GOSSIPSUB_PROTOCOLS = ["/meshsub/1.1.0", "/meshsub/1.0.0"]
+#: Bytes of one libp2p ping (the ping protocol echoes them).
+PING_LENGTH = 32
 #: Forwarders remembered between validation and delivery (see MeshHost._validate).
 _FORWARDERS_KEPT = 4096
 
@@ -306,16 +309,25 @@ class MeshHost:
                 log.debug("disconnect failed", extra={"peer": peer_id, "error": str(exc)})
 
     async def ping(self, peer_id: str, *, timeout: float) -> float:
-        """Round-trip time in milliseconds (measured here: py-libp2p rounds to whole ms)."""
-        try:
-            with trio.fail_after(timeout):
-                start = trio.current_time()
-                await self._ping.ping(ID.from_base58(peer_id), 1)
-                return (trio.current_time() - start) * 1000
-        except trio.TooSlowError:
-            raise DialError(f"no ping answer from {peer_id} within {timeout:.0f} s") from None
-        except Exception as exc:  # py-libp2p raises many unrelated types on a failed ping
-            raise DialError(f"ping to {peer_id} failed: {exc or type(exc).__name__}") from None
+        """Round-trip time in milliseconds of one libp2p ping (32 random bytes echoed) on a
+        new stream. Not py-libp2p's PingService.ping: it keeps the stream of a cancelled
+        ping and then fails every later ping to that peer (0.8.1 calls the property
+        ``is_closed`` as a method)."""
+        payload = secrets.token_bytes(PING_LENGTH)
+        with trio.move_on_after(timeout):
+            start = trio.current_time()
+            async with self.open_stream(peer_id, str(PING_PROTOCOL), timeout=timeout) as stream:
+                await stream.write(payload)
+                echoed = b""
+                while len(echoed) < PING_LENGTH:
+                    chunk = await stream.read(PING_LENGTH - len(echoed))
+                    if not chunk:
+                        raise DialError(f"{peer_id} closed the ping stream")
+                    echoed += chunk
+            if echoed != payload:
+                raise DialError(f"{peer_id} answered a ping with other bytes")
+            return (trio.current_time() - start) * 1000
+        raise DialError(f"no ping answer from {peer_id} within {timeout:.0f} s")
 
     def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
         """Serve ``protocol`` with ``handler``: whatever it raises fails only that stream."""

@@ -1,18 +1,21 @@
 """The real MeshHost against a peer that breaks py-libp2p's own protocols: it must not stop.
 
 py-libp2p's gossip handler lets the protobuf DecodeError of a malformed RPC escape, which
-ended the whole daemon (found by bench/fuzz_live.py); MeshHost contains it.
+ended the whole daemon (found by bench/fuzz_live.py); MeshHost contains it. Its ping
+service broke for good on a peer after one timed-out ping; MeshHost pings by itself.
 """
 
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
+import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from meshnode.config import GossipSettings
-from meshnode.node.host import GOSSIPSUB_PROTOCOLS, MeshHost
+from meshnode.node.host import GOSSIPSUB_PROTOCOLS, PING_PROTOCOL, MeshHost
+from meshnode.node.transport import DialError, Stream
 from tests.inmemory import eventually
 
 
@@ -44,3 +47,30 @@ async def test_a_malformed_gossip_rpc_fails_that_stream_not_the_host() -> None:
                     message = await received.__anext__()
                     break
         assert message.data == b"still here"
+
+
+async def test_a_ping_that_timed_out_does_not_break_later_pings() -> None:
+    """py-libp2p 0.8.1's PingService keeps the stream of a cancelled ping and, on the next
+    ping, calls ``stream.is_closed()`` (a property): every later ping to that peer failed,
+    so one slow moment made a healthy peer look dead to failure detection for good."""
+    stalled = trio.Event()
+
+    async def ping_server(stream: Stream) -> None:
+        if not stalled.is_set():  # the first ping gets no answer: the pinger times out
+            stalled.set()
+            await trio.sleep(30)
+            return
+        while data := await stream.read(32):
+            await stream.write(data)
+
+    async with AsyncExitStack() as stack:
+        a, b = [await stack.enter_async_context(
+            MeshHost(Ed25519PrivateKey.generate(), listen=["/ip4/127.0.0.1/tcp/0"],
+                     gossip=GossipSettings(heartbeat_s=0.2))) for _ in range(2)]
+        b.set_stream_handler(str(PING_PROTOCOL), ping_server)
+        await a.connect(b.peer_id, b.listen_addrs(), timeout=10)
+        with pytest.raises(DialError):
+            await a.ping(b.peer_id, timeout=1)
+        assert stalled.is_set()
+        for _ in range(3):
+            assert await a.ping(b.peer_id, timeout=10) >= 0
