@@ -6,7 +6,8 @@ One service owns the peer table and the tasks that keep it true:
 - the **hello** handshake on every new connection (drops nodes of other networks), followed
   by a **members push-pull**: each side pulls the signed presence announcements the other
   holds, so a newcomer learns the mesh from its neighbours (no node re-announces itself
-  for it); repeated once a refresh interval with a random neighbour, as anti-entropy;
+  for it); repeated once a refresh interval with a random neighbour, as anti-entropy
+  (:mod:`meshnode.node.handshake`);
 - **presence** announcements on change (addresses, agent cards, load level) and otherwise
   every refresh interval, stretched in a large mesh so the mesh-wide rate stays under
   ``gossip.presence_rate_per_s``; they carry a digest of the agent cards, which are fetched
@@ -35,50 +36,37 @@ import trio
 
 from bootstrap import DialPolicy, parse_bootstrap
 from meshnode.config import NodeConfig
-from meshnode.node.admission import PresenceAdmission, Refused
+from meshnode.node.admission import PresenceAdmission
 from meshnode.node.cards import CardCache, CardFetcher
 from meshnode.node.detector import FailureDetector
 from meshnode.node.faults import Faults
 from meshnode.node.gate import HelloGate
+from meshnode.node.handshake import HELLO_PROTOCOL, HELLO_TIMEOUT_S, Handshake
 from meshnode.node.members import PROTOCOL_ID as MEMBERS_PROTOCOL
-from meshnode.node.members import MembersServer, fetch_cards, pull_members
+from meshnode.node.members import MembersServer, fetch_cards
 from meshnode.node.peers import PeerTable
-from meshnode.node.streams import read_frame, write_frame
 from meshnode.node.topics import EnvelopeCodec, Signed, SignedTopic
-from meshnode.node.transport import DialError, GossipMessage, Host, ProtocolNotSupported, Stream
+from meshnode.node.transport import DialError, GossipMessage, Host
 from meshnode.stats import quantile
-from protocols.codec import FrameDecoder
-from protocols.envelope import (
-    EnvelopeGuard,
-    NetworkMismatch,
-    decode_envelope,
-    encode_envelope,
-    seal,
-)
-from protocols.errors import ProtocolError, Rejected
-from protocols.members import MAX_ENVELOPE, MAX_MEMBERS
+from protocols.envelope import EnvelopeGuard, NetworkMismatch
+from protocols.errors import ProtocolError
+from protocols.members import MAX_ENVELOPE
 from protocols.peerid import Signer
 from protocols.presence import (
-    HELLO,
     MAX_TTL_S,
     PRESENCE,
     PRESENCE_TOPIC_VERSION,
     SUSPECT,
-    Hello,
     Presence,
     Suspect,
     cards_digest,
-    hello_from_envelope,
     membership_from_envelope,
     pack_cards,
-    presence_from_envelope,
     refresh_interval,
     topic,
 )
 
 log = logging.getLogger(__name__)
-HELLO_PROTOCOL = "/meshnode/hello/1.0.0"
-HELLO_TIMEOUT_S = 10.0
 #: The least time between two announcements of this node (receivers allow bursts of a few).
 MIN_ANNOUNCE_GAP_S = 1.0
 #: How long a goodbye may hold up a stopping node.
@@ -86,7 +74,7 @@ GOODBYE_S = 2.0
 #: Dials per second of peers this node has never verified (after a burst of 3).
 UNVERIFIED_DIALS_PER_S = 0.1
 
-__all__ = ["HELLO_PROTOCOL", "Membership", "NetworkMismatch"]
+__all__ = ["HELLO_PROTOCOL", "HELLO_TIMEOUT_S", "Membership", "NetworkMismatch"]
 
 
 def load_level(load: float) -> int:
@@ -137,6 +125,7 @@ class Membership:
             host, topic(config.network_id, "presence", PRESENCE_TOPIC_VERSION), self._codec,
             self_id=signer.peer_id, on_bad=self.report_bad_message, screen=self._screen)
         self.detector = FailureDetector(self)
+        self.handshake = Handshake(self)
         self._announce_now = trio.Event()
         self._seq = time.time_ns() // 1000  # keeps increasing across restarts
         self._announced: tuple[Any, ...] = ()
@@ -160,9 +149,9 @@ class Membership:
     # ---- lifecycle ---------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.host.set_stream_handler(HELLO_PROTOCOL, self._answer_hello)
+        self.host.set_stream_handler(HELLO_PROTOCOL, self.handshake.answer)
         self.host.set_stream_handler(MEMBERS_PROTOCOL,
-                                     MembersServer(self._cards_for, self._members_for))
+                                     MembersServer(self._cards_for, self.handshake.members_for))
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.presence_topic.run, self._on_message)
@@ -179,86 +168,7 @@ class Membership:
             with trio.move_on_after(GOODBYE_S, shield=True):
                 await self.presence_topic.publish(self._sealed_presence(leaving=True))
 
-    # ---- handshake ---------------------------------------------------------------
-
-    def _hello_envelope(self) -> bytes:
-        hello = Hello(addrs=tuple(self.host.listen_addrs()), version=self.version)
-        env = seal(self.signer, self.config.network_id, HELLO, hello.to_body(), now=self._clock())
-        return encode_envelope(env)
-
-    def _accept_hello(self, peer_id: str, frame: bytes | None) -> None:
-        if frame is None:
-            raise trio.BrokenResourceError("peer closed the handshake")
-        env = decode_envelope(frame, max_size=16 * 1024)
-        if env.sender != peer_id:
-            raise ProtocolError("hello signed by another peer than the connection's")
-        if env.network_id != self.config.network_id:
-            raise NetworkMismatch(
-                f"peer is on network {env.network_id!r}, this node on {self.config.network_id!r}"
-            )
-        self.guard.admit(env, self._clock())
-        hello = hello_from_envelope(env)
-        known = peer_id in self.table
-        self.table.saw_hello(peer_id, hello.addrs, hello.version, self._clock())
-        self.handshakes["accepted"] += 1
-        self.detector.connected(peer_id)
-        self.gate.passed(peer_id)
-        for listener in self.handshake_listeners:
-            listener(peer_id)
-        if not known:
-            log.info("peer joined", extra={"peer": peer_id, "addrs": list(hello.addrs)})
-
-    async def _answer_hello(self, stream: Stream) -> None:
-        peer_id = stream.peer_id
-        try:
-            frame = await read_frame(stream, FrameDecoder(16 * 1024), timeout=HELLO_TIMEOUT_S)
-            await write_frame(stream, self._hello_envelope(), timeout=HELLO_TIMEOUT_S)
-            self._accept_hello(peer_id, frame)
-        except (ProtocolError, trio.BrokenResourceError, trio.TooSlowError) as exc:
-            await self._refuse(peer_id, exc)
-
-    async def _greet(self, peer_id: str) -> None:
-        # Runs in the membership nursery: whatever a peer's hello makes fail stays here.
-        with self.faults.contained("hello", peer=peer_id):
-            try:
-                async with self.host.open_stream(
-                    peer_id, HELLO_PROTOCOL, timeout=HELLO_TIMEOUT_S
-                ) as stream:
-                    await write_frame(stream, self._hello_envelope(), timeout=HELLO_TIMEOUT_S)
-                    frame = await read_frame(stream, FrameDecoder(16 * 1024),
-                                             timeout=HELLO_TIMEOUT_S)
-                    self._accept_hello(peer_id, frame)
-            except ProtocolNotSupported as exc:
-                if self.gate.no_hello(peer_id):
-                    log.info("gossip-only peer: it does not speak meshnode's hello",
-                             extra={"peer": peer_id})
-                else:
-                    await self._refuse(peer_id, exc)
-                return  # nothing to pull from a peer without the hello
-            except (ProtocolError, trio.BrokenResourceError, DialError, trio.TooSlowError) as exc:
-                await self._refuse(peer_id, exc)
-                return
-            await self._pull(peer_id)
-
-    async def _refuse(self, peer_id: str, exc: BaseException) -> None:
-        reason = str(exc) or type(exc).__name__
-        self.handshakes["wrong_network" if isinstance(exc, NetworkMismatch) else
-                        "refused" if isinstance(exc, ProtocolError) else "failed"] += 1
-        if isinstance(exc, NetworkMismatch):
-            level = logging.ERROR if peer_id in self._bootstrap else logging.WARNING
-            log.log(level, "refusing peer of another network", extra={"peer": peer_id,
-                                                                       "reason": reason})
-        else:
-            log.warning("handshake failed", extra={"peer": peer_id, "reason": reason})
-        if isinstance(exc, ProtocolError):
-            # Another network, or a peer that cannot sign or keep time: not worth a retry.
-            self.dialer.ban(peer_id, self._clock())
-            self.report_bad_message(peer_id, exc)
-        else:
-            self.dialer.failed(peer_id, self._clock())  # slow or gone: back off and retry
-            if self.gate.greeted(peer_id):
-                return  # another connection already proved the peer: keep that one
-        await self.host.disconnect(peer_id)
+    # ---- connections -------------------------------------------------------------
 
     def report_bad_message(self, peer_id: str, exc: ProtocolError) -> None:
         for listener in self.bad_message_listeners:
@@ -270,7 +180,7 @@ class Membership:
                 # One hello per peer: a second connection (a direct one replacing a relayed
                 # one, an AutoNAT dial-back) changes nothing the first one proved.
                 if not self.gate.greeted(peer_id):
-                    nursery.start_soon(self._greet, peer_id)
+                    nursery.start_soon(self.handshake.greet, peer_id)
                 continue
             if peer_id in self.host.connected_peers():
                 continue  # one of several connections closed (a relayed one, a dial-back)
@@ -278,57 +188,6 @@ class Membership:
             if peer_id in self.table:
                 log.info("peer disconnected", extra={"peer": peer_id})
                 nursery.start_soon(self.detector.disconnected, peer_id)
-
-    # ---- members push-pull ----------------------------------------------------------
-
-    def _members_for(self, limit: int) -> list[bytes]:
-        own = [self._own] if self._own else []
-        return own + self.table.envelopes(limit - len(own))
-
-    async def _pull(self, peer_id: str) -> None:
-        """Learn the members ``peer_id`` knows: each announcement verified like gossip (the
-        signature, network and age; the relay is trusted with nothing)."""
-        try:
-            members = await pull_members(self.host, peer_id, MAX_MEMBERS)
-        except (ProtocolError, DialError, trio.TooSlowError, trio.BrokenResourceError,
-                trio.ClosedResourceError) as exc:
-            log.debug("members pull failed", extra={"peer": peer_id, "error": str(exc)})
-            return
-        for i, raw in enumerate(members):
-            if i % 32 == 31:
-                await trio.lowlevel.checkpoint()
-            try:
-                self._apply_pulled(raw, peer_id)
-            except Refused:
-                self.pulled["over_budget"] += len(members) - i
-                return  # this peer introduced as many new identities as it may for now
-            except ProtocolError as exc:
-                # A relay only serves what it verified: a bad one was forged or altered.
-                self.pulled["bad"] += 1
-                if not isinstance(exc, Rejected):
-                    self.report_bad_message(peer_id, exc)
-                    return
-
-    def _apply_pulled(self, raw: bytes, source: str) -> None:
-        now = self._clock()
-        env = decode_envelope(raw, max_size=MAX_ENVELOPE)
-        if env.network_id != self.config.network_id:
-            raise NetworkMismatch("pulled announcement of another network")
-        if env.ts > now + self.guard.max_skew_s:
-            raise Rejected("pulled announcement from the future")
-        presence = presence_from_envelope(env)
-        if presence.peer_id == self.signer.peer_id:
-            return
-        if now - env.ts > min(presence.ttl_s, MAX_TTL_S):
-            self.pulled["stale"] += 1
-            return
-        if presence.peer_id not in self.table:
-            # Identities a peer hands over count against what it may introduce, exactly as
-            # those it relays: a push-pull is no way around the budget.
-            self.admission.vouch(source, presence.peer_id, now)
-        if self.table.saw_presence(presence, now, envelope=raw, heard_at=env.ts):
-            self.pulled["learned"] += 1
-            self.fetcher.want(presence.cards, [presence.peer_id, source])
 
     # ---- presence ----------------------------------------------------------------
 
@@ -439,7 +298,7 @@ class Membership:
             await trio.sleep(self.refresh_s())
             peers = sorted(self.verified_connected())
             if peers:
-                await self._pull(random.choice(peers))
+                await self.handshake.pull(random.choice(peers))
 
     # ---- dialing -----------------------------------------------------------------
 

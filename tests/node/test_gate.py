@@ -103,10 +103,11 @@ async def test_a_failed_second_hello_keeps_the_connection_the_first_proved(
         await nursery.start(b.run)
         await host_a.connect(host_b.peer_id, host_b.listen_addrs()[:1], timeout=10)
         assert await a.gate.wait(host_b.peer_id, timeout=20)
-        await a._refuse(host_b.peer_id, trio.BrokenResourceError("second connection closed"))
+        await a.handshake.refuse(host_b.peer_id,
+                                 trio.BrokenResourceError("second connection closed"))
         assert host_b.peer_id in host_a.connected_peers()
         # A peer that never proved itself is still dropped.
         a.gate.gone(host_b.peer_id)
-        await a._refuse(host_b.peer_id, trio.BrokenResourceError("no hello"))
+        await a.handshake.refuse(host_b.peer_id, trio.BrokenResourceError("no hello"))
         assert host_b.peer_id not in host_a.connected_peers()
         nursery.cancel_scope.cancel()
