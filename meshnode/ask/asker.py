@@ -6,9 +6,10 @@ relevance (their skills, and the knowledge their node holds) x trust x load x la
 left of the deadline. Each answer is checked here against the records it cites
 (meshnode.ask.quality: faithfulness, retrieval precision, quality); the answer with the best
 quality x trust wins. When no agent is relevant, or every relevant agent found nothing, the
-ask fails with an honest "no expert" rather than a wrong answer. Every step is kept for
-``meshnode ask --explain``. One deadline covers the whole ask: relevance scoring, the waves
-and the quality checks of their answers.
+ask fails with an honest "no expert" rather than a wrong answer. Who can answer (the agents
+known here and their relevance) is meshnode.ask.candidates; asking one agent is
+meshnode.ask.calls. Every step is kept for ``meshnode ask --explain``. One deadline covers
+the whole ask: relevance scoring, the waves and the quality checks of their answers.
 
 **Evidence comes only from the operator's own questions.** The outcomes of an ask become
 trust evidence (failures at once, the chosen answer as accepted when its rating window
@@ -29,10 +30,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -40,16 +38,9 @@ import trio
 from memory.errors import MemoryStoreError
 from meshnode.a2a.owners import OPERATOR, Owner
 from meshnode.a2a.session import A2AClient
-from meshnode.a2a.tasks import (
-    AGENT_KEY,
-    ASKER_KEY,
-    DEADLINE_KEY,
-    FORWARD_KEY,
-    PeerBusy,
-    TaskService,
-    call_agent,
-)
-from meshnode.agents.specs import skill_texts
+from meshnode.a2a.tasks import TaskService
+from meshnode.ask.calls import MARGIN_S, AgentCaller, Carried, Progress
+from meshnode.ask.candidates import AgentDirectory
 from meshnode.ask.history import AskHistory
 from meshnode.ask.learning import Learner
 from meshnode.ask.outcomes import (
@@ -68,71 +59,24 @@ from meshnode.ask.policy import (
     Scored,
     forward_targets,
     rank,
-    relevance,
     score,
     waves,
 )
 from meshnode.ask.quality import AnswerChecker, QualityBook
-from meshnode.ask.relevance import Recall, SkillIndex, recall
+from meshnode.ask.relevance import SkillIndex
 from meshnode.ask.verdicts import Taken, Verdicts
 from meshnode.config import RoutingSettings
 from meshnode.errors import MeshnodeError
 from meshnode.node.faults import Faults
 from meshnode.node.knowledge import KnowledgeService
 from meshnode.node.membership import Membership
-from meshnode.node.transport import DialError, Host
+from meshnode.node.transport import Host
 from meshnode.trust.graph import TrustGraph
-from protocols.a2a import (
-    A2AError,
-    AgentCard,
-    DataPart,
-    Message,
-    StreamEvent,
-    Task,
-    TaskArtifactUpdateEvent,
-    TaskState,
-    TaskStatusUpdateEvent,
-    TextPart,
-    card_from_wire,
-)
-from protocols.errors import ProtocolError
+from protocols.a2a import AgentCard, TaskState
 
 log = logging.getLogger(__name__)
-Progress = Callable[[dict[str, Any]], Awaitable[None]]
-#: Time kept back from an agent's deadline for the network and the asker's own work.
-MARGIN_S = 1.0
-#: Of that, what the asker keeps for itself after the answers' deadline: the quality check
-#: runs within the ask's deadline too.
-QUALITY_S = 0.5
-#: Agents scored for relevance per ask, and skill sets embedded for the first time per ask
-#: (bounds an ask's work however many agents the mesh announces; see _bounded).
-MAX_SCORED = 512
-MAX_NEW_EMBEDDED = 128
-#: Decoded agent card sets kept, by digest.
-MAX_CARD_SETS = 4096
-
-
-def _decoded(wires: tuple[dict[str, Any], ...]) -> list[AgentCard]:
-    cards = []
-    for wire in wires:
-        try:
-            cards.append(card_from_wire(wire))
-        except ProtocolError:
-            continue  # a peer's bad card only hides that agent
-    return cards
 #: How often answers whose rating window passed are settled (at most; see Asker.run).
 SETTLE_EVERY_S = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class Carried:
-    """What an ask made on behalf of an agent's task carries (meshnode.ask.delegation):
-    extra message metadata, the task's conversation, and agents it must not ask."""
-
-    metadata: dict[str, Any]
-    context_id: str | None = None
-    #: (peer ID, agent name) of agents not to ask (those already in the chain).
-    exclude: frozenset[tuple[str, str]] = frozenset()
 
 
 class AskError(MeshnodeError):
@@ -170,8 +114,6 @@ class Asker:
         knowledge: KnowledgeService | None = None,
     ) -> None:
         self.host = host
-        #: How agents of other nodes are called (over A2A sessions); None: a stream a call.
-        self.client = client
         self.membership = membership
         self.tasks = tasks
         self.skills = skills
@@ -181,10 +123,13 @@ class Asker:
         self._rng = rng or random.Random()
         self.faults = faults if faults is not None else Faults()
         self.self_id = membership.signer.peer_id
+        #: How one agent is asked: this node's own, or another node's over A2A.
+        self.caller = AgentCaller(host, client, tasks, self.faults, self.self_id)
         #: The recent questions routed here, for the dashboard and the metrics.
         self.history = AskHistory()
-        self._cards: OrderedDict[str, tuple[AgentCard, ...]] = OrderedDict()
         self.knowledge = knowledge
+        #: Who can answer: the agents known here and their relevance to a question.
+        self.directory = AgentDirectory(membership, tasks, skills, trust, knowledge, self._rng)
         self.checker = AnswerChecker(membership.config.tenant,
                                      knowledge.store if knowledge else None,
                                      similarity=skills.similarity)
@@ -204,40 +149,9 @@ class Asker:
                 await trio.sleep(every)
                 self.settle(time.time())
 
-    # ---- who can answer ------------------------------------------------------------
-
     def known_agents(self) -> list[tuple[str, AgentCard]]:
-        agents = [(self.self_id, card) for card in self.tasks.cards()]
-        for peer, digest, wires in self.membership.agent_sets():
-            cards = self._cards.get(digest)
-            if cards is None:
-                cards = self._cards[digest] = tuple(_decoded(wires))
-                while len(self._cards) > MAX_CARD_SETS:
-                    self._cards.popitem(last=False)
-            agents += [(peer, card) for card in cards]
-        return agents
-
-    def _bounded(self, known: list[tuple[str, AgentCard]]) -> list[tuple[str, AgentCard]]:
-        """At most MAX_SCORED agents, the most trusted peers' first (then those this node is
-        connected to): a swarm of announced identities cannot make every ask score it."""
-        if len(known) <= MAX_SCORED:
-            return known
-        connected = self.membership.verified_connected()
-        order = sorted(known, key=lambda pc: (pc[0] != self.self_id,
-                                              -self.trust.relative_trust(pc[0]),
-                                              pc[0] not in connected, self._rng.random()))
-        return order[:MAX_SCORED]
-
-    def _candidate(self, peer: str, card: AgentCard, relevance: float) -> Candidate:
-        record = self.membership.table.get(peer)
-        presence = record.presence if record else None
-        return Candidate(
-            agent=card.name, peer_id=peer, relevance=max(0.0, relevance),
-            trust=self.trust.relative_trust(peer),
-            load=presence.load if presence else 0.0,
-            rtt_ms=0.0 if peer == self.self_id else (record.rtt_ms if record else None),
-            experience=self.trust.experience(peer),
-        )
+        """Every agent this node knows: its own, and those in peers' presence cards."""
+        return self.directory.known_agents()
 
     # ---- asking --------------------------------------------------------------------
 
@@ -276,25 +190,6 @@ class Asker:
             result = {**result, "answer": {**result["answer"], "records": records}}
         return result
 
-    async def _relevance(
-        self, question: str, known: list[tuple[str, AgentCard]], named: bool
-    ) -> tuple[dict[str, float], dict[str, float], Recall]:
-        """(raw skill similarity, knowledge relevance of its node) per "peer/agent" key, and
-        what this node's own memory recalls about the question."""
-        try:
-            skills = await self.skills.score(
-                question, [(f"{peer}/{card.name}", skill_texts(card)) for peer, card in known],
-                max_new=MAX_NEW_EMBEDDED,
-            )
-            memory = Recall({}, frozenset()) if self.knowledge is None else \
-                await recall(self.knowledge.store, question)
-        except MemoryStoreError as exc:  # an embeddings endpoint down, say
-            self.faults.record("embedder", exc, expected=True)
-            raise AskError(f"cannot rank the agents: this node's embedder failed: {exc}") from None
-        holders = {} if named else memory.holders
-        knowledge = {f"{p}/{c.name}": holders[p] for p, c in known if p in holders}
-        return skills, knowledge, memory
-
     async def _route(
         self, question: str, agent: str | None, timeout: float, progress: Progress, hops: int,
         visited: frozenset[str], stage: list[str], owner: Owner,
@@ -310,23 +205,16 @@ class Asker:
             if not known:
                 raise AskError(f"no agent named {agent!r} is known in the mesh "
                                "(see `meshnode agents`)")
-        known = self._bounded(known)
-        skills, knowledge, memory = await self._relevance(question, known, agent is not None)
+        known = self.directory.bounded(known)
+        try:
+            skills, knowledge, memory = await self.directory.relevance(question, known,
+                                                                       agent is not None)
+        except MemoryStoreError as exc:  # an embeddings endpoint down, say
+            self.faults.record("embedder", exc, expected=True)
+            raise AskError(f"cannot rank the agents: this node's embedder failed: {exc}") from None
         stage[0] = "asking agents and checking their answers"
-        # Raw similarities depend on the embedder (the built-in one gives small numbers):
-        # the threshold applies to them, the ranking to their share of the best one's. An
-        # agent whose node holds relevant knowledge is a candidate whatever its skills say.
         floor = 0.0 if agent else self.settings.min_relevance
-        best_skill = max(skills.values(), default=0.0)
-        best_known = max(knowledge.values(), default=0.0)
-        candidates = []
-        for p, c in known:
-            key = f"{p}/{c.name}"
-            if skills[key] < floor and key not in knowledge:
-                continue
-            held = knowledge.get(key, 0.0) / best_known if best_known > 0 else None
-            share = skills[key] / best_skill if best_skill > 0 else 0.0
-            candidates.append(self._candidate(p, c, relevance(share, held)))
+        candidates = self.directory.candidates(known, skills, knowledge, floor)
         ranked = rank(candidates, min_relevance=0.0, explore=self.settings.explore,
                       rng=self._rng, policy=self.policy)
         explain: dict[str, Any] = {
@@ -386,18 +274,13 @@ class Asker:
                             f"relevant in its memory ({listed})")
         return AskError(f"no agent gave an acceptable answer: {listed}")
 
-    def _unknown_peers(self, visited: frozenset[str]) -> int:
-        """Peers this node knows of but has no agent card from: agents not yet known."""
-        return sum(1 for record in self.membership.table
-                   if record.presence is None and record.peer_id not in visited)
-
     def _forwarding(
         self, hops: int, visited: frozenset[str], explain: dict[str, Any], known: int
     ) -> tuple[list[list[Scored]], dict[str, Any]]:
         """Waves of neighbours to forward to when no known agent fits the question: only
         while some peers' agents are still unknown here. When this node knows every agent
         of the mesh and none fits, forwarding would only reach a wrong expert."""
-        if not self._unknown_peers(visited | {self.self_id}):
+        if not self.directory.unknown_peers(visited | {self.self_id}):
             raise NoExpert(f"no expert for this question: none of the {known} agents known in "
                            "the mesh is relevant to it")
         neighbours = {p: self.trust.relative_trust(p) for p in self.membership.verified_connected()}
@@ -429,64 +312,8 @@ class Asker:
         forward: dict[str, Any] | None, owner: Owner, carried: Carried | None,
         relevant: frozenset[str],
     ) -> None:
-        candidate = outcome.scored.candidate
-        await progress({"stage": "asking", "agent": candidate.agent, "peer": candidate.peer_id,
-                        "explore": outcome.scored.explore})
-        metadata: dict[str, Any] = {ASKER_KEY: self.self_id,
-                                    DEADLINE_KEY: max(1.0, remaining - MARGIN_S)}
-        if forward is None:
-            metadata[AGENT_KEY] = candidate.agent
-        else:
-            metadata[FORWARD_KEY] = forward
-        if carried is not None:
-            metadata.update(carried.metadata)
-        message = Message(role="user", parts=(TextPart(question),),
-                          message_id=str(uuid.uuid4()), metadata=metadata,
-                          context_id=carried.context_id if carried else None)
-        started = time.monotonic()
-        final: list[Task | None] = [None]
-
-        async def on_event(event: StreamEvent) -> None:
-            if isinstance(event, Task):
-                outcome.task_id = event.id
-            elif isinstance(event, TaskArtifactUpdateEvent):
-                for part in event.artifact.parts:
-                    if isinstance(part, DataPart):
-                        outcome.data = dict(part.data)
-            elif isinstance(event, TaskStatusUpdateEvent):
-                outcome.task_id = event.task_id
-                outcome.state = str(event.status.state)
-                if event.status.message is not None:
-                    outcome.reason = event.status.message.text
-                await progress({"stage": "status", "agent": candidate.agent,
-                                "peer": candidate.peer_id, "state": outcome.state})
-
-        wait = max(remaining - QUALITY_S, 0.0)
-        try:
-            with trio.fail_after(wait):
-                if candidate.peer_id == self.self_id:
-                    # This node's own agent works for whoever asked (and counts against it).
-                    try:
-                        final[0] = await self.tasks.run_task(message, on_event, owner=owner)
-                    except A2AError as exc:  # refused before it began: too many under way
-                        raise PeerBusy(exc.message) from None
-                elif self.client is not None:
-                    await self.client.call(candidate.peer_id, message, on_event, timeout=wait)
-                else:
-                    await call_agent(self.host, candidate.peer_id, message, on_event,
-                                     timeout=wait)
-        except trio.TooSlowError:
-            outcome.state, outcome.reason = "timeout", f"no answer within {wait:.0f} s"
-        except (DialError, trio.BrokenResourceError) as exc:
-            outcome.state, outcome.reason = "failed", f"unreachable: {exc}"
-        except PeerBusy as exc:  # a budget of the peer's, mostly spent by this node itself
-            outcome.state, outcome.reason = "busy", str(exc)
-        except ProtocolError as exc:
-            outcome.state, outcome.reason = "malformed", str(exc)
-        except Exception as exc:  # a bug met by this peer's answer fails this answer only
-            self.faults.record("ask", exc, peer=candidate.peer_id)
-            outcome.state, outcome.reason = "failed", f"internal error: {exc}"
-        outcome.seconds = time.monotonic() - started
+        """Ask one agent (meshnode.ask.calls), then check its answer here."""
+        await self.caller.call(outcome, question, remaining, progress, forward, owner, carried)
         if outcome.state == TaskState.COMPLETED and outcome.data.get("text"):
             try:
                 outcome.check = await self.checker.check(question, outcome.data, relevant)

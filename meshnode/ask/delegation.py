@@ -41,7 +41,8 @@ from meshnode.a2a.tasks import (
 from meshnode.agents.answering import EXTRACTIVE_PREAMBLE, Answer, Citation
 from meshnode.agents.code import Passage, Reply
 from meshnode.agents.specs import AgentSpec, skill_texts
-from meshnode.ask.asker import Asker, AskError, Carried
+from meshnode.ask.asker import Asker, AskError
+from meshnode.ask.calls import Carried
 from protocols.a2a import A2AError, Message
 from protocols.delegation import (
     DELEGATION_KEY,

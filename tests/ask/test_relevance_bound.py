@@ -14,7 +14,8 @@ import trio
 from memory.embedders import HashingEmbedder
 from meshnode.a2a.lifecycle import TaskStore
 from meshnode.a2a.tasks import TaskService
-from meshnode.ask.asker import MAX_NEW_EMBEDDED, MAX_SCORED, Asker, AskError
+from meshnode.ask.asker import Asker, AskError
+from meshnode.ask.candidates import MAX_NEW_EMBEDDED, MAX_SCORED
 from meshnode.ask.relevance import SkillIndex
 from meshnode.config import RoutingSettings
 from meshnode.node.peers import PeerTable
