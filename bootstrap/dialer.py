@@ -21,28 +21,12 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
+from protocols.bucket import TokenBucket
+
 #: Addresses of one announced peer that are dialed.
 MAX_DIAL_ADDRS = 4
 #: Failed addresses remembered for their backoff.
 MAX_FAILED_ADDRS = 4096
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    """``burst`` tokens, refilled at ``rate`` a second; the caller passes the time."""
-
-    rate: float
-    burst: float
-    tokens: float
-    stamp: float
-
-    def take(self, now: float, cost: float = 1.0) -> bool:
-        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < cost:
-            return False
-        self.tokens -= cost
-        return True
 
 
 def _endpoint(addr: str) -> str:
@@ -76,7 +60,7 @@ class DialPolicy:
         self._rng = rng or random.Random()
         self._state: dict[str, _DialState] = {}
         self._in_flight: set[str] = set()
-        self._unverified = TokenBucket(unverified_per_s, unverified_burst, unverified_burst, 0.0)
+        self._unverified = TokenBucket(unverified_burst, unverified_per_s, 0.0)
         self._endpoints: OrderedDict[str, _DialState] = OrderedDict()
         self._dialing: dict[str, str] = {}  # endpoint -> the peer it is being dialed for
 
@@ -151,7 +135,7 @@ class DialPolicy:
                 if not addrs:
                     continue
                 if verified is not None and peer_id not in verified \
-                        and not self._unverified.take(now):
+                        and not self._unverified.take(1.0, now):
                     break
                 picks.append((peer_id, addrs))
                 self._dialing.update((_endpoint(a), peer_id) for a in addrs)

@@ -22,6 +22,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from protocols.bucket import TokenBucket
 from protocols.records import MemoryRecord
 
 log = logging.getLogger(__name__)
@@ -55,37 +56,6 @@ def record_bytes(record: MemoryRecord) -> int:
     return 0 if record.is_tombstone else content_bytes(record.text, record.meta)
 
 
-class Bucket:
-    """A token bucket: ``capacity`` tokens, refilled at ``rate`` per second."""
-
-    __slots__ = ("capacity", "rate", "stamp", "tokens")
-
-    def __init__(self, capacity: float, rate: float, now: float) -> None:
-        self.capacity, self.rate = capacity, rate
-        self.tokens, self.stamp = capacity, now
-
-    def level(self, now: float) -> float:
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        return self.tokens
-
-    def take(self, cost: float, now: float) -> bool:
-        """Take ``cost`` tokens if there are that many; False, taking nothing, otherwise."""
-        if self.level(now) >= cost:
-            self.tokens -= cost
-            return True
-        return False
-
-    def spend(self, cost: float, now: float) -> None:
-        """Take ``cost`` tokens whatever the level: the bucket may go into debt."""
-        self.level(now)
-        self.tokens -= cost
-
-    def wait_s(self, now: float, need: float = 1.0) -> float:
-        """Seconds until the bucket holds ``need`` tokens."""
-        return max(0.0, (need - self.level(now)) / self.rate)
-
-
 class _Table(OrderedDict[str, "_Author"]):
     def touch(self, key: str) -> None:
         self.move_to_end(key)
@@ -95,7 +65,7 @@ class _Table(OrderedDict[str, "_Author"]):
 
 @dataclass(slots=True)
 class _Author:
-    rate: Bucket
+    rate: TokenBucket
     held: int
     #: When ``held`` was read from the store.
     since: float
@@ -121,7 +91,7 @@ class AuthorBudget:
 
     def start(self, author: str, held_bytes: int, now: float) -> None:
         per_hour = self.limits.author_records_per_hour
-        self._authors[author] = _Author(Bucket(per_hour, per_hour / 3600.0, now), held_bytes,
+        self._authors[author] = _Author(TokenBucket(per_hour, per_hour / 3600.0, now), held_bytes,
                                         now)
         self._authors.touch(author)
 
@@ -195,14 +165,14 @@ class PeerSyncBudget:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.refused: Counter[str] = Counter()
-        self._peers: OrderedDict[str, tuple[Bucket, Bucket]] = OrderedDict()
+        self._peers: OrderedDict[str, tuple[TokenBucket, TokenBucket]] = OrderedDict()
 
-    def _buckets(self, peer: str, now: float) -> tuple[Bucket, Bucket]:
+    def _buckets(self, peer: str, now: float) -> tuple[TokenBucket, TokenBucket]:
         buckets = self._peers.get(peer)
         if buckets is None:
             pulls = self.limits.peer_sync_pulls_per_minute
             size = self.limits.peer_sync_bytes_per_minute
-            buckets = (Bucket(pulls, pulls / 60.0, now), Bucket(size, size / 60.0, now))
+            buckets = (TokenBucket(pulls, pulls / 60.0, now), TokenBucket(size, size / 60.0, now))
             self._peers[peer] = buckets
         self._peers.move_to_end(peer)
         while len(self._peers) > MAX_ENTRIES:

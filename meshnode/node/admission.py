@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from typing import Any
 
-from bootstrap.dialer import TokenBucket
+from protocols.bucket import TokenBucket
 from protocols.errors import OverBudget
 
 #: New identities one neighbour may introduce: a burst, then this many a second.
@@ -65,7 +65,7 @@ class PresenceAdmission:
                 now: float) -> TokenBucket:
         bucket = buckets.get(key)
         if bucket is None:
-            bucket = buckets[key] = TokenBucket(rate, burst, burst, now)
+            bucket = buckets[key] = TokenBucket(burst, rate, now)
         buckets.move_to_end(key)
         while len(buckets) > MAX_TRACKED:
             buckets.popitem(last=False)
@@ -75,7 +75,7 @@ class PresenceAdmission:
         # A small burst: announcements a second apart may arrive closer together.
         bucket = self._bucket(self._rates, (kind, author), 1 / self.min_interval_s,
                               RATE_BURST, now)
-        if not bucket.take(now):
+        if not bucket.take(1.0, now):
             raise self._refuse("too_frequent", f"{kind} from {author} more often than once "
                                                f"per {self.min_interval_s:g} s")
 
@@ -85,7 +85,7 @@ class PresenceAdmission:
         if source in (author, self.self_id):
             return  # a peer speaking for itself, on its own connection: its own cost
         bucket = self._bucket(self._vouch, source, self.vouch_per_s, self.vouch_burst, now)
-        if not bucket.take(now):
+        if not bucket.take(1.0, now):
             raise self._refuse("vouch_budget", f"{source} introduced too many new peers")
 
     def presence(self, origin: str, forwarder: str, author: str, *, known: bool,

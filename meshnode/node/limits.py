@@ -31,6 +31,7 @@ import trio
 
 from meshnode.config import LimitSettings
 from meshnode.node.transport import GossipMessage, Host, Stream, StreamHandler, Validator
+from protocols.bucket import TokenBucket
 
 log = logging.getLogger(__name__)
 #: Peers whose buckets, open streams and refusals are remembered.
@@ -47,12 +48,6 @@ _SHORT = {
 
 def short_name(protocol: str) -> str:
     return _SHORT.get(protocol, protocol[:64])
-
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at: float
 
 
 class _Lru(OrderedDict[str, "_PeerState"]):
@@ -75,7 +70,7 @@ class _Lru(OrderedDict[str, "_PeerState"]):
 class _PeerState:
     #: Streams open now, per protocol.
     open: Counter[str] = field(default_factory=Counter)
-    buckets: dict[str, _Bucket] = field(default_factory=dict)
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)
     refused: Counter[str] = field(default_factory=Counter)
     #: When the listeners were last told about this peer.
     reported: float = -math.inf
@@ -128,13 +123,8 @@ class PeerLimits:
         now = self._clock()
         bucket = state.buckets.get(key)
         if bucket is None:
-            bucket = state.buckets[key] = _Bucket(burst, now)
-        bucket.tokens = min(burst, bucket.tokens + max(0.0, now - bucket.at) * rate_per_s)
-        bucket.at = now
-        if bucket.tokens < 1.0:
-            return False
-        bucket.tokens -= 1.0
-        return True
+            bucket = state.buckets[key] = TokenBucket(burst, rate_per_s, now)
+        return bucket.take(1.0, now)
 
     def open_stream(self, peer: str, protocol: str) -> bool:
         """Count a stream of ``peer`` on ``protocol`` as open, if its budget allows (then
