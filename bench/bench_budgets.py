@@ -6,13 +6,18 @@
   (``meshnode.a2a.lifecycle.wire_size``), for a small and a large task;
 - recording trust evidence into full tables: a peer's first good evidence when 4096
   peers with good evidence are held (the worst record is looked for and dropped), and a
-  bad-only peer into the separate bounded table (what a Sybil's bad hello costs).
+  bad-only peer into the separate bounded table (what a Sybil's bad hello costs);
+- a junk gossip message: what a neighbour makes this node spend with a batched knowledge
+  announcement of 256 records whose last signature is forged (decoded and 256 signatures
+  checked before it is refused), against the invalid-gossip budget's check that drops it
+  unread once the neighbour is over budget.
 
     python bench/bench_budgets.py
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import timeit
@@ -25,6 +30,10 @@ from meshnode.config import LimitSettings
 from meshnode.node.limits import PeerLimits
 from meshnode.trust.graph import Outcome, TrustGraph
 from protocols.a2a import Message, Task, TaskState, TaskStatus, TextPart
+from protocols.errors import ProtocolError
+from protocols.memsync import decode_announcements, encode_announcements
+from protocols.peerid import Signer
+from protocols.records import new_record
 
 
 def _task(text_bytes: int) -> Task:
@@ -62,6 +71,35 @@ def main() -> None:
         graph.record(f"sybil-{i}", Outcome.MALFORMED, now=20_000.0 + i)
     spent = (time.perf_counter() - start) / n
     print(f"bad evidence of a new peer (bad-only table full): {spent * 1e6:.1f} us")
+    _junk_gossip()
+
+
+def _junk_gossip() -> None:
+    signer = Signer.generate()
+    records = [new_record(signer, collection="expert_knowledge", tenant="bench",
+                          text=f"record {i} " + "x" * 200, kind="note", agent="", created=1.0,
+                          seq=i + 1, meta={}) for i in range(256)]
+    records[-1] = dataclasses.replace(records[-1], signature=bytes(64))  # forged
+    [junk] = encode_announcements(records)
+
+    def validate() -> None:
+        try:
+            decode_announcements(junk)
+        except ProtocolError:
+            return
+        raise AssertionError("the forged batch was accepted")
+
+    n = 20
+    spent = timeit.timeit(validate, number=n) / n
+    print(f"junk batch ({len(junk) // 1024} KiB, 256 signatures) decoded and refused: "
+          f"{spent * 1e3:.1f} ms")
+    limits = PeerLimits(LimitSettings(invalid_gossip_per_min=1.0), clock=time.monotonic)
+    limits.gossip_invalid("junk")
+    limits.gossip_invalid("junk")
+    n = 100_000
+    spent = timeit.timeit(lambda: limits.gossip_allowed("junk"), number=n) / n
+    print(f"the same dropped unread (neighbour over its invalid-gossip budget): "
+          f"{spent * 1e6:.2f} us")
 
 
 if __name__ == "__main__":

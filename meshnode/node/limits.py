@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 KEPT_PEERS = 4096
 #: A peer over a budget is reported to the listeners at most this often.
 REPORT_EVERY_S = 10.0
+#: The bucket key of invalid gossip a neighbour delivered (see PeerLimits.gossip_invalid).
+INVALID_GOSSIP = "gossip:invalid"
 #: The short names of the protocols, for refusal reasons.
 _SHORT = {
     "/meshnode/a2a/1.0.0": "a2a",
@@ -126,6 +128,22 @@ class PeerLimits:
             bucket = state.buckets[key] = TokenBucket(burst, rate_per_s, now)
         return bucket.take(1.0, now)
 
+    def gossip_allowed(self, peer: str) -> bool:
+        """Whether ``peer`` still has budget for invalid gossip (see gossip_invalid)."""
+        state = self._peers.get(peer)
+        bucket = state.buckets.get(INVALID_GOSSIP) if state is not None else None
+        return bucket is None or bucket.level(self._clock()) >= 1.0
+
+    def gossip_invalid(self, peer: str) -> None:
+        """Charge ``peer`` for delivering an invalid gossip message."""
+        state = self._peers.state(peer)
+        per_min = self.settings.invalid_gossip_per_min
+        bucket = state.buckets.get(INVALID_GOSSIP)
+        if bucket is None:
+            bucket = state.buckets[INVALID_GOSSIP] = TokenBucket(per_min, per_min / 60.0,
+                                                                 self._clock())
+        bucket.spend(1.0, self._clock())
+
     def open_stream(self, peer: str, protocol: str) -> bool:
         """Count a stream of ``peer`` on ``protocol`` as open, if its budget allows (then
         :meth:`close_stream` must follow)."""
@@ -213,7 +231,22 @@ class LimitedHost:
         return await self.inner.subscribe(topic)
 
     def set_topic_validator(self, topic: str, validator: Validator) -> None:
-        self.inner.set_topic_validator(topic, validator)
+        limits = self.limits
+
+        def limited(message: GossipMessage) -> bool:
+            # GossipSub validates before it relays, so an honest neighbour delivers invalid
+            # messages rarely (a stale one in good faith); one that keeps doing it is
+            # dropped unread, without decoding or a signature check.
+            peer = message.forwarder
+            if not limits.gossip_allowed(peer):
+                limits.refuse(peer, "gossip")
+                return False
+            valid = validator(message)
+            if not valid:
+                limits.gossip_invalid(peer)
+            return valid
+
+        self.inner.set_topic_validator(topic, limited)
 
     async def publish(self, topic: str, data: bytes) -> None:
         await self.inner.publish(topic, data)

@@ -95,3 +95,23 @@ def test_the_budget_tables_are_bounded() -> None:
     clock[0] += REPORT_EVERY_S
     limits.refuse("again", "x")
     assert told.count(("again", "x")) == 2 and limits.refused_by("again") == {"x": 6}
+
+
+async def test_a_neighbour_delivering_junk_gossip_is_dropped_unread(nursery: trio.Nursery,
+                                                                    tmp_path: Path) -> None:
+    mesh = InMemoryMesh()
+    [victim] = await start_nodes(nursery, mesh, tmp_path, [()],
+                                 limits=LimitSettings(invalid_gossip_per_min=5.0))
+    attacker = await start_hostile(nursery, mesh, 9)
+    await attacker.join(victim.id, victim.host.listen_addrs())
+    presence = victim.services.membership.presence_topic
+    for i in range(30):
+        await attacker.host.publish(presence.topic, b"\x81\xa1v" + bytes([i]))
+    budget = victim.services.limits
+    await eventually(lambda: presence.rejected_total + budget.refused["gossip"] == 30,
+                     "every junk message handled")
+    # Five were decoded and rejected (its burst); the other 25 were dropped unread.
+    assert presence.rejected_total == 5
+    assert budget.refused_by(attacker.peer_id) == {"gossip": 25}
+    assert victim.services.trust.graph.evidence_counts(attacker.peer_id).get("refused") == 1
+    no_faults(mesh)
