@@ -211,10 +211,10 @@ class LimitSettings:
         5.0, "A2A requests one peer may send per second (bursts of four times as many "
         "pass).", check=positive)
     invalid_gossip_per_min: float = setting(
-        60.0, "Invalid gossip messages (bad signature, malformed, stale, replayed, over a "
-        "budget) one neighbour may deliver a minute, after a first burst of as many; past it "
-        "every message it delivers is dropped unread until its budget refills, so checking "
-        "signatures of junk cannot take this node's CPU.", check=positive)
+        60.0, "Malformed or badly signed gossip messages one neighbour may deliver a minute "
+        "(an honest one, which validates before it relays, delivers none), after a first "
+        "burst of as many; past it every message it delivers is dropped unread until its "
+        "budget refills, so checking junk cannot take this node's CPU.", check=positive)
     hellos_per_min: float = setting(
         6.0, "Handshakes one peer may start per minute (bursts of 3 pass).", check=positive)
     tasks_running_per_peer: int = setting(

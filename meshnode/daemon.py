@@ -169,11 +169,13 @@ class NodeServices:
         tasks = TaskService(host, specs, answerer, knowledge,
                             version=__version__, store=task_store)
         trust = TrustService(config, host, signer, clock=clock,
-                             mesh_size=lambda: len(membership.table) + 1)
+                             mesh_size=lambda: len(membership.table) + 1,
+                             on_bad=membership.report_bad_message)
         # Passages count as much as their author's record with this node (never more than
         # a stranger's): a peer caught answering badly stops feeding its records to answers.
         answerer.author_weight = lambda author: min(1.0, trust.graph.experience(author))
         membership.bad_message_listeners.append(trust.bad_message)
+        membership.bad_message_listeners.append(limits.bad_gossip)
         membership.handshake_listeners.append(trust.peer_joined)
         # A full peer table keeps the peers this node trusts (see PeerTable).
         membership.table.standing = trust.graph.relative_trust

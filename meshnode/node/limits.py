@@ -32,6 +32,7 @@ import trio
 from meshnode.config import LimitSettings
 from meshnode.node.transport import GossipMessage, Host, Stream, StreamHandler, Validator
 from protocols.bucket import TokenBucket
+from protocols.errors import BadSignature, DecodeError, ProtocolError
 
 log = logging.getLogger(__name__)
 #: Peers whose buckets, open streams and refusals are remembered.
@@ -134,8 +135,16 @@ class PeerLimits:
         bucket = state.buckets.get(INVALID_GOSSIP) if state is not None else None
         return bucket is None or bucket.level(self._clock()) >= 1.0
 
+    def bad_gossip(self, peer: str, exc: ProtocolError) -> None:
+        """Charge ``peer`` for delivering a gossip message that is malformed or badly signed.
+        GossipSub validates before it relays, so an honest neighbour never delivers one; a
+        stale, replayed or over-budget message may be relayed in good faith and costs
+        nothing here."""
+        if isinstance(exc, (BadSignature, DecodeError)):
+            self.gossip_invalid(peer)
+
     def gossip_invalid(self, peer: str) -> None:
-        """Charge ``peer`` for delivering an invalid gossip message."""
+        """Charge ``peer`` for one bad gossip message."""
         state = self._peers.state(peer)
         per_min = self.settings.invalid_gossip_per_min
         bucket = state.buckets.get(INVALID_GOSSIP)
@@ -234,17 +243,12 @@ class LimitedHost:
         limits = self.limits
 
         def limited(message: GossipMessage) -> bool:
-            # GossipSub validates before it relays, so an honest neighbour delivers invalid
-            # messages rarely (a stale one in good faith); one that keeps doing it is
-            # dropped unread, without decoding or a signature check.
-            peer = message.forwarder
-            if not limits.gossip_allowed(peer):
-                limits.refuse(peer, "gossip")
+            # A neighbour over its budget for bad gossip (see bad_gossip) is dropped unread,
+            # without decoding or a signature check.
+            if not limits.gossip_allowed(message.forwarder):
+                limits.refuse(message.forwarder, "gossip")
                 return False
-            valid = validator(message)
-            if not valid:
-                limits.gossip_invalid(peer)
-            return valid
+            return validator(message)
 
         self.inner.set_topic_validator(topic, limited)
 

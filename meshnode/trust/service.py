@@ -51,6 +51,7 @@ class TrustService:
         *,
         clock: Callable[[], float] = time.time,
         mesh_size: Callable[[], int] = lambda: 1,
+        on_bad: Callable[[str, ProtocolError], None] | None = None,
     ) -> None:
         self.config = config
         #: How many nodes the mesh has, as far as this node knows (scales the refresh).
@@ -69,7 +70,10 @@ class TrustService:
                                     attestation_from_envelope, max_size=MAX_TRUST_SIZE + 1024,
                                     clock=clock)
         self.topic = SignedTopic(host, topic(config.network_id, "trust"), self._codec,
-                                 self_id=signer.peer_id, on_bad=self.bad_message)
+                                 self_id=signer.peer_id,
+                                 # The node reports bad gossip of every topic in one place
+                                 # (Membership.report_bad_message), which calls bad_message.
+                                 on_bad=on_bad or self.bad_message)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
