@@ -24,7 +24,8 @@ from protocols.peerid import Signer
 NO_SKIPS_VARIABLE = "MESHNODE_NO_SKIPS"
 DEFAULT_BUDGET_S = 60.0
 BUDGETS_S = {"agents": 120.0, "memory": 120.0, "sync": 300.0, "integration": 600.0,
-              "interop": 300.0}
+              "interop": 300.0, "tests": 300.0}
+REVERT_VARIABLE = "MESHNODE_REVERT"
 LLM_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "MESHNODE_LLM_API_KEY",
                  "MESHNODE_LLM_BASE_URL", "MESHNODE_LLM_MODEL", "MESHNODE_NETWORK_SECRET")
 
@@ -52,6 +53,17 @@ def _no_user_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test may read or write the real ~/.meshnode or honour a developer's MESHNODE_HOME."""
     monkeypatch.delenv("MESHNODE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+
+
+@pytest.fixture(autouse=True)
+def _reverted_defence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``MESHNODE_REVERT=name`` (set only by tests/test_reverts.py for a child run),
+    one defence is taken out again, as e70e586 had it, for every test of the process."""
+    name = os.environ.get(REVERT_VARIABLE)
+    if name:
+        from tests.reverts import REVERTS
+
+        REVERTS[name].apply(monkeypatch)
 
 
 @pytest.fixture

@@ -1,0 +1,8 @@
+"""Reverts for the data side of the hostile-peers issue (see tests/reverts/__init__.py)."""
+
+from __future__ import annotations
+
+from tests.reverts.revert import Revert
+
+REVERTS: tuple[Revert, ...] = ()
+NOT_ATTACKS: dict[str, str] = {}
