@@ -19,16 +19,23 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
+from typing import TypeVar
 
 from protocols.bucket import TokenBucket
 from protocols.records import MemoryRecord
 
 log = logging.getLogger(__name__)
 
-#: Entries a table keeps; the least recently used go first (they are rebuilt if needed).
+#: Entries a table keeps; past it one of the least recently used goes (it is rebuilt if
+#: needed: for an author, by counting its bytes in the store again).
 MAX_ENTRIES = 65_536
+#: How many of the least recently used entries an eviction weighs: the one whose key this
+#: node has the worst record with goes, so a swarm of fresh keys pushes out its own kind
+#: before an author or peer with good evidence (bounded work per eviction, not a scan).
+EVICTION_SAMPLE = 16
 _LOG_EVERY_S = 900.0
 #: How often the bytes an author holds may be read from the store again (it costs a scan).
 RECOUNT_S = 900.0
@@ -56,11 +63,27 @@ def record_bytes(record: MemoryRecord) -> int:
     return 0 if record.is_tombstone else content_bytes(record.text, record.meta)
 
 
-class _Table(OrderedDict[str, "_Author"]):
+def _no_standing(_key: str) -> float:
+    return 1.0
+
+
+_V = TypeVar("_V")
+
+
+class _Table(OrderedDict[str, _V]):
+    """Bounded, least recently used first, but weighed by ``standing`` (see
+    EVICTION_SAMPLE)."""
+
+    def __init__(self, standing: Callable[[str], float]) -> None:
+        super().__init__()
+        self._standing = standing
+
     def touch(self, key: str) -> None:
         self.move_to_end(key)
         while len(self) > MAX_ENTRIES:
-            self.popitem(last=False)
+            oldest = list(islice(self, EVICTION_SAMPLE))
+            # min() keeps the first of equals: with no evidence either way, plain LRU.
+            del self[min(oldest, key=self._standing)]
 
 
 @dataclass(slots=True)
@@ -74,7 +97,9 @@ class _Author:
 class AuthorBudget:
     """Records per author per hour and bytes held per author, for records from the network.
 
-    ``exempt`` authors (this node) are never limited.
+    ``exempt`` authors (this node) are never limited. ``standing`` is this node's record
+    with an author (1 for none, more for good: the trust graph's experience, set by the
+    node); when the table is full, authors with good evidence are the last to go.
     """
 
     def __init__(self, limits: Limits, *, exempt: frozenset[str] = frozenset()) -> None:
@@ -82,7 +107,8 @@ class AuthorBudget:
         self.exempt = exempt
         self.refused: Counter[str] = Counter()
         self.refused_authors: Counter[str] = Counter()
-        self._authors = _Table()
+        self.standing: Callable[[str], float] = _no_standing
+        self._authors: _Table[_Author] = _Table(lambda author: self.standing(author))
         self._logged: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     def knows(self, author: str) -> bool:
@@ -160,12 +186,15 @@ class AuthorBudget:
 
 
 class PeerSyncBudget:
-    """Pulls and bytes a peer may take from this node's sync server, per minute."""
+    """Pulls and bytes a peer may take from this node's sync server, per minute; with
+    ``standing`` as in :class:`AuthorBudget`."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.refused: Counter[str] = Counter()
-        self._peers: OrderedDict[str, tuple[TokenBucket, TokenBucket]] = OrderedDict()
+        self.standing: Callable[[str], float] = _no_standing
+        self._peers: _Table[tuple[TokenBucket, TokenBucket]] = _Table(
+            lambda peer: self.standing(peer))
 
     def _buckets(self, peer: str, now: float) -> tuple[TokenBucket, TokenBucket]:
         buckets = self._peers.get(peer)
@@ -174,9 +203,7 @@ class PeerSyncBudget:
             size = self.limits.peer_sync_bytes_per_minute
             buckets = (TokenBucket(pulls, pulls / 60.0, now), TokenBucket(size, size / 60.0, now))
             self._peers[peer] = buckets
-        self._peers.move_to_end(peer)
-        while len(self._peers) > MAX_ENTRIES:
-            self._peers.popitem(last=False)
+        self._peers.touch(peer)
         return buckets
 
     def pull(self, peer: str, now: float) -> str:

@@ -182,6 +182,8 @@ class NodeServices:
         # Refused work is evidence against the peer; shared budgets favour good records.
         limits.listeners.append(trust.refused)
         limits.standing = trust.graph.experience
+        knowledge.replicator.budget.standing = trust.graph.experience
+        knowledge.replicator.serve_budget.standing = trust.graph.experience
         knowledge.replicator.on_sync_refused = limits.refuse
         client = A2AClient(host)
         asker = Asker(host, membership, tasks, SkillIndex(embedder, trio.CapacityLimiter(2)),
