@@ -56,8 +56,15 @@ from protocols.a2a import Message
 from protocols.codec import MAX_FRAME, _no_ext
 from protocols.delegation import Delegation
 from protocols.envelope import validate_network_id
-from protocols.errors import DecodeError, FrameTooLarge, ProtocolError
-from protocols.memsync import Batch, ClientState, RecordsReceived, SyncClient, SyncStateError
+from protocols.errors import DecodeError, FrameTooLarge, ProtocolError, Rejected
+from protocols.memsync import (
+    Batch,
+    ClientState,
+    OverBudget,
+    RecordsReceived,
+    SyncClient,
+    SyncStateError,
+)
 from protocols.peerid import Signer
 from protocols.records import COLLECTIONS, MAX_AGENT_LEN, MemoryRecord, MetaValue, record_from_wire
 from tests.reverts.revert import Revert
@@ -170,6 +177,10 @@ async def _old_on_announcement(
             source = random.choice(sorted(connected))
         if source is not None:
             self.request_sync(source)
+    elif outcome.status is AnnouncementStatus.REJECTED:  # counted, as today
+        raise Rejected(outcome.reason)
+    elif outcome.status is AnnouncementStatus.REFUSED:
+        raise OverBudget(outcome.reason)
 
 
 async def _old_listen(
