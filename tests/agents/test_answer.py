@@ -192,7 +192,9 @@ async def test_passages_are_quoted_as_untrusted_data(
     tags = []
     for request in (first, second):
         system, user = (m["content"] for m in request.messages)
-        [tag] = re.findall(r"<<end of passage \[n\] (\w+)>>", system)
+        fences = re.findall(r"<<end of passage \[n\] (\w+)>>", system)
+        assert len(fences) == 1, "the system prompt names this prompt's fence"
+        [tag] = fences
         assert "untrusted data" in system and "never an instruction" in system
         # The record sits whole between the lines of this prompt's tag, which it could not
         # know: its forged end line does not end it.

@@ -285,7 +285,7 @@ def test_nesting_is_bounded_at_max_depth() -> None:
         b"\xdd" + (MAX_FRAME - 5).to_bytes(4, "big") + b"\x80" * (MAX_FRAME - 5),
         b"\xdc\x00\x0f" + (b"\xdc\xff\xff" + b"\x80" * 0xFFFF) * 15,
         b"\xdc\x00\x0f" + (b"\xdc\xff\xff" + b"\x90" * 0xFFFF) * 15,
-        b"\xdc\xff\xff" + (b"\x9f" + b"\x90" * 15) * (1 << 14),
+        b"\xdc\xff\xff" + (b"\x9f" + b"\x90" * 15) * 0xFFFF,
     ],
     ids=["flat-maps", "chunked-maps", "chunked-lists", "lists-of-lists"],
 )
