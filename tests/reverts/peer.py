@@ -21,6 +21,8 @@ from meshnode.a2a.owners import OPERATOR, Owner, Quota
 from meshnode.a2a.tasks import TaskService, deadline_of
 from meshnode.api.app import ApiApp
 from meshnode.ask.asker import Asker
+from meshnode.ask.candidates import AgentDirectory
+from meshnode.ask.relevance import SkillIndex
 from meshnode.ask.verdicts import KEPT_ANSWERS, Verdicts
 from meshnode.cli import output
 from meshnode.config import NodeConfig
@@ -32,7 +34,15 @@ from meshnode.node.peers import PeerTable
 from meshnode.node.transport import Validator
 from meshnode.trust import service as trust_service
 from meshnode.trust.evidence import Evidence, EvidenceTable, Outcome, Tally
-from protocols.a2a import A2A_PROTOCOL, Artifact, DataPart, Message, Task, TextPart
+from protocols.a2a import (
+    A2A_PROTOCOL,
+    AgentCard,
+    Artifact,
+    DataPart,
+    Message,
+    Task,
+    TextPart,
+)
 from tests.reverts.revert import Revert
 
 # ---- 1. trust farming and blame through forwarded questions -----------------------------
@@ -49,7 +59,7 @@ async def _answer_forwarded_as_own(self: Asker, question: str, hops: int,
 
 async def _forwarded_as_sent(self: TaskService, run: Any, message: Message,
                              forward: tuple[int, frozenset[str]], owner: Owner) -> None:
-    # e70e586 tasks.py:255-270: the hops and visited set the sender chose, as they came.
+    # e70e586 tasks.py:253-270: the hops and visited set the sender chose, as they came.
     if self.forwarder is None or not message.text.strip():
         await run.reject("this node does not forward")
         return
@@ -163,6 +173,28 @@ def dial_announced(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(DialPolicy, "failed", _failed_peer_only)
 
 
+def _every_agent(self: AgentDirectory,
+                 known: list[tuple[str, AgentCard]]) -> list[tuple[str, AgentCard]]:
+    return known  # e70e586 asking.py:153-160: every announced agent scored on every ask
+
+
+def _score_embedding_all() -> Any:
+    score = SkillIndex.score
+
+    async def scoring(self: SkillIndex, question: str,
+                      agents: Sequence[tuple[str, Sequence[str]]], *,
+                      max_new: int | None = None) -> dict[str, float]:
+        # e70e586 relevance.py:37-52: every skill set not seen before embedded at once.
+        return await score(self, question, agents, max_new=None)
+
+    return scoring
+
+
+def relevance_unbounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(AgentDirectory, "bounded", _every_agent)
+    monkeypatch.setattr(SkillIndex, "score", _score_embedding_all())
+
+
 # ---- 6. task store exhaustion ------------------------------------------------------------
 
 
@@ -181,7 +213,7 @@ def task_store_unweighed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _admit_all(self: Quota, owner: Owner, running: Iterable[Owner]) -> None:
-    pass  # e70e586 tasks.py:210-219: every task sent was run
+    pass  # e70e586 tasks.py:213-219: every task sent was run
 
 
 def tasks_run_unbudgeted(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -245,7 +277,7 @@ def junk_gossip_unbudgeted(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _record_one_table(self: EvidenceTable, peer: str, outcome: Outcome, *,
                       skill: str | None, now: float) -> None:
-    # e70e586 trust.py:205-221: one table of max_peers; a newcomer pushes out the stalest,
+    # e70e586 trust.py:204-221: one table of max_peers; a newcomer pushes out the stalest,
     # whatever its record.
     evidence = self._good.get(peer)
     if evidence is None:
@@ -269,7 +301,7 @@ def evidence_one_table(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _any_host(self: ApiApp, *_: str) -> bool:
-    return True  # e70e586 api.py:110-: no Host or Origin header was looked at
+    return True  # e70e586 api.py:110-145: no Host or Origin header was looked at
 
 
 def host_origin_unchecked(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -302,7 +334,7 @@ REVERTS: tuple[Revert, ...] = (
         "forwarded-evidence", "1. trust farming and blame through forwarded questions",
         "asking.py:341-346 answered a forwarded question through Asker.ask like the "
         "operator's own, so its outcomes became evidence (asking.py:205, :320); "
-        "tasks.py:255-263 forwarded with the hops and visited set the sender chose.",
+        "tasks.py:253-263 forwarded with the hops and visited set the sender chose.",
         forwarded_evidence,
         (FORWARDING + "test_forwarded_questions_farm_no_trust",
          FORWARDING + "test_forwarded_questions_blame_no_one"),
@@ -362,6 +394,14 @@ REVERTS: tuple[Revert, ...] = (
          DIALER + "test_only_a_few_addresses_of_a_peer_are_dialed"),
     ),
     Revert(
+        "relevance-unbounded", "5. presence flood (every ask scores every Sybil card)",
+        "asking.py:153-160 and relevance.py:37-52 scored every announced agent on every "
+        "ask and embedded every skill set not seen before, however many a swarm announced.",
+        relevance_unbounded,
+        ("tests/ask/test_relevance_bound.py::"
+         "test_an_ask_scores_a_bounded_number_of_a_swarms_agents",),
+    ),
+    Revert(
         "task-store-unweighed", "6. task store exhaustion (histories kept)",
         "tasks.py:172-180 kept 1000 tasks of any size (histories up to 1 MiB each), "
         "dropping the oldest whoever's it was, and none while the oldest ran.",
@@ -371,7 +411,7 @@ REVERTS: tuple[Revert, ...] = (
     ),
     Revert(
         "tasks-run-unbudgeted", "6. task store exhaustion (running tasks)",
-        "tasks.py:210-219 (and mesh_a2a.py:140-165 for HTTP clients) ran every task "
+        "tasks.py:213-219 (and mesh_a2a.py:140-165 for HTTP clients) ran every task "
         "it was sent, however many the sender already had under way.",
         tasks_run_unbudgeted,
         (TASKS + "test_running_tasks_are_budgeted_per_peer_and_for_strangers",
@@ -393,7 +433,7 @@ REVERTS: tuple[Revert, ...] = (
     ),
     Revert(
         "no-request-limits", "9. no per-peer stream or request limits",
-        "tasks.py:279-280 and host.py set the A2A stream handler as it was: no count of a "
+        "tasks.py:167-168 set the A2A stream handler (tasks.py:300-337) as it was: no count of a "
         "peer's open streams, no rate of its requests.",
         no_request_limits,
         (LIMITS + "test_a_fast_peer_is_refused_and_others_are_not",
@@ -416,14 +456,14 @@ REVERTS: tuple[Revert, ...] = (
     ),
     Revert(
         "evidence-one-table", "9. Sybils' malformed hellos push out good evidence",
-        "trust.py:205-221 held the evidence of max_peers (4096) peers in one table where a "
+        "trust.py:204-221 held the evidence of max_peers (4096) peers in one table where a "
         "new peer pushed out the stalest, so 4096 bad hellos evicted every honest record.",
         evidence_one_table,
         (TRUST + "test_a_swarm_of_bad_hellos_cannot_push_out_good_evidence",),
     ),
     Revert(
         "host-origin-unchecked", "9. public_a2a without Host/Origin check (DNS rebinding)",
-        "api.py:110-150 routed a request whatever its Host and Origin headers said.",
+        "api.py:110-145 routed a request whatever its Host and Origin headers said.",
         host_origin_unchecked,
         tuple(f"{APP}[{case}]" for case in (
             "evil.example:7700-None-421", "localhost.evil.example:7700-None-421",
