@@ -184,9 +184,9 @@ async def test_running_tasks_are_budgeted_per_peer_and_for_strangers(
         nursery.start_soon(run, attacker)
     await eventually(lambda: victim.services.tasks.store.running() == 2, "two tasks running")
     store, limits_ = victim.services.tasks.store, victim.services.limits
-    over = await attacker.stream_task(victim.id, ask, timeout=10)  # its third
+    over = await attacker.stream_task(victim.id, ask, timeout=5)  # its third
     assert isinstance(over, ErrorReply) and over.code == BUSY, over
-    strange = await sybil.stream_task(victim.id, ask, timeout=10)  # strangers hold their half
+    strange = await sybil.stream_task(victim.id, ask, timeout=5)  # strangers hold their half
     assert isinstance(strange, ErrorReply) and strange.code == BUSY, strange
     nursery.start_soon(run, regular)  # a peer with a good record still gets in
     await eventually(lambda: store.running() == 3, "the regular's task running")

@@ -55,7 +55,7 @@ async def test_an_anonymous_client_has_a_budget_of_running_tasks() -> None:
         nursery.start_soon(client.send_message, SendMessage(_question()))
         await eventually(lambda: mesh.store.running() == 1, "the client's task running")
         try:
-            with trio.fail_after(10):
+            with trio.fail_after(5):
                 await client.send_message(SendMessage(_question()))
         except A2AError as exc:
             assert exc.code == BUSY

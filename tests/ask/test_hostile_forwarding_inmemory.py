@@ -14,14 +14,21 @@ from pathlib import Path
 
 import trio
 
+from meshnode.a2a.owners import OPERATOR
 from meshnode.ask.verdicts import KEPT_ANSWERS, Taken
 from meshnode.config import RoutingSettings
 from meshnode.node.inmemory import InMemoryMesh
 from meshnode.trust.graph import Outcome
-from protocols.a2a import DataPart, TaskArtifactUpdateEvent, TaskState, TaskStatusUpdateEvent
+from protocols.a2a import (
+    DataPart,
+    ListTasks,
+    TaskArtifactUpdateEvent,
+    TaskState,
+    TaskStatusUpdateEvent,
+)
 from tests.ask.test_ask_faults import Embedder, _node
-from tests.hostile import forwarded, start_hostile
-from tests.inmemory import connect, eventually, no_faults, start_nodes
+from tests.hostile import Hostile, forwarded, start_hostile
+from tests.inmemory import Node, connect, eventually, no_faults, start_nodes
 
 #: Routing as a victim might run it: answers count as accepted as soon as they are taken.
 ROUTING = RoutingSettings(explore=0.0, rating_window_s=0.0)
@@ -34,9 +41,11 @@ def _final_state(events: object) -> TaskState | None:
     return finals[-1].status.state if finals else None
 
 
-async def test_forwarded_questions_neither_credit_nor_blame(nursery: trio.Nursery,
-                                                            tmp_path: Path) -> None:
-    mesh = InMemoryMesh()
+async def _victim_and_neighbours(
+    nursery: trio.Nursery, tmp_path: Path, mesh: InMemoryMesh
+) -> tuple[Node, Node, Hostile, Hostile]:
+    """A victim with three neighbours: an honest node, an attacker, and its accomplice
+    (which echoes a grounded-looking answer to whatever it is forwarded)."""
     victim, honest = await start_nodes(nursery, mesh, tmp_path, [(), ()], routing=ROUTING)
     attacker = await start_hostile(nursery, mesh, 9)
     accomplice = await start_hostile(nursery, mesh, 10)
@@ -46,9 +55,15 @@ async def test_forwarded_questions_neither_credit_nor_blame(nursery: trio.Nurser
         await peer.join(victim.id, victim.host.listen_addrs())
     await eventually(lambda: len(victim.services.membership.verified_connected()) == 3,
                      "the victim's three neighbours")
-    graph = victim.services.trust.graph
+    return victim, honest, attacker, accomplice
 
-    # Farming: every neighbour but the accomplice "visited", so the victim asks it alone.
+
+async def test_forwarded_questions_farm_no_trust(nursery: trio.Nursery,
+                                                 tmp_path: Path) -> None:
+    mesh = InMemoryMesh()
+    victim, honest, attacker, accomplice = await _victim_and_neighbours(nursery, tmp_path,
+                                                                        mesh)
+    # Every neighbour but the accomplice "visited", so the victim asks it alone.
     events = await attacker.stream_task(victim.id, forwarded(
         NONSENSE, hops=1, visited=[attacker.peer_id, honest.id]))
     assert _final_state(events) == TaskState.COMPLETED  # the victim did forward and answer
@@ -56,14 +71,32 @@ async def test_forwarded_questions_neither_credit_nor_blame(nursery: trio.Nurser
                   for p in e.artifact.parts if isinstance(p, DataPart))
     assert answer["peer"] == accomplice.peer_id and NONSENSE in answer["text"]
     victim.services.asker.settle(mesh.clock() + 3600)
-    assert graph.evidence_counts(accomplice.peer_id) == {}
+    assert victim.services.trust.graph.evidence_counts(accomplice.peer_id) == {}
     assert not victim.services.asker.answered
+    no_faults(mesh)
 
-    # Blame: one hop short of the limit, towards the honest node, which cannot go on.
+
+async def test_forwarded_questions_blame_no_one(nursery: trio.Nursery,
+                                                tmp_path: Path) -> None:
+    mesh = InMemoryMesh()
+    victim, honest, attacker, accomplice = await _victim_and_neighbours(nursery, tmp_path,
+                                                                        mesh)
+    # A member whose agents the victim has not learnt yet (it is no longer connected): so
+    # the victim does forward a question none of the agents it knows fits.
+    bystander = await start_hostile(nursery, mesh, 11)
+    await bystander.join(victim.id, victim.host.listen_addrs())
+    await eventually(lambda: bystander.peer_id in victim.services.membership.table,
+                     "the bystander listed")
+    mesh.cut(victim.id, bystander.peer_id)
+    await eventually(lambda: len(victim.services.membership.verified_connected()) == 3,
+                     "the bystander gone")
+    # One hop short of the limit, towards the honest node, which cannot go on.
     events = await attacker.stream_task(victim.id, forwarded(
-        NONSENSE + " again", hops=1, visited=[attacker.peer_id, accomplice.peer_id]))
+        NONSENSE, hops=1, visited=[attacker.peer_id, accomplice.peer_id]))
     assert _final_state(events) == TaskState.FAILED
-    assert graph.evidence_counts(honest.id) == {}
+    asked = honest.services.tasks.store.list(ListTasks(), OPERATOR)
+    assert [t.history[0].text for t in asked] == [NONSENSE]  # the victim did forward to it
+    assert victim.services.trust.graph.evidence_counts(honest.id) == {}
     assert honest.services.trust.graph.evidence_counts(victim.id) == {}
     no_faults(mesh)
 
