@@ -5,8 +5,14 @@ takes from the network is budgeted on receive (announcements and sync alike):
 
 - **per author**: records per hour (a token bucket: a burst of ``records_per_hour``, then
   that many an hour) and bytes held (text and metadata of the author's records in the
-  store). A record over budget is refused, counted by reason, and logged (once per author
-  and reason per quarter hour, naming the setting); it is not lost: the author's mark stays
+  store).
+- **strangers together**: records per hour of every author this node has no good evidence
+  of, shared. A key costs nothing to make, so per-author budgets alone would let a swarm
+  of N keys publish N times as much; this bounds what the swarm takes as a whole, while
+  authors with a good record here are held to their own budgets only.
+
+  A record over either is refused, counted by reason, and logged (once per author and
+  reason per quarter hour, naming the setting); it is not lost: the author's mark stays
   before it, so a later sync asks for it again once the budget allows. An honest heavy
   author is slowed down, visibly, never cut off silently.
 - **per peer serving sync**: pulls per minute and bytes served per minute. A peer over
@@ -41,6 +47,9 @@ _LOG_EVERY_S = 900.0
 RECOUNT_S = 900.0
 RATE = "rate"
 BYTES = "bytes"
+STRANGERS = "strangers"
+_SETTINGS = {RATE: "limits.author_records_per_hour", BYTES: "limits.author_max_bytes",
+             STRANGERS: "limits.stranger_records_per_hour"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +60,7 @@ class Limits:
     author_max_bytes: int = 128 * 1024 * 1024
     peer_sync_pulls_per_minute: int = 600
     peer_sync_bytes_per_minute: int = 64 * 1024 * 1024
+    stranger_records_per_hour: int = 36_000
 
 
 def content_bytes(text: str, meta: Mapping[str, object]) -> int:
@@ -99,7 +109,8 @@ class AuthorBudget:
 
     ``exempt`` authors (this node) are never limited. ``standing`` is this node's record
     with an author (1 for none, more for good: the trust graph's experience, set by the
-    node); when the table is full, authors with good evidence are the last to go.
+    node); when the table is full, authors with good evidence are the last to go, and
+    authors without it (standing <= 1: strangers) also share one bucket of records.
     """
 
     def __init__(self, limits: Limits, *, exempt: frozenset[str] = frozenset()) -> None:
@@ -109,6 +120,8 @@ class AuthorBudget:
         self.refused_authors: Counter[str] = Counter()
         self.standing: Callable[[str], float] = _no_standing
         self._authors: _Table[_Author] = _Table(lambda author: self.standing(author))
+        per_hour = limits.stranger_records_per_hour
+        self._strangers = TokenBucket(per_hour, per_hour / 3600.0, 0.0)
         self._logged: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     def knows(self, author: str) -> bool:
@@ -125,9 +138,14 @@ class AuthorBudget:
         """Whether ``author`` is out of records for now (cheap: for gossip validators);
         if so, a record of it is being refused: counted and logged as such."""
         entry = self._authors.get(author)
-        if entry is None or entry.rate.level(now) >= 1.0:
+        if entry is not None and entry.rate.level(now) < 1.0:
+            reason = RATE
+        elif (author not in self.exempt and self._strangers.level(now) < 1.0
+              and self.standing(author) <= 1.0):
+            reason = STRANGERS
+        else:
             return False
-        self._refuse(author, RATE, 1, now)
+        self._refuse(author, reason, 1, now)
         return True
 
     def admit(self, records: Sequence[MemoryRecord], now: float) -> tuple[int, str]:
@@ -154,8 +172,13 @@ class AuthorBudget:
         size = record_bytes(record)
         if entry.held + size > self.limits.author_max_bytes:
             return BYTES
+        stranger = self.standing(record.author) <= 1.0
+        if stranger and self._strangers.level(now) < 1.0:
+            return STRANGERS
         if not entry.rate.take(1.0, now):
             return RATE
+        if stranger:
+            self._strangers.take(1.0, now)
         entry.held += size
         return ""
 
@@ -178,8 +201,7 @@ class AuthorBudget:
         self._logged.move_to_end(key)
         while len(self._logged) > MAX_ENTRIES:
             self._logged.popitem(last=False)
-        setting = ("limits.author_records_per_hour" if reason == RATE
-                   else "limits.author_max_bytes")
+        setting = _SETTINGS[reason]
         log.warning("refusing records of %s: over its budget (%s); they are asked for again "
                     "at a later sync", author, setting,
                     extra={"author": author, "reason": reason, "setting": setting})

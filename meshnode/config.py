@@ -242,6 +242,11 @@ class LimitSettings:
         _LIMITS.author_max_bytes, "Bytes of text and metadata of one author (other than this "
         "node) this node holds at most (128 MiB). Its records past it are refused and "
         "counted until it deletes some or this is raised.", check=at_least(1 << 20))
+    stranger_records_per_hour: int = setting(
+        _LIMITS.stranger_records_per_hour, "Records this node stores per hour, in all, from "
+        "authors it has no good record with (strangers: new keys cost nothing, so a swarm "
+        "of them is held to this together), after a first burst of as many. Refused records "
+        "are asked for again later, as for author_records_per_hour.", check=at_least(1))
     peer_sync_pulls_per_minute: int = setting(
         _LIMITS.peer_sync_pulls_per_minute, "Sync requests (a summary or a pull) one peer may "
         "make of this node a minute; past it the peer is told to come back later.",
@@ -254,7 +259,8 @@ class LimitSettings:
     def memory(self) -> Limits:
         """The memory budgets (memory.budget) these settings describe."""
         return Limits(self.author_records_per_hour, self.author_max_bytes,
-                      self.peer_sync_pulls_per_minute, self.peer_sync_bytes_per_minute)
+                      self.peer_sync_pulls_per_minute, self.peer_sync_bytes_per_minute,
+                      self.stranger_records_per_hour)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 
 from memory import budget
 from memory.budget import AuthorBudget, Limits, PeerSyncBudget
+from protocols.records import MemoryRecord
 
 GOOD = "good-author"
 
@@ -54,3 +55,28 @@ def test_a_swarm_of_sync_peers_does_not_push_out_a_trusted_one() -> None:
     # Still the same bucket, still spent: being pushed out would have refilled it.
     assert peers.pull(GOOD, 0.0).startswith("sync budget spent")
     assert len(peers._peers) == budget.MAX_ENTRIES
+
+
+def _record(author: str, seq: int = 1) -> MemoryRecord:
+    return MemoryRecord(id=f"{author}-{seq}", collection="knowledge", tenant="t", text="x",
+                        kind="note", author=author, agent="a", created=0.0, seq=seq, meta={},
+                        signature=b"")
+
+
+def test_a_swarm_of_fresh_keys_shares_one_budget() -> None:
+    authors = AuthorBudget(Limits(stranger_records_per_hour=10), exempt=frozenset({"me"}))
+    authors.standing = _standing
+    admitted = 0
+    for i in range(50):
+        authors.start(f"sybil-{i}", 0, 0.0)
+        admitted += authors.admit([_record(f"sybil-{i}")], 0.0)[0]
+    # Each key is within its own budget; together they get the strangers' ten.
+    assert admitted == 10 and authors.refused[budget.STRANGERS] == 40
+    assert authors.throttled("sybil-49", 0.0)
+    # An author with a good record here, and this node itself, are not held to it.
+    authors.start(GOOD, 0, 0.0)
+    assert authors.admit([_record(GOOD)], 0.0) == (1, "")
+    assert authors.admit([_record("me")], 0.0) == (1, "")
+    assert not authors.throttled(GOOD, 0.0)
+    # Slowed, not cut off: the shared bucket refills (ten an hour).
+    assert authors.admit([_record("sybil-49")], 360.0) == (1, "")
