@@ -49,6 +49,9 @@ from meshnode.errors import MeshnodeError
 from protocols.records import MemoryRecord, record_from_json
 
 QUESTIONS = Path(__file__).resolve().parent / "eval" / "questions.json"
+KB = Path(__file__).resolve().parents[1] / "meshnode" / "data" / "kb"
+#: Knowledge-base file name -> its label in questions.json ("python/typing-mypy.md").
+_KB_FILES = {f.name: f.relative_to(KB).as_posix() for f in KB.rglob("*.md")}
 
 
 @dataclass
@@ -73,8 +76,11 @@ def _records(client: DaemonClient) -> dict[str, MemoryRecord]:
 def _files(record: MemoryRecord, records: dict[str, MemoryRecord], depth: int = 0) -> set[str]:
     """The knowledge-base files a record comes from (a solution: those of its sources)."""
     source = record.meta.get("source")
-    if isinstance(source, str) and "/kb/" in source:
-        return {source.split("/kb/", 1)[1]}
+    if isinstance(source, str) and source:
+        # Older trees named the file by its path (".../kb/python/x.md"); ingest now names it
+        # relative to the folder ingested (the demo seeds each expert from kb/<topic>, so
+        # "x.md"). The knowledge base's file names are unique, so the name identifies it.
+        return {_KB_FILES.get(source.rsplit("/", 1)[-1], source)}
     found: set[str] = set()
     ids = record.meta.get("sources")
     if depth < 3 and isinstance(ids, str):

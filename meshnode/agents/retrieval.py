@@ -3,11 +3,17 @@ served.
 
 A wide pool of nearest neighbours is re-ranked by similarity plus keyword overlap weighted
 by rarity within the pool (so "HNSW" counts for more than "Milvus"), and a record must
-share a keyword with the question unless its similarity is high. What is compared and
-served is each record's *passage* (:func:`meshnode.agents.grounding.passage_of`): for a
-solution record its answer part only, so that a record is never served as the answer to
-the question it records. Used by the agents that answer and by the asker that routes (whose
-memory tells it which peers hold knowledge about a question).
+share keywords with the question unless its similarity is high: at least
+:data:`MIN_SHARED_TERMS` of them (all, for a question with fewer). One word in common is
+chance, not a topic: "When is the best time of year to plant tomatoes?" and a passage on
+tuning a Milvus index share "time", and the hashing embedder, whose similarity is itself
+shared words and character n-grams, puts them near enough. When no record is relevant by
+this rule, the agent says it found nothing, and the asker, whose recall uses the same
+rule, answers "no expert". What is compared and served is each record's *passage*
+(:func:`meshnode.agents.grounding.passage_of`): for a solution record its answer part
+only, so that a record is never served as the answer to the question it records. Used by
+the agents that answer and by the asker that routes (whose memory tells it which peers
+hold knowledge about a question).
 """
 
 from __future__ import annotations
@@ -37,6 +43,12 @@ STRONG_SCORE = 0.45
 LEXICAL_ALONE = 0.45
 #: How much keyword overlap adds to similarity when ranking hits.
 LEXICAL_WEIGHT = 0.5
+#: How many of the question's keywords a hit must share (below STRONG_SCORE): a topic is
+#: several of its terms together, as a search engine's "minimum should match". Chosen on
+#: the tune split of bench/eval: with one, an off-topic question got an answer (hashing),
+#: and the passages kept were less often from the labelled files (both embedders); see
+#: bench/RESULTS.md.
+MIN_SHARED_TERMS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +65,13 @@ def pool_size(k: int) -> int:
 def min_score(embedder: str) -> float:
     """The similarity from which a hit sharing a keyword is relevant, for an embedder."""
     return MIN_SCORE if embedder.startswith("hashing") else MIN_SCORE_LEARNED
+
+
+def shares_enough(wanted: set[str], shared: set[str]) -> bool:
+    """Whether ``shared`` (keywords a passage has of the question's ``wanted``) is enough
+    for the passage to be about the question: MIN_SHARED_TERMS of them, or all when the
+    question has fewer (never none)."""
+    return bool(shared) and len(shared) >= min(MIN_SHARED_TERMS, len(wanted))
 
 
 def rank_hits(
@@ -79,7 +98,8 @@ def rank_hits(
         shared = wanted & have
         lexical = idf.share(wanted, shared)
         strong = hit.score >= STRONG_SCORE and hit.collection == "expert_knowledge"
-        if not (strong or (bool(shared) and (hit.score >= floor or lexical >= LEXICAL_ALONE))):
+        if not (strong or (shares_enough(wanted, shared)
+                           and (hit.score >= floor or lexical >= LEXICAL_ALONE))):
             continue
         author = 1.0 if weight is None else min(weight(hit.record.author), 1.0)
         if author >= MIN_AUTHOR_WEIGHT:

@@ -1,4 +1,5 @@
-"""meshnode.ask.relevance.SkillIndex: agents scored by their best skill, off the loop when big."""
+"""meshnode.ask.relevance: SkillIndex (agents scored by their best skill, off the loop when
+big), and recall (whose knowledge this node's memory holds about a question)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 import trio
 
 from memory.embedders import HashingEmbedder
+from memory.store import MemoryStore
 from meshnode.ask import relevance
-from meshnode.ask.relevance import SkillIndex
+from meshnode.ask.relevance import SkillIndex, recall
 
 AGENTS = [
     ("milvus", ["Vector indexes: HNSW, IVF_FLAT, search tuning", "Milvus Lite files"]),
@@ -51,3 +53,12 @@ async def test_similarity_of_two_texts() -> None:
     skills = index()
     assert await skills.similarity("pip install", "pip install") == pytest.approx(1.0)
     assert await skills.similarity("pip install", "HNSW graph") < 0.5
+
+
+async def test_recall_finds_no_holder_for_an_off_topic_question(kb_store: MemoryStore) -> None:
+    # An off-topic question of bench/eval's tune split: its one word in common with the
+    # demo knowledge base ("time") made a Milvus passage relevant, and its author an expert.
+    found = await recall(kb_store, "When is the best time of year to plant tomatoes?")
+    assert found.holders == {} and found.relevant == frozenset()
+    on_topic = await recall(kb_store, "What does the ef search parameter of an HNSW index do?")
+    assert on_topic.holders and on_topic.relevant
