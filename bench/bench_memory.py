@@ -32,6 +32,7 @@ import trio
 from pymilvus import MilvusClient
 
 import memory.backend
+import memory.flushing
 import memory.store
 from memory.embedders import Embedder, HashingEmbedder, embedder_from_config
 from memory.milvus_server import start_milvus_server
@@ -233,7 +234,7 @@ async def one_config(
 
 async def flush_sweep(args: argparse.Namespace, workdir: Path) -> None:
     """Milvus Lite: search latency with n rows not yet flushed, and what flushing costs."""
-    memory.store.LITE_FLUSH_ROWS = 10**9
+    memory.flushing.LITE_FLUSH_ROWS = 10**9
     embedder = CachedEmbedder(HashingEmbedder())
     queries = synthetic_texts(100, seed=7)
     print("| rows not flushed | search p50 ms before | flush s | search p50 ms after |")

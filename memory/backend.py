@@ -149,6 +149,12 @@ class Backend:
     def _connect(self) -> MilvusClient:
         uri = self.uri
         if self.is_lite:
+            # Milvus Lite builds each new segment's HNSW index in faiss, in this process;
+            # faiss's OpenMP threads then spin waiting for more work. That spinning was ~40 %
+            # of a node's CPU while it took a burst of records (bench/RESULTS.md, "Writes"),
+            # taken from every other node on a small machine. Passive waiting keeps the
+            # parallel build; it must be set before faiss loads (an operator's value wins).
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             if not uri.endswith(".db"):
                 raise StoreUnavailable(f"a Milvus Lite data file must end in .db: {uri!r}")
             uri = os.path.abspath(uri)

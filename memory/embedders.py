@@ -73,6 +73,7 @@ _SUFFIXES = ("ing", "ed", "es", "s")
 _NGRAM_WEIGHT = 0.3
 
 
+@lru_cache(maxsize=1 << 17)  # called once per word of every text embedded
 def stem(word: str) -> str:
     # A crude suffix strip: "indexes"/"indexed"/"indexing" meet at "index". Errors are
     # harmless because queries and passages are stemmed the same way.

@@ -279,7 +279,7 @@ class Replicator:
             kept, why = await self._admit(run)
             if kept:
                 try:
-                    await self._store.put(run[:kept])
+                    await self._store.put(run[:kept], verified=True)
                 except InvalidRecord as exc:
                     log.warning("store refused records from %s: %s", peer, exc)
                     return Announcement(AnnouncementStatus.REJECTED, run[0], str(exc))
@@ -304,15 +304,16 @@ class Replicator:
     async def _take(
         self, peer: str, records: Sequence[MemoryRecord], session: _Session
     ) -> tuple[int, int]:
-        """Store what the budget allows of a batch, in order, stopping at a record the
-        store refuses. Returns (records kept, records new to the store)."""
+        """Store what the budget allows of a batch (decoded by the sync client, so ids and
+        signatures are checked already), in order, stopping at a record the store refuses.
+        Returns (records kept, records new to the store)."""
         async with self._apply_lock:
             allowed, _ = await self._admit(records)
             kept = list(records[:allowed])
             if not kept:
                 return 0, 0
             try:
-                return len(kept), await self._store.put(kept)
+                return len(kept), await self._store.put(kept, verified=True)
             except StoreUnavailable:
                 raise
             except MemoryStoreError:
@@ -320,7 +321,7 @@ class Replicator:
             stored = 0
             for i, record in enumerate(kept):
                 try:
-                    stored += await self._store.put([record])
+                    stored += await self._store.put([record], verified=True)
                 except StoreUnavailable:
                     raise
                 except MemoryStoreError as exc:

@@ -26,6 +26,7 @@ from memory.backend import MAX_WINDOW, Backend, literal
 from memory.budget import content_bytes
 from memory.embedders import Embedder
 from memory.errors import EmbedderError, InvalidRecord, MemoryStoreError
+from memory.flushing import FLUSH_IDLE_S, FlushPolicy
 from memory.marks import Marks, load_marks
 from memory.uris import redact
 from protocols.envelope import validate_network_id
@@ -48,10 +49,6 @@ T = TypeVar("T")
 DEFAULT_INDEX = "HNSW"
 #: Records embedded and written per Milvus call, which bounds one gRPC message.
 PUT_CHUNK = 512
-#: Milvus Lite searches rows still in its memtable slowly (about +0.1 ms per row and query,
-#: measured); sealing them costs 0.1-0.3 s and its background compaction merges the small
-#: segments, so flush before they add more than ~20 ms (see bench/RESULTS.md).
-LITE_FLUSH_ROWS = 200
 MAX_K = 200
 #: Longest time closing may take (flush + close), even when the caller is cancelled.
 CLOSE_DEADLINE_S = 60.0
@@ -97,7 +94,7 @@ class MemoryStore:
         self._limiter = limiter or trio.CapacityLimiter(4)
         self._write_lock = trio.Lock()
         self._marks = Marks()
-        self._unflushed: Counter[str] = Counter()
+        self._flushes = FlushPolicy()
         self._is_open = False
         #: Called with the seconds each search took (embedding included): the node's metrics.
         self.search_observers: list[Callable[[float], None]] = []
@@ -158,12 +155,16 @@ class MemoryStore:
 
     # -- writing --------------------------------------------------------------------------
 
-    async def put(self, records: Sequence[MemoryRecord]) -> int:
+    async def put(self, records: Sequence[MemoryRecord], *, verified: bool = False) -> int:
         """Verify, embed and store ``records``; return how many were not held before.
 
         The whole batch is refused (InvalidRecord) if any record is invalid or belongs to
-        another tenant. Known ids are skipped. A tombstone deletes its target when both have
-        the same author, even if the target arrives after it, and is itself kept.
+        another tenant. ``verified=True`` skips re-checking ids and signatures: only for
+        records this process made (``new_record``) or decoded from a peer's bytes
+        (``record_from_wire``, which checks both), so that a record relayed through the mesh
+        has its signature checked once per node, not twice. Known ids are skipped. A
+        tombstone deletes its target when both have the same author, even if the target
+        arrives after it, and is itself kept.
         """
         self._check_open()
         unique = list({r.id: r for r in records}.values())
@@ -172,7 +173,7 @@ class MemoryStore:
         result = _PutResult([], Counter(), [])
         async with self._write_lock:
             try:
-                await self._run(self._put_sync, unique, result)
+                await self._run(self._put_sync, unique, result, verified)
             finally:
                 # Even if a later chunk failed, what was stored counts: next_seq must never
                 # hand out a sequence number that is already taken.
@@ -180,24 +181,44 @@ class MemoryStore:
                 for r in result.accounted:
                     held = (r.seq,) if r.id in stored else ()
                     self._marks.account(r.author, r.positions, held=held)
-                self._unflushed.update(result.by_collection)
-            if self._backend.is_lite and max(self._unflushed.values()) >= LITE_FLUSH_ROWS:
+                due = self._flushes.wrote(result.by_collection)
+            if self._backend.is_lite and due:
                 await self._run(self._flush_pending, False)
         return len(result.stored)
 
-    def _check_record(self, r: MemoryRecord) -> None:
-        try:
-            verify_record(r)
-        except ProtocolError as exc:
-            raise InvalidRecord(f"record {r.id!r} from {r.author!r}: {exc}") from exc
+    async def run_flusher(
+        self, *, idle_s: float = FLUSH_IDLE_S,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Until cancelled, seal a burst of puts to Milvus Lite once it pauses for ``idle_s``
+        (or every LITE_BURST_ROWS rows), not after every put leaving LITE_FLUSH_ROWS
+        (memory.flushing). A no-op on a server."""
+        if not self._backend.is_lite:
+            task_status.started()
+            return
+        await self._flushes.run(self._flush_idle, idle_s=idle_s, task_status=task_status)
+
+    async def _flush_idle(self) -> None:
+        async with self._write_lock:
+            if self._is_open:
+                await self._run(self._flush_pending, False)
+
+    def _check_record(self, r: MemoryRecord, verified: bool) -> None:
+        if not verified:
+            try:
+                verify_record(r)
+            except ProtocolError as exc:
+                raise InvalidRecord(f"record {r.id!r} from {r.author!r}: {exc}") from exc
         if r.tenant != self.tenant:
             raise InvalidRecord(
                 f"record {r.id} belongs to tenant {r.tenant!r}, not {self.tenant!r}"
             )
 
-    def _put_sync(self, records: list[MemoryRecord], result: _PutResult) -> None:
+    def _put_sync(
+        self, records: list[MemoryRecord], result: _PutResult, verified: bool
+    ) -> None:
         for r in records:
-            self._check_record(r)
+            self._check_record(r, verified)
         groups: dict[str, list[MemoryRecord]] = defaultdict(list)
         for r in records:
             groups[r.collection].append(r)
@@ -246,9 +267,9 @@ class MemoryStore:
 
     def _flush_pending(self, everything: bool) -> None:
         def flush(name: str) -> None:
-            if everything or self._unflushed[name]:
+            if everything or self._flushes.unflushed[name]:
                 self._backend.flush(name)
-                self._unflushed[name] = 0
+                self._flushes.flushed(name)
 
         self._backend.each_collection(flush)
 

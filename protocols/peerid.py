@@ -7,6 +7,8 @@ ID itself, so any signed message can be checked against its claimed sender with 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -62,6 +64,13 @@ def public_key_from_peer_id(peer_id: str) -> Ed25519PublicKey:
     """The Ed25519 key embedded in ``peer_id``; DecodeError for any other kind of ID."""
     if not isinstance(peer_id, str) or not 0 < len(peer_id) <= MAX_PEER_ID_LEN:
         raise DecodeError("peer ID must be a non-empty string of at most 64 characters")
+    return _public_key(peer_id)
+
+
+# Records and envelopes name their author: a batch of 250 records decoded the same base58
+# text 500 times (20 % of checking them). Only valid IDs are kept; a bad one raises anew.
+@lru_cache(maxsize=4096)
+def _public_key(peer_id: str) -> Ed25519PublicKey:
     raw = b58decode(peer_id)
     if len(raw) != len(_PREFIX) + 32 or not raw.startswith(_PREFIX):
         raise DecodeError(f"{peer_id!r} is not an Ed25519 libp2p peer ID")

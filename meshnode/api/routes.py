@@ -155,6 +155,11 @@ def add_memory_routes(app: ApiApp, knowledge: KnowledgeService) -> None:
     async def stats(_: Request) -> dict[str, Any]:
         return await knowledge.stats()
 
+    async def marks(_: Request) -> dict[str, Any]:
+        # Per author, the seq up to which every record is held here (what anti-entropy
+        # compares): whether a node has caught up, without the scans that stats makes.
+        return {"marks": await knowledge.store.high_water(), "waiting": knowledge.store.waiting()}
+
     async def export(_: Request) -> list[dict[str, Any]]:
         return [record_to_json(r) async for r in knowledge.store.export()]
 
@@ -176,6 +181,7 @@ def add_memory_routes(app: ApiApp, knowledge: KnowledgeService) -> None:
     app.route("POST", "/v1/memory/delete", delete)
     app.route("POST", "/v1/memory/ingest", ingest)
     app.route("GET", "/v1/memory/stats", stats)
+    app.route("GET", "/v1/memory/marks", marks)
     app.route("GET", "/v1/memory/export", export)
     app.route("POST", "/v1/memory/import", import_)
 

@@ -133,6 +133,8 @@ class KnowledgeService:
         self.host.set_stream_handler(MEMSYNC_PROTOCOL, self._serve)
         self.membership.handshake_listeners.append(self.request_sync)
         async with trio.open_nursery() as nursery:
+            # Replicated means Milvus Lite: seal bursts of records once, not every 200 rows.
+            await nursery.start(self.store.run_flusher)
             await nursery.start(self.topic.run, self._on_announcement)
             nursery.start_soon(self._periodic_sync)
             for _ in range(SYNC_WORKERS):
@@ -254,7 +256,7 @@ class KnowledgeService:
                            seq=seq + i, meta=item.meta)
                 for i, item in enumerate(items)
             ]
-            await self.store.put(records)
+            await self.store.put(records, verified=True)  # made and signed just now
         await self._announce(records)
         return records
 

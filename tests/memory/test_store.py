@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 import random
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import pytest
 import trio
 
 import memory.backend
+import memory.flushing
 from memory.embedders import HashingEmbedder
 from memory.errors import EmbedderMismatch, InvalidRecord, MemoryStoreError, StoreUnavailable
 from memory.milvus_server import free_ports
@@ -20,6 +23,7 @@ from memory.store import MemoryStore
 from memory.uris import is_server_uri, redact
 from protocols.peerid import Signer
 from protocols.records import COLLECTIONS, MemoryRecord, new_record, new_tombstone
+from tests.inmemory import eventually
 
 from .helpers import TENANT
 
@@ -402,3 +406,66 @@ async def test_a_partial_backup_does_not_raise_the_mark(
     assert await store.next_seq(signer.peer_id) == 11  # but never reused
     await store.put(records[:4])
     assert await store.high_water() == {signer.peer_id: 10} and store.waiting() == {}
+
+
+async def test_verified_records_skip_the_signature_check_not_the_tenant_check(
+    store: MemoryStore, signer: Signer, other_signer: Signer
+) -> None:
+    # verified=True is for records decoded (and so verified) from the wire or made here.
+    made = rec(signer, 1)
+    assert await store.put([made], verified=True) == 1
+    with pytest.raises(InvalidRecord, match="tenant"):
+        await store.put([rec(signer, 2, tenant="team-other")], verified=True)
+    forged = dataclasses.replace(rec(signer, 2), signature=other_signer.sign(b"x"))
+    with pytest.raises(InvalidRecord, match="signature"):
+        await store.put([forged])  # by default every record is checked
+    assert await store.count() == {EK: 1, CH: 0, PS: 0}
+
+
+async def test_the_flusher_seals_a_lite_burst_once_after_it_ends(
+    tmp_path: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory.flushing, "LITE_FLUSH_ROWS", 2)
+    monkeypatch.setattr(memory.flushing, "LITE_BURST_ROWS", 6)
+    async with MemoryStore(str(tmp_path / "m.db"), tenant=TENANT,
+                           embedder=HashingEmbedder()) as store:
+        flushes: list[str] = []
+        flush = store._backend.flush
+        monkeypatch.setattr(store._backend, "flush",
+                            lambda name: (flushes.append(name), flush(name))[1])
+        await store.put([rec(signer, 1), rec(signer, 2)])
+        assert flushes == [EK]  # no flusher: every put leaving LITE_FLUSH_ROWS flushes
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(store.run_flusher, idle_s=3.0))
+            for seq in range(3, 8, 2):
+                await store.put([rec(signer, seq), rec(signer, seq + 1)])
+            assert flushes == [EK, EK]  # the burst reached LITE_BURST_ROWS (6) once
+            await store.put([rec(signer, 9), rec(signer, 10)])
+            assert flushes == [EK, EK]  # left to the flusher
+            await eventually(lambda: len(flushes) == 3, "the flush after the burst", timeout=10)
+            nursery.cancel_scope.cancel()
+        assert flushes == [EK, EK, EK]
+        assert await store.count() == {EK: 10, CH: 0, PS: 0}
+
+
+def test_milvus_lite_runs_faiss_with_passive_openmp_threads(tmp_path: Path) -> None:
+    # Spinning OpenMP workers cost ~40 % of a node's CPU during a burst (bench/RESULTS.md).
+    # A fresh interpreter: libgomp reads the variable once, when faiss first loads.
+    script = (
+        "import os, sys, trio\n"
+        "from memory.embedders import HashingEmbedder\n"
+        "from memory.store import MemoryStore\n"
+        "async def main():\n"
+        f"    async with MemoryStore(sys.argv[1], tenant={TENANT!r},\n"
+        "                           embedder=HashingEmbedder()):\n"
+        "        print(os.environ.get('OMP_WAIT_POLICY'), 'faiss' in sys.modules)\n"
+        "trio.run(main)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for preset, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / f"{preset}.db")],
+            env=env if preset is None else {**env, "OMP_WAIT_POLICY": preset},
+            capture_output=True, text=True, timeout=120, check=True,
+        )
+        assert result.stdout.split() == [expected, "True"]
