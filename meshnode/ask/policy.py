@@ -42,14 +42,14 @@ Probation: a candidate vouched for (a good record here, ``experience`` above 1, 
 trust of at least ``trust_floor``, more than a clique spreads over its identities), with no
 bad record here, whose trust is still below ``proven_trust``, is *on probation*
 (:attr:`Scored.probation`, whenever exploration is on). Of those the score left out of the
-first wave, the one with the most relevance per unit of trust (the least proven for its
-fit, UCB-like) is asked in it too, on every question. Global trust grows with the volume of
-vouched answers, so a newcomer that answered well a few times still scores far below the
-experts vouched for since the mesh began: without the seat it would be asked again only
-when chance explores it, and stay unproven. It is only asked *beside* the trusted
-candidates, so it answers only by saying the same as them (:func:`corroborated_choice`),
-and so earns its record; an identity nobody vouches for (a Sybil's fresh one) never gets
-the seat.
+first wave, the one with the most relevance per unit of evidence held (trust x experience:
+the least proven for its fit, UCB-like) is asked in it too, on every question. Global
+trust grows with the volume of vouched answers, so a newcomer that answered well a few
+times still scores far below the experts vouched for since the mesh began: without the
+seat it would be asked again only when chance explores it, and stay unproven. It is only
+asked *beside* the trusted candidates, so it answers only by saying the same as them
+(:func:`corroborated_choice`), and so earns its record; an identity nobody vouches for (a
+Sybil's fresh one) never gets the seat.
 
 Answers are taken by quality x trust x experience (:func:`choose_answer`); answers within
 ``near_tie`` of the best count as tied, and a tie goes to the more relevant agent, then the
@@ -206,10 +206,12 @@ def rank(
 
 
 def _probation_need(s: Scored) -> float:
-    # What asking it would teach, UCB-like: its fit over the evidence already held (its
-    # trust factor), so that the least proven relevant candidate gets the seat, not the one
-    # nearest to being proven anyway.
-    return s.factors["relevance"] / s.factors["trust"] if s.factors["trust"] > 0.0 else 0.0
+    # What asking it would teach, UCB-like: its fit over the evidence already held, global
+    # (its trust factor) and this node's own (its experience, which grows with every good
+    # outcome here), so that the least proven relevant candidate gets the seat, not one
+    # this node already knows well or one nearly proven anyway.
+    held = s.factors["trust"] * s.factors["experience"]
+    return s.factors["relevance"] / held if held > 0.0 else 0.0
 
 
 def waves(ranked: Sequence[Scored], *, fanout: int, max_waves: int) -> list[list[Scored]]:

@@ -216,7 +216,7 @@ def test_waves_partition_the_ranking(
         left_out = plain[fanout:]
         if any(s.probation for s in left_out):  # the neediest on probation is asked now
             assert extra and extra[0].probation
-            need = [s.factors["relevance"] / s.factors["trust"]
+            need = [s.factors["relevance"] / (s.factors["trust"] * s.factors["experience"])
                     for s in (extra[0], *(s for s in left_out if s.probation))]
             assert need[0] == max(need)
             left_out = [s for s in left_out if s is not extra[0]]
@@ -305,6 +305,14 @@ def test_the_probation_seat_goes_to_the_least_proven_for_its_fit() -> None:
     # One on probation ranks among the trusted: the seat still goes to the least proven.
     held = waves([s for s in ranked if not s.explore], fanout=3, max_waves=2)[0]
     assert [s.candidate.peer_id for s in held] == ["t0", "t1", "rising", "newer"]
+    # As trusted, as relevant: the one this node knows less (a smaller record here) is the
+    # one asking teaches more about, though the other scores higher.
+    known = cand("known", relevance=0.8, trust=0.1, experience=1.9)
+    unknown = cand("unknown", relevance=0.8, trust=0.1, experience=1.0)
+    ranked = rank([*trusted, known, unknown], min_relevance=0.0, explore=0.05,
+                  rng=random.Random(3))
+    first = waves([s for s in ranked if not s.explore], fanout=2, max_waves=2)[0]
+    assert [s.candidate.peer_id for s in first] == ["t0", "t1", "unknown"]
 
 
 def test_waves_refuse_nonsense() -> None:
