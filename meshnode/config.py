@@ -159,7 +159,9 @@ class RoutingSettings:
         0.05, "Share of questions on which one untrusted newcomer is asked first, so it can "
         "earn trust. Each such question risks a liar's answer: bench/RESULTS.md shows 0.05 as "
         "the balance. Above 0, an agent more relevant than the most trusted one, whose answer "
-        "says the same from its own records, also gives that answer.", check=within(0, 1))
+        "says the same from its own records, also gives that answer, and one agent on probation "
+        "(vouched for, not yet trusted enough to rank) is asked beside the trusted ones.",
+        check=within(0, 1))
     min_quality: float = setting(
         0.2, "Answers the asker judges below this quality (0..1) are not taken.",
         check=within(0, 1))

@@ -38,6 +38,19 @@ trust plus ``explore_floor``: one that others already vouch for is explored more
 than an identity nobody vouches for. There is nothing to explore while no relevant
 candidate has earned trust or experience (a fresh mesh): then the ranking stands.
 
+Probation: a candidate vouched for (a good record here, ``experience`` above 1, or global
+trust of at least ``trust_floor``, more than a clique spreads over its identities), with no
+bad record here, whose trust is still below ``proven_trust``, is *on probation*
+(:attr:`Scored.probation`, whenever exploration is on). Of those the score left out of the
+first wave, the one with the most relevance per unit of evidence held (trust x experience:
+the least proven for its fit, UCB-like) is asked in it too, on every question. Global
+trust grows with the volume of vouched answers, so a newcomer that answered well a few
+times still scores far below the experts vouched for since the mesh began: without the
+seat it would be asked again only when chance explores it, and stay unproven. It is only
+asked *beside* the trusted candidates, so it answers only by saying the same as them
+(:func:`corroborated_choice`), and so earns its record; an identity nobody vouches for (a
+Sybil's fresh one) never gets the seat.
+
 Answers are taken by quality x trust x experience (:func:`choose_answer`); answers within
 ``near_tie`` of the best count as tied, and a tie goes to the more relevant agent, then the
 nearer one, never to chance. Trust decides what the answer is; among the agents whose
@@ -77,6 +90,7 @@ class RoutingPolicy:
     newcomer_trust: float = 0.05
     near_tie: float = 0.1
     explore_floor: float = 0.01
+    proven_trust: float = 0.5
 
 
 DEFAULT_POLICY = RoutingPolicy()
@@ -105,6 +119,7 @@ class Scored:
     score: float
     factors: dict[str, float]
     explore: bool = False
+    probation: bool = False  # a good record here, not yet the trust to rank: see waves()
 
     def explain(self) -> dict[str, Any]:
         return {
@@ -113,6 +128,7 @@ class Scored:
             "score": self.score,
             "factors": dict(self.factors),
             "explore": self.explore,
+            "probation": self.probation,
         }
 
 
@@ -145,6 +161,13 @@ def _established(candidate: Candidate, policy: RoutingPolicy) -> bool:
     return _unit(candidate.trust) >= policy.newcomer_trust or _experience(candidate) > 1.0
 
 
+def _on_probation(candidate: Candidate, policy: RoutingPolicy) -> bool:
+    # Vouched for: a good record here, or more trust than a clique's dust (the floor).
+    experience, trust = _experience(candidate), _unit(candidate.trust)
+    vouched = experience > 1.0 or trust >= policy.trust_floor
+    return vouched and experience >= 1.0 and trust < policy.proven_trust
+
+
 def rank(
     candidates: Sequence[Candidate],
     *,
@@ -157,9 +180,13 @@ def rank(
 
     With probability ``explore`` one newcomer, drawn in proportion to its score without
     the trust factor times (its trust + ``explore_floor``), is moved to the front and
-    marked ``explore``.
+    marked ``explore``. With ``explore`` above 0, the candidates on probation (vouched
+    for, no bad record here, trust below ``proven_trust``) are marked ``probation``.
     """
     relevant = [score(c, policy) for c in candidates if _unit(c.relevance) >= min_relevance]
+    if explore > 0.0:
+        relevant = [Scored(s.candidate, s.score, s.factors, probation=True)
+                    if _on_probation(s.candidate, policy) else s for s in relevant]
     # Ties (e.g. a fresh mesh where all are unknown) go to the lower peer ID, not to
     # whichever order the peer table happened to list them in.
     relevant.sort(key=lambda s: (-s.score, s.candidate.peer_id, s.candidate.agent))
@@ -173,23 +200,39 @@ def rank(
         pick = rng.choices(newcomers, weights=weights)[0]
     else:
         pick = rng.choice(newcomers)
-    explored = Scored(pick.candidate, pick.score, pick.factors, explore=True)
+    explored = Scored(pick.candidate, pick.score, pick.factors, explore=True,
+                      probation=pick.probation)
     return [explored, *(s for s in relevant if s is not pick)]
+
+
+def _probation_need(s: Scored) -> float:
+    # What asking it would teach, UCB-like: its fit over the evidence already held, global
+    # (its trust factor) and this node's own (its experience, which grows with every good
+    # outcome here), so that the least proven relevant candidate gets the seat, not one
+    # this node already knows well or one nearly proven anyway.
+    held = s.factors["trust"] * s.factors["experience"]
+    return s.factors["relevance"] / held if held > 0.0 else 0.0
 
 
 def waves(ranked: Sequence[Scored], *, fanout: int, max_waves: int) -> list[list[Scored]]:
     """Groups to ask in turn, each in parallel, until one yields an acceptable answer.
 
     At most ``max_waves`` groups of ``fanout`` by score. Beyond ``fanout``, the first
-    group also holds the exploration pick and the most relevant candidate, if the score
-    left them out: asked beside the trusted candidates, they can corroborate their answer
-    (and then answer, see :func:`corroborated_choice`) without the asker depending on them.
+    group also holds the exploration pick, the neediest candidate on probation and the
+    most relevant candidate, if the score left them out: asked
+    beside the trusted candidates, they can corroborate their answer (and then answer, see
+    :func:`corroborated_choice`) without the asker depending on them.
     """
     if fanout < 1 or max_waves < 1:
         raise ValueError("fanout and max_waves must be at least 1")
     rest = list(ranked)
     first = [rest.pop(0)] if rest and rest[0].explore else []
     first, rest = rest[:fanout] + first, rest[fanout:]
+    on_probation = [s for s in rest if s.probation]
+    if on_probation:
+        chosen = max(on_probation, key=_probation_need)  # the best ranked if tied
+        first.append(chosen)
+        rest = [s for s in rest if s is not chosen]  # by identity: equal ones may repeat
     if rest:
         fittest = max(rest, key=lambda s: _unit(s.candidate.relevance))  # the first if tied
         if _unit(fittest.candidate.relevance) > max(_unit(s.candidate.relevance)

@@ -86,7 +86,8 @@ def _hop_lines(hops: list[Any], indent: str) -> list[str]:
 
 def _explain_lines(explain: dict[str, Any]) -> list[str]:
     rows = [(c["agent"], c["peer_id"][-8:], f"{c['factors']['relevance']:.3f}",
-             f"{c['factors']['trust']:.3f}", f"{c['score']:.4f}", "yes" if c["explore"] else "")
+             f"{c['factors']['trust']:.3f}", f"{c['score']:.4f}",
+             "yes" if c["explore"] else "probation" if c.get("probation") else "")
             for c in explain["candidates"]]
     lines = ["candidates (relevance is squared; trust includes its floor):",
              render_table(["AGENT", "PEER", "RELEVANCE", "TRUST", "SCORE", "EXPLORE"], rows)]

@@ -198,23 +198,32 @@ def test_waves_partition_the_ranking(
     flat = [s for g in groups for s in g]
     assert len({id(s) for s in flat}) == len(flat)  # nobody is asked twice
     explored = [s for s in ranked if s.explore]
-    # The first wave: the exploration pick, the best by score, and at most one extra (the
-    # most relevant left out); the others: in order, fanout each.
+    # The first wave: the exploration pick, the best by score, and at most two extras (the
+    # neediest on probation left out, then the most relevant left out); the others: in
+    # order, fanout each.
     if groups:
         first = groups[0]
         assert all(s in first for s in explored)
         plain = [s for s in ranked if not s.explore]
         assert [s for s in first if not s.explore][:fanout] == plain[:fanout]
-        assert len(first) <= fanout + len(explored) + 1
+        assert len(first) <= fanout + len(explored) + 2
         later = [s for g in groups[1:] for s in g]
         assert all(0 < len(g) <= fanout for g in groups[1:])
         extra = [s for s in first if not s.explore][fanout:]
         # By identity: equal candidates may be ranked twice.
         remaining = [s for s in plain[fanout:] if all(s is not e for e in extra)]
         assert later == remaining[: len(later)]
-        if extra:  # the most relevant candidate the score left out
-            assert extra[0].candidate.relevance >= max(s.candidate.relevance
-                                                       for s in plain[fanout:])
+        left_out = plain[fanout:]
+        if any(s.probation for s in left_out):  # the neediest on probation is asked now
+            assert extra and extra[0].probation
+            need = [s.factors["relevance"] / (s.factors["trust"] * s.factors["experience"])
+                    for s in (extra[0], *(s for s in left_out if s.probation))]
+            assert need[0] == max(need)
+            left_out = [s for s in left_out if s is not extra[0]]
+            extra = extra[1:]
+        if extra:  # the most relevant candidate left out
+            assert len(extra) == 1
+            assert extra[0].candidate.relevance >= max(s.candidate.relevance for s in left_out)
 
 
 def test_trust_picks_the_answer_and_relevance_who_gives_it() -> None:
@@ -251,6 +260,59 @@ def test_the_most_relevant_candidate_joins_the_first_wave() -> None:
     first, *rest = waves(ranked, fanout=2, max_waves=3)
     assert [s.candidate.peer_id for s in first] == ["g1", "g2", "expert"]
     assert [[s.candidate.peer_id for s in g] for g in rest] == [["g3"]]
+
+
+def test_a_candidate_on_probation_is_asked_beside_the_trusted_ones() -> None:
+    # An expert that answered well here once (experience 4/3) but that few vouch for yet
+    # scores a fiftieth of the trusted experts: without the seat it would never be asked
+    # again, and a more relevant stranger (which nobody vouches for) takes the fittest seat.
+    cs = [cand("t1", relevance=0.8, trust=1.0, experience=1.9),
+          cand("t2", relevance=0.8, trust=1.0, experience=1.8),
+          cand("t3", relevance=0.8, trust=1.0, experience=1.7),
+          cand("new", relevance=0.8, trust=0.0, experience=4 / 3),
+          cand("stranger", relevance=0.9, trust=0.0)]
+    ranked = rank(cs, min_relevance=0.5, explore=0.05, rng=random.Random(0))
+    assert [s.candidate.peer_id for s in ranked if s.probation] == ["new"]
+    first, *rest = waves([s for s in ranked if not s.explore], fanout=2, max_waves=3)
+    assert [s.candidate.peer_id for s in first] == ["t1", "t2", "new", "stranger"]
+    assert [[s.candidate.peer_id for s in g] for g in rest] == [["t3"]]
+    # Exploration off (the operator's choice): nobody is on probation.
+    plain = rank(cs, min_relevance=0.5, explore=0.0, rng=random.Random(0))
+    assert not any(s.probation for s in plain)
+    assert "new" not in [s.candidate.peer_id for s in waves(plain, fanout=2, max_waves=3)[0]]
+
+
+def test_only_the_vouched_for_with_no_bad_record_are_on_probation() -> None:
+    cs = [cand("fresh", trust=0.0),  # a new identity nobody vouches for: a Sybil's, maybe
+          cand("dust", trust=FLOOR / 2),  # what a clique spreads over its identities
+          cand("vouched", trust=FLOOR),  # others' good record with it
+          cand("known", trust=0.0, experience=1.2),  # this node's good record with it
+          cand("caught", trust=0.3, experience=0.8),  # a bad record here outweighs trust
+          cand("proven", trust=DEFAULT_POLICY.proven_trust, experience=1.5)]  # ranks itself
+    ranked = rank(cs, min_relevance=0.0, explore=0.05, rng=random.Random(1))
+    assert sorted(s.candidate.peer_id for s in ranked if s.probation) == ["known", "vouched"]
+
+
+def test_the_probation_seat_goes_to_the_least_proven_for_its_fit() -> None:
+    trusted = [cand(f"t{i}", trust=1.0, experience=2.0) for i in range(2)]
+    rising = cand("rising", relevance=0.8, trust=0.3, experience=1.9)
+    newer = cand("newer", relevance=0.8, trust=0.03, experience=1.3)
+    off_topic = cand("poor-fit", relevance=0.1, trust=0.02, experience=1.3)
+    ranked = rank([*trusted, rising, newer, off_topic], min_relevance=0.0, explore=0.05,
+                  rng=random.Random(2))
+    first = waves([s for s in ranked if not s.explore], fanout=2, max_waves=2)[0]
+    assert [s.candidate.peer_id for s in first] == ["t0", "t1", "newer"]
+    # One on probation ranks among the trusted: the seat still goes to the least proven.
+    held = waves([s for s in ranked if not s.explore], fanout=3, max_waves=2)[0]
+    assert [s.candidate.peer_id for s in held] == ["t0", "t1", "rising", "newer"]
+    # As trusted, as relevant: the one this node knows less (a smaller record here) is the
+    # one asking teaches more about, though the other scores higher.
+    known = cand("known", relevance=0.8, trust=0.1, experience=1.9)
+    unknown = cand("unknown", relevance=0.8, trust=0.1, experience=1.0)
+    ranked = rank([*trusted, known, unknown], min_relevance=0.0, explore=0.05,
+                  rng=random.Random(3))
+    first = waves([s for s in ranked if not s.explore], fanout=2, max_waves=2)[0]
+    assert [s.candidate.peer_id for s in first] == ["t0", "t1", "unknown"]
 
 
 def test_waves_refuse_nonsense() -> None:
