@@ -14,7 +14,8 @@ launch). Then, over ``--settle`` seconds of an idle mesh:
 Then a new node joins through one peer and we time how long it takes to list all N.
 
 ``--parallel K`` launches K daemons at a time, as a real mesh's machines start side by side
-(the first alone; each later one bootstrapped from a node already up); the default of 1
+(the first alone; each later one bootstrapped from a node already up, at most
+JOINERS_PER_NODE of a batch through the same node: 1, 4, 20 for 25); the default of 1
 launches them one after another, each waiting for the previous one to serve. Start-up CPU
 is each daemon's CPU seconds from launch to "meshed" (less sensitive to machine load than
 the wall time). ``--profile`` records a py-spy profile of one daemon during the window.
@@ -46,6 +47,9 @@ from meshnode.cli.client import DaemonClient
 from meshnode.stats import quantile
 from tests.integration.harness import Daemon, mesh, wait_for
 
+#: With --parallel: newcomers of one batch bootstrapped from the same node, at most.
+JOINERS_PER_NODE = 4
+
 
 def _port(addr: str) -> int:
     return int(addr.split("/tcp/")[1].split("/")[0])
@@ -66,10 +70,14 @@ def _start(homes: list[Daemon], nodes: list[Daemon], parallel: int,
     this ends)."""
     up: list[Daemon] = []
     while len(up) < len(homes):
-        # The first node alone: every later one needs a node that is up to bootstrap from.
-        batch = homes[len(up):len(up) + (parallel if up else 1)]
-        for node in batch:
-            node.launch(*([rng.choice(up).addr] if up else []), log_level="info")
+        # The first node alone: every later one needs a node that is up to bootstrap from,
+        # and no node is the entry point of more than JOINERS_PER_NODE of a batch (a mesh
+        # started side by side has several bootstrap nodes, not one for everybody).
+        size = min(parallel, JOINERS_PER_NODE * len(up)) if up else 1
+        batch = homes[len(up):len(up) + size]
+        entries = rng.sample(up, len(up))
+        for i, node in enumerate(batch):
+            node.launch(*([entries[i % len(entries)].addr] if up else []), log_level="info")
             nodes.append(node)
         for node in batch:
             node.wait_started(timeout=300)

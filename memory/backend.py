@@ -68,6 +68,11 @@ def _in(field_name: str, values: Sequence[str]) -> str:
     return f"{field_name} in [{', '.join(literal(v) for v in values)}]"
 
 
+#: Milvus Lite's server runs in this process: pymilvus' keepalive pings (every 10 s, even
+#: with no call in flight) only earn a "too_many_pings" GOAWAY from it and a reconnect.
+_LITE_GRPC = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": False}
+
+
 def _code_name(code: Any) -> str:
     """The name of a gRPC status code (``grpc.StatusCode.UNAVAILABLE``: "UNAVAILABLE")."""
     return str(getattr(code, "name", code))
@@ -172,7 +177,8 @@ class Backend:
             self._lite_path = uri
         try:
             return MilvusClient(
-                uri=uri, token=self.token or "", timeout=self.timeout, dedicated=True
+                uri=uri, token=self.token or "", timeout=self.timeout, dedicated=True,
+                grpc_options=_LITE_GRPC if self.is_lite else {},
             )
         except MilvusException as exc:
             self._release_lite()
