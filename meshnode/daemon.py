@@ -331,6 +331,7 @@ class Node:
                     await nursery.start(lan.run)
                 await nursery.start(nat.run)
                 self.api_url = await nursery.start(serve_api, app, config.api_listen, shutdown)
+                clock.mark("serving")
                 write_runtime(
                     config.home,
                     {"pid": os.getpid(), "api": self.api_url, "peer_id": self.signer.peer_id},
