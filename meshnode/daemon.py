@@ -49,6 +49,7 @@ from meshnode.node.limits import LimitedHost, PeerLimits
 from meshnode.node.membership import HELLO_TIMEOUT_S, Membership
 from meshnode.node.nat import NatService
 from meshnode.node.sdnotify import notify
+from meshnode.node.startup import StartupClock
 from meshnode.node.transport import Host
 from meshnode.trust.service import TrustService
 from protocols.a2a import card_to_wire
@@ -56,34 +57,6 @@ from protocols.peerid import Signer
 
 log = logging.getLogger(__name__)
 
-
-def _process_age() -> float:
-    """Seconds since this process was launched (Linux: from /proc; else since import)."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
-        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
-        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
-    except (OSError, ValueError, IndexError, AttributeError):
-        return time.monotonic() - _IMPORTED
-
-
-_IMPORTED = time.monotonic()
-
-
-class StartupClock:
-    """Where start-up went: wall seconds since launch and CPU seconds of this process (all
-    its threads) at each phase, logged once the node serves and once it has met a peer."""
-
-    def __init__(self) -> None:
-        self.marks: dict[str, tuple[float, float]] = {}
-        self.mark("imported")
-
-    def mark(self, phase: str) -> None:
-        if phase not in self.marks:
-            self.marks[phase] = (round(_process_age(), 3), round(time.process_time(), 3))
-
-    def report(self) -> dict[str, list[float]]:
-        return {phase: [wall, cpu] for phase, (wall, cpu) in self.marks.items()}
 
 
 @contextmanager
