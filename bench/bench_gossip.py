@@ -1,8 +1,9 @@
 """Gossip benchmark: what an idle mesh costs each node, presence latency, and joining.
 
-Starts N real `meshnode start` processes on loopback (default settings), each bootstrapped
-from a random earlier node, and waits until every node knows every other ("up and meshed",
-timed from the first launch). Then, over ``--settle`` seconds of an idle mesh:
+Makes N node homes (``meshnode init``, untimed), then starts N real `meshnode start`
+processes on loopback (default settings), each bootstrapped from a random node already up,
+and waits until every node knows every other ("up and meshed", timed from the first
+launch). Then, over ``--settle`` seconds of an idle mesh:
 
 - **idle cost per node**: CPU (% of one core) of each daemon process, and its libp2p bytes
   on the wire (sent + received, from the kernel's per-socket TCP counters), per second;
@@ -12,8 +13,12 @@ timed from the first launch). Then, over ``--settle`` seconds of an idle mesh:
 
 Then a new node joins through one peer and we time how long it takes to list all N.
 
-``--parallel K`` launches K daemons at a time (each still bootstrapped from a node already
-up); ``--profile`` records a py-spy profile of one daemon during the window.
+``--parallel K`` launches K daemons at a time, as a real mesh's machines start side by side
+(the first alone; each later one bootstrapped from a node already up, at most
+JOINERS_PER_NODE of a batch through the same node: 1, 4, 20 for 25); the default of 1
+launches them one after another, each waiting for the previous one to serve. Start-up CPU
+is each daemon's CPU seconds from launch to "meshed" (less sensitive to machine load than
+the wall time). ``--profile`` records a py-spy profile of one daemon during the window.
 
     python bench/bench_gossip.py --sizes 5 15 25 50 --settle 60
 """
@@ -29,37 +34,51 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from procstats import rss_mb, sample
+from procstats import cpu_seconds, rss_mb, sample
 
 from meshnode.cli.client import DaemonClient
 from meshnode.stats import quantile
 from tests.integration.harness import Daemon, mesh, wait_for
+
+#: With --parallel: newcomers of one batch bootstrapped from the same node, at most.
+JOINERS_PER_NODE = 4
 
 
 def _port(addr: str) -> int:
     return int(addr.split("/tcp/")[1].split("/")[0])
 
 
-def _start(root: Path, nodes: list[Daemon], size: int, parallel: int,
+def _init(root: Path, size: int) -> list[Daemon]:
+    """``size`` node homes (``meshnode init``: a key and a config), made before the clock
+    starts: a machine is initialised once, not at every start."""
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda i: Daemon(root, f"n{i}", "bench", fast=False),
+                             range(size)))
+
+
+def _start(homes: list[Daemon], nodes: list[Daemon], parallel: int,
            rng: random.Random) -> None:
-    """Launch ``size`` daemons, ``parallel`` at a time, each bootstrapped from a node already
+    """Launch the daemons, ``parallel`` at a time, each bootstrapped from a node already
     up; each goes into ``nodes`` as soon as it is launched (so that it is stopped however
     this ends)."""
     up: list[Daemon] = []
-    while len(up) < size:
-        batch = []
-        # The first node alone: every later one needs a node that is up to bootstrap from.
-        for i in range(len(up), min(size, len(up) + (parallel if up else 1))):
-            node = Daemon(root, f"n{i}", "bench", fast=False)
-            node.launch(*([rng.choice(up).addr] if up else []), log_level="info")
+    while len(up) < len(homes):
+        # The first node alone: every later one needs a node that is up to bootstrap from,
+        # and no node is the entry point of more than JOINERS_PER_NODE of a batch (a mesh
+        # started side by side has several bootstrap nodes, not one for everybody).
+        size = min(parallel, JOINERS_PER_NODE * len(up)) if up else 1
+        batch = homes[len(up):len(up) + size]
+        entries = rng.sample(up, len(up))
+        for i, node in enumerate(batch):
+            node.launch(*([entries[i % len(entries)].addr] if up else []), log_level="info")
             nodes.append(node)
-            batch.append(node)
         for node in batch:
             node.wait_started(timeout=300)
         up += batch
@@ -69,8 +88,9 @@ def run(size: int, settle: float, parallel: int, rng: random.Random,
         profile: Path | None, newcomer: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, mesh(Path(tmp)) as nodes:
         root = Path(tmp)
+        homes = _init(root, size)
         started = time.monotonic()
-        _start(root, nodes, size, parallel, rng)
+        _start(homes, nodes, parallel, rng)
         up_s = time.monotonic() - started
         clients = [DaemonClient(n.home) for n in nodes]
         wait_for(
@@ -81,6 +101,7 @@ def run(size: int, settle: float, parallel: int, rng: random.Random,
         full_mesh_s = time.monotonic() - started
         pids = [n.proc.pid for n in nodes if n.proc]
         ports = {_port(n.addr) for n in nodes}
+        start_cpu = [cpu_seconds(p) for p in pids]
         spy = None
         if profile is not None:
             spy = subprocess.Popen(
@@ -116,6 +137,7 @@ def run(size: int, settle: float, parallel: int, rng: random.Random,
             "rss_mean": statistics.fmean(rss),
             "links_mean": statistics.fmean(links),
             "up_s": up_s,
+            "start_cpu_mean": statistics.fmean(start_cpu), "start_cpu_max": max(start_cpu),
             "meshed_s": full_mesh_s,
             "learn_from_api_up_s": float("nan"),
             "learn_from_launch_s": float("nan"),
@@ -153,14 +175,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    print("nodes  up s  meshed s  cpu %/node (mean, max)  KB/s/node (mean, max)  RSS MB  "
-          "links  presence n  p50 ms  p99 ms  newcomer learns mesh s (from launch)")
+    print(f"launched {args.parallel} at a time")
+    print("nodes  up s  meshed s  start CPU s/node (mean, max)  cpu %/node (mean, max)  "
+          "KB/s/node (mean, max)  RSS MB  links  presence n  p50 ms  p99 ms  "
+          "newcomer learns mesh s (from launch)")
     for size in args.sizes:
         profile = (args.profile.with_suffix(f".{size}.txt") if args.profile else None)
         load = os.getloadavg()[0]
         r = run(size, args.settle, args.parallel, rng, profile, not args.no_newcomer)
         print(
             f"{r['nodes']:5}  {r['up_s']:5.0f}  {r['meshed_s']:8.0f}  "
+            f"{r['start_cpu_mean']:10.2f} {r['start_cpu_max']:5.2f}  "
             f"{r['cpu_mean']:10.2f} {r['cpu_max']:6.2f}  "
             f"{r['kbps_mean']:14.2f} {r['kbps_max']:6.2f}  {r['rss_mean']:6.0f}  "
             f"{r['links_mean']:5.1f}  "

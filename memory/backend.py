@@ -14,10 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-import grpc  # type: ignore[import-untyped]
-from pymilvus import DataType, MilvusClient, MilvusException
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from memory.errors import BackendError, EmbedderMismatch, StoreUnavailable
 from memory.uris import is_server_uri, redact
@@ -30,6 +27,13 @@ from protocols.records import (
     MemoryRecord,
     verify_record,
 )
+
+if TYPE_CHECKING:
+    from pymilvus import MilvusClient
+
+# pymilvus (which imports pandas and gRPC: ~0.5 s of CPU and ~100 MB) is imported by the
+# first call that needs it, in the worker thread that opens the store, not by importing
+# this module: a node serves its peers while its memory opens (see MemoryStore.opening).
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,7 +52,7 @@ INDEXES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 MAX_WINDOW = 16_384
 _SCALARS = ["id", "tenant", "text", "kind", "author", "agent", "created", "seq", "meta",
             "signature"]
-_UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+_UNAVAILABLE = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}  # gRPC status code names
 #: Terms of one "or" chain in a filter expression.
 _OR_CHUNK = 64
 
@@ -62,6 +66,16 @@ def literal(value: str) -> str:
 
 def _in(field_name: str, values: Sequence[str]) -> str:
     return f"{field_name} in [{', '.join(literal(v) for v in values)}]"
+
+
+#: Milvus Lite's server runs in this process: pymilvus' keepalive pings (every 10 s, even
+#: with no call in flight) only earn a "too_many_pings" GOAWAY from it and a reconnect.
+_LITE_GRPC = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": False}
+
+
+def _code_name(code: Any) -> str:
+    """The name of a gRPC status code (``grpc.StatusCode.UNAVAILABLE``: "UNAVAILABLE")."""
+    return str(getattr(code, "name", code))
 
 
 class _LiteServers:
@@ -112,15 +126,19 @@ class Backend:
 
     @contextmanager
     def _translated(self, what: str) -> Iterator[None]:
+        import grpc  # type: ignore[import-untyped]
+        from pymilvus import MilvusException
+
         where = redact(self.uri)
         try:
             yield
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
-            cls = StoreUnavailable if code in _UNAVAILABLE else BackendError
+            cls = StoreUnavailable if _code_name(code) in _UNAVAILABLE else BackendError
             raise cls(f"Milvus at {where}: {what} failed: {code}") from exc
         except MilvusException as exc:
-            unavailable = exc.code in _UNAVAILABLE or "unavailable" in exc.message.lower()
+            unavailable = (_code_name(exc.code) in _UNAVAILABLE
+                           or "unavailable" in exc.message.lower())
             cls = StoreUnavailable if unavailable else BackendError
             raise cls(f"Milvus at {where}: {what} failed: {exc.message or exc}") from exc
 
@@ -147,6 +165,8 @@ class Backend:
             return list(pool.map(fn, COLLECTIONS))
 
     def _connect(self) -> MilvusClient:
+        from pymilvus import MilvusClient, MilvusException
+
         uri = self.uri
         if self.is_lite:
             # Milvus Lite builds each new segment's HNSW index in faiss, in this process;
@@ -163,7 +183,8 @@ class Backend:
             self._lite_path = uri
         try:
             return MilvusClient(
-                uri=uri, token=self.token or "", timeout=self.timeout, dedicated=True
+                uri=uri, token=self.token or "", timeout=self.timeout, dedicated=True,
+                grpc_options=_LITE_GRPC if self.is_lite else {},
             )
         except MilvusException as exc:
             self._release_lite()
@@ -211,6 +232,8 @@ class Backend:
         return self._client
 
     def _create_collection(self, name: str) -> None:
+        from pymilvus import DataType
+
         client = self._client_()
         schema = client.create_schema(
             auto_id=False,

@@ -16,6 +16,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -96,6 +97,9 @@ class MemoryStore:
         self._marks = Marks()
         self._flushes = FlushPolicy()
         self._is_open = False
+        #: Set when an opening ended, opened or not (what calls made meanwhile wait for).
+        self._opening: trio.Event | None = None
+        self._failure = ""
         #: Called with the seconds each search took (embedding included): the node's metrics.
         self.search_observers: list[Callable[[float], None]] = []
 
@@ -106,21 +110,70 @@ class MemoryStore:
         # Each Milvus call carries its own timeout instead.
         return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._limiter)
 
-    async def __aenter__(self) -> MemoryStore:
+    @property
+    def state(self) -> str:
+        """One of: open, opening (calls wait for it), failed: why, closed."""
         if self._is_open:
+            return "open"
+        if self._opening is not None and not self._opening.is_set():
+            return "opening"
+        return f"failed: {self._failure}" if self._failure else "closed"
+
+    @asynccontextmanager
+    async def opening(self) -> AsyncIterator[MemoryStore]:
+        """Open the store in the background: the block starts at once, and every call made
+        meanwhile waits until the store is open (nothing is refused for being early). An
+        opening that fails ends the block with its error; leaving the block closes the store.
+
+        A node serves its peers and joins the mesh while Milvus Lite starts (seconds)."""
+        self._begin_opening()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._open)
+                yield self
+                nursery.cancel_scope.cancel()  # an opening still under way is not wanted
+        finally:
+            if self._is_open:
+                await self.__aexit__(None, None, None)
+
+    async def wait_open(self) -> None:
+        """Wait until the store is open; MemoryStoreError if it is not (or failed to open)."""
+        if self._is_open:
+            return
+        if self._opening is not None:
+            await self._opening.wait()
+        if not self._is_open:
+            raise MemoryStoreError(f"the memory store is not open ({self.state})"
+                                   if self._failure else
+                                   "the memory store is not open (use 'async with')")
+
+    def _begin_opening(self) -> None:
+        if self._is_open or self.state == "opening":
             raise MemoryStoreError("the memory store is already open")
+        self._opening, self._failure = trio.Event(), ""
+
+    async def __aenter__(self) -> MemoryStore:
+        self._begin_opening()
+        await self._open()
+        return self
+
+    async def _open(self) -> None:
+        assert self._opening is not None
         try:
             await self._run(self._backend.open)
             if self._backend.is_lite:
                 # After a crash Lite replays its log into the slow memtable: seal it now.
                 await self._run(self._flush_pending, True)
             self._marks = await self._run(load_marks, self._backend)
-        except BaseException:
+            self._is_open = True
+        except BaseException as exc:
+            if not isinstance(exc, trio.Cancelled):  # cancelled: closed, not failed
+                self._failure = str(exc) or type(exc).__name__
             with trio.CancelScope(shield=True):
                 await self._run(self._backend.close)
             raise
-        self._is_open = True
-        return self
+        finally:
+            self._opening.set()
 
     async def __aexit__(
         self,
@@ -149,10 +202,6 @@ class MemoryStore:
         if scope.cancelled_caught:
             log.warning("closing the memory store took over %s s", CLOSE_DEADLINE_S)
 
-    def _check_open(self) -> None:
-        if not self._is_open:
-            raise MemoryStoreError("the memory store is not open (use 'async with')")
-
     # -- writing --------------------------------------------------------------------------
 
     async def put(self, records: Sequence[MemoryRecord], *, verified: bool = False) -> int:
@@ -166,7 +215,7 @@ class MemoryStore:
         tombstone deletes its target when both have the same author, even if the target
         arrives after it, and is itself kept.
         """
-        self._check_open()
+        await self.wait_open()
         unique = list({r.id: r for r in records}.values())
         if not unique:
             return 0
@@ -275,7 +324,7 @@ class MemoryStore:
 
     async def flush(self) -> None:
         """Seal every collection's fresh rows into indexed, persisted segments."""
-        self._check_open()
+        await self.wait_open()
         async with self._write_lock:
             await self._run(self._flush_pending, True)
 
@@ -286,7 +335,7 @@ class MemoryStore:
     ) -> list[SearchHit]:
         """The ``k`` records most similar to ``query`` (best first), in one collection or
         in all three merged by score; tombstones are never returned."""
-        self._check_open()
+        await self.wait_open()
         if not 1 <= k <= MAX_K:
             raise MemoryStoreError(f"k must be in 1..{MAX_K}, got {k}")
         names = COLLECTIONS if collection is None else (_known(collection),)
@@ -315,7 +364,7 @@ class MemoryStore:
 
     async def get(self, ids: Sequence[str]) -> list[MemoryRecord]:
         """The held records among ``ids`` (tombstones included), in the order asked."""
-        self._check_open()
+        await self.wait_open()
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return []
@@ -328,24 +377,24 @@ class MemoryStore:
 
     async def high_water(self) -> dict[str, int]:
         """Per author, its mark: every position up to it is held or freed (memory.marks)."""
-        self._check_open()
+        await self.wait_open()
         return self._marks.marks()
 
     async def expected(self, author: str) -> int:
         """The position of ``author``'s sequence this store needs next (its mark + 1)."""
-        self._check_open()
+        await self.wait_open()
         return self._marks.mark(author) + 1
 
     async def next_seq(self, author: str) -> int:
         """A seq ``author`` has not used as far as this store knows: after every record of
         it held (for this node's own writes)."""
-        self._check_open()
+        await self.wait_open()
         return self._marks.top(author) + 1
 
     async def held_bytes(self, author: str) -> int:
         """Bytes of text and metadata of ``author``'s records held (memory.budget's
         measure); reads them all, so callers keep the answer."""
-        self._check_open()
+        await self.wait_open()
         _valid_author(author)
         where = f"author == {literal(author)} and kind != {literal(TOMBSTONE)}"
 
@@ -362,7 +411,7 @@ class MemoryStore:
 
     async def records_since(self, author: str, after_seq: int, limit: int) -> list[MemoryRecord]:
         """Up to ``limit`` of ``author``'s records with seq > ``after_seq``, by seq."""
-        self._check_open()
+        await self.wait_open()
         _valid_author(author)
         if not 1 <= limit <= MAX_WINDOW or after_seq < 0:
             raise MemoryStoreError(f"need 0 <= after_seq and 1 <= limit <= {MAX_WINDOW}")
@@ -376,7 +425,7 @@ class MemoryStore:
         """What a sync peer gets for ``author``'s positions after ``after_seq``, up to
         ``limit`` of them and the mark: per position the record with that seq, else the
         tombstone freeing it; it stops before a position this store cannot account for."""
-        self._check_open()
+        await self.wait_open()
         _valid_author(author)
         if not 1 <= limit <= MAX_WINDOW or after_seq < 0:
             raise MemoryStoreError(f"need 0 <= after_seq and 1 <= limit <= {MAX_WINDOW}")
@@ -403,7 +452,7 @@ class MemoryStore:
 
     async def export(self) -> AsyncIterator[MemoryRecord]:
         """Every record held, tombstones included, in (author, seq) order."""
-        self._check_open()
+        await self.wait_open()
         for author in self._marks.authors():
             after = 0
             while batch := await self.records_since(author, after, 1000):
@@ -412,11 +461,11 @@ class MemoryStore:
                 after = batch[-1].seq
 
     async def count(self) -> dict[str, int]:
-        self._check_open()
+        await self.wait_open()
         return {name: await self._run(self._backend.count, name) for name in COLLECTIONS}
 
     async def stats(self) -> dict[str, Any]:
-        self._check_open()
+        await self.wait_open()
 
         def authors() -> Counter[str]:
             tally: Counter[str] = Counter()

@@ -8,7 +8,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -49,12 +49,14 @@ from meshnode.node.limits import LimitedHost, PeerLimits
 from meshnode.node.membership import HELLO_TIMEOUT_S, Membership
 from meshnode.node.nat import NatService
 from meshnode.node.sdnotify import notify
+from meshnode.node.startup import StartupClock
 from meshnode.node.transport import Host
 from meshnode.trust.service import TrustService
 from protocols.a2a import card_to_wire
 from protocols.peerid import Signer
 
 log = logging.getLogger(__name__)
+
 
 
 @contextmanager
@@ -237,24 +239,30 @@ class Node:
         self.api_url = ""
         #: The faults contained in this node's services, by where (shown by /v1/status).
         self.faults = Faults()
+        #: Where this node's start-up went (logged once serving and once it met a peer).
+        self.startup = StartupClock()
 
     async def run(
         self, shutdown: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         config = self.config
+        clock = self.startup
         psk = network_psk(config.network_id, config.network_secret)
         embedder = await trio.to_thread.run_sync(make_embedder, config.memory)
+        clock.mark("embedder")
         store = MemoryStore(
             config.memory_uri, tenant=config.tenant, embedder=embedder,
             token=config.memory.token or None,
         )
         llm = LLMClient(config.llm) if config.llm.configured else None
         faults = self.faults
-        async with (
-            store,
-            MeshHost(self._key, listen=list(config.listen), gossip=config.gossip, psk=psk,
-                     faults=faults) as host,
-        ):
+        async with AsyncExitStack() as stack:
+            # The node serves peers and meshes while Milvus Lite starts; memory calls wait.
+            await stack.enter_async_context(store.opening())
+            host = await stack.enter_async_context(
+                MeshHost(self._key, listen=list(config.listen), gossip=config.gossip, psk=psk,
+                         faults=faults))
+            clock.mark("host started")
             lan = LanDiscovery(peer_id=self.signer.peer_id, network_id=config.network_id,
                                secret=config.network_secret,
                                addrs=host.listen_addrs) if config.mdns else None
@@ -263,6 +271,7 @@ class Node:
                                           candidates=lan.candidates if lan else dict,
                                           agents=self.agents)
             self.services = services
+            services.membership.handshake_listeners.append(self._met_peer)
             # NAT traversal drives py-libp2p's relay, DCUtR and AutoNAT: the real host only.
             nat = NatService(config, host, services.membership)
             # A2A sessions opened over a relay move to a direct connection once there is one.
@@ -273,7 +282,7 @@ class Node:
                             limits=services.limits, tasks=services.tasks.store,
                             reach=lambda: {"lan": lan.snapshot() if lan else None,
                                            **nat.snapshot()},
-                            connections=nat.connection_kinds)
+                            connections=nat.connection_kinds, memory=lambda: store.state)
             add_memory_routes(app, services.knowledge)
             add_agent_routes(app, services.mesh, services.asker, services.trust)
             add_a2a_routes(app, services.mesh.handler, require_token=not config.public_a2a)
@@ -290,11 +299,14 @@ class Node:
                 trust=services.trust, tasks=services.tasks, memory_stats=services.knowledge.stats,
             ))
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._memory_opened, store)
                 await nursery.start(services.run)
+                clock.mark("services")
                 if lan is not None:
                     await nursery.start(lan.run)
                 await nursery.start(nat.run)
                 self.api_url = await nursery.start(serve_api, app, config.api_listen, shutdown)
+                clock.mark("serving")
                 write_runtime(
                     config.home,
                     {"pid": os.getpid(), "api": self.api_url, "peer_id": self.signer.peer_id},
@@ -311,6 +323,7 @@ class Node:
                         "embedder": embedder.name,
                         "agents": sorted(services.tasks.specs),
                         "llm": config.llm.describe(),
+                        "startup": clock.report(),
                     },
                 )
                 task_status.started()
@@ -322,6 +335,17 @@ class Node:
                     clear_runtime(config.home)
                     nursery.cancel_scope.cancel()
         log.info("node stopped", extra={"peer_id": self.signer.peer_id})
+
+    async def _memory_opened(self, store: MemoryStore) -> None:
+        with suppress(MemoryStoreError):  # a failed opening ends the node with its error
+            await store.wait_open()
+            self.startup.mark("memory open")
+            log.info("memory open", extra={"startup": self.startup.report()})
+
+    def _met_peer(self, peer_id: str) -> None:
+        if "met a peer" not in self.startup.marks:
+            self.startup.mark("met a peer")
+            log.info("first peer met", extra={"peer": peer_id, "startup": self.startup.report()})
 
 
 async def _watch_signals(shutdown: trio.Event, cancel: trio.CancelScope) -> None:

@@ -43,9 +43,11 @@ def add_node_routes(
     app: ApiApp, config: NodeConfig, membership: Membership, uptime: Callable[[], float],
     api_url: Callable[[], str], faults: Faults, *, limits: PeerLimits, tasks: TaskStore,
     reach: Callable[[], dict[str, Any]] = dict, connections: Callable[[], dict[str, str]] = dict,
+    memory: Callable[[], str] | None = None,
 ) -> None:
     """``reach``: how the node is reachable (LAN discovery, NAT, relays), for /v1/status;
-    ``connections``: peer ID -> "direct" or "relayed", for /v1/peers."""
+    ``connections``: peer ID -> "direct" or "relayed", for /v1/peers; ``memory``: the memory
+    store's state ("opening" while Milvus Lite starts: memory calls wait for it)."""
     async def status(_: Request) -> dict[str, Any]:
         return {
             "peer_id": membership.signer.peer_id,
@@ -65,6 +67,7 @@ def add_node_routes(
             # Work refused by the per-peer budgets, by reason.
             "refused": dict(sorted(limits.refused.items())),
             "tasks": tasks.usage(),
+            **({"memory": memory()} if memory else {}),
             **reach(),
         }
 

@@ -76,6 +76,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             ("peers", f"{s['connected_peers']} connected, {s['known_peers']} known"),
             ("API", s.get("api")),
         ] + [("listening", a) for a in s["listen_addrs"]] + _reach_rows(s)
+        if s.get("memory", "open") != "open":  # still opening (calls wait), or failed
+            rows.append(("memory", s["memory"]))
         if s.get("faults"):  # contained, but an operator wants to know
             rows.append(("faults", ", ".join(f"{k}: {n}" for k, n in s["faults"].items())))
         if s.get("refused"):  # what the per-peer budgets refused

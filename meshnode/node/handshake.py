@@ -151,7 +151,9 @@ class Handshake:
         except (ProtocolError, DialError, trio.TooSlowError, trio.BrokenResourceError,
                 trio.ClosedResourceError) as exc:
             log.debug("members pull failed", extra={"peer": peer_id, "error": str(exc)})
+            m.pulled["failed"] += 1
             return
+        m.pulled["completed"] += 1
         for i, raw in enumerate(members):
             if i % 32 == 31:
                 await trio.lowlevel.checkpoint()

@@ -316,14 +316,20 @@ class MeshHost:
         payload = secrets.token_bytes(PING_LENGTH)
         with trio.move_on_after(timeout):
             start = trio.current_time()
-            async with self.open_stream(peer_id, str(PING_PROTOCOL), timeout=timeout) as stream:
-                await stream.write(payload)
-                echoed = b""
-                while len(echoed) < PING_LENGTH:
-                    chunk = await stream.read(PING_LENGTH - len(echoed))
-                    if not chunk:
-                        raise DialError(f"{peer_id} closed the ping stream")
-                    echoed += chunk
+            try:
+                async with self.open_stream(peer_id, str(PING_PROTOCOL),
+                                            timeout=timeout) as stream:
+                    await stream.write(payload)
+                    echoed = b""
+                    while len(echoed) < PING_LENGTH:
+                        chunk = await stream.read(PING_LENGTH - len(echoed))
+                        if not chunk:
+                            raise DialError(f"{peer_id} closed the ping stream")
+                        echoed += chunk
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                # A stream reset under a busy peer is a failed ping, not a fault of this node
+                # (it escaped to the failure detector's nursery and stopped the daemon).
+                raise DialError(f"ping to {peer_id} failed: {exc}") from None
             if echoed != payload:
                 raise DialError(f"{peer_id} answered a ping with other bytes")
             return (trio.current_time() - start) * 1000

@@ -69,6 +69,8 @@ from protocols.presence import (
 log = logging.getLogger(__name__)
 #: The least time between two announcements of this node (receivers allow bursts of a few).
 MIN_ANNOUNCE_GAP_S = 1.0
+#: How soon a node that has not completed a members pull yet tries another (seconds).
+FIRST_PULL_RETRY_S = 5.0
 #: How long a goodbye may hold up a stopping node.
 GOODBYE_S = 2.0
 #: Dials per second of peers this node has never verified (after a burst of 3).
@@ -295,7 +297,10 @@ class Membership:
         """Once a refresh interval, a members push-pull with one connected peer: what a
         lost announcement or a healed partition hid is learned within one interval."""
         while True:
-            await trio.sleep(self.refresh_s())
+            # Until one pull has succeeded (the one after the first hello may fail on a busy
+            # peer), soon again: the members a node joining missed would otherwise wait for
+            # their next refresh, nodes / presence_rate_per_s seconds in a large mesh.
+            await trio.sleep(self.refresh_s() if self.pulled["completed"] else FIRST_PULL_RETRY_S)
             peers = sorted(self.verified_connected())
             if peers:
                 await self.handshake.pull(random.choice(peers))

@@ -33,6 +33,10 @@ def test_five_nodes_find_each_other_and_other_networks_stay_out(tmp_path: Path) 
             others = ids - {node.peer_id}
             wait_for(f"{node.name} to list the other four", lambda n=node, o=others:
                      _lists_exactly(n, o), timeout=45)
+        # Memory opens in the background of a serving node; its state is in the status.
+        for node in nodes:
+            wait_for(f"{node.name}'s memory to open",
+                     lambda n=node: n.status().get("memory") == "open", timeout=60)
 
         # A node of another network bootstrapping from n2 is refused, both ways.
         outsider = Daemon(tmp_path, "outsider", "another-mesh")

@@ -7,7 +7,8 @@ service broke for good on a peer after one timed-out ping; MeshHost pings by its
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 import trio
@@ -74,3 +75,38 @@ async def test_a_ping_that_timed_out_does_not_break_later_pings() -> None:
         assert stalled.is_set()
         for _ in range(3):
             assert await a.ping(b.peer_id, timeout=10) >= 0
+
+
+
+class _BrokenStream:
+    """A stream the peer reset before this node wrote to it (a busy or broken peer)."""
+
+    peer_id = "peer"
+
+    async def write(self, data: bytes) -> None:
+        raise trio.BrokenResourceError("stream failed: ")
+
+    async def read(self, n: int) -> bytes:
+        raise trio.BrokenResourceError("stream failed: ")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_ping_whose_stream_breaks_is_a_failed_ping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ping whose stream breaks fails with DialError, what the failure detector handles;
+    the stream's error escaped to it before and stopped the whole daemon (seen in
+    bench_gossip at 25 nodes on a saturated machine)."""
+
+    @asynccontextmanager
+    async def broken(peer_id: str, protocol: str, *, timeout: float
+                     ) -> AsyncIterator[_BrokenStream]:
+        yield _BrokenStream()
+
+    async with MeshHost(Ed25519PrivateKey.generate(), listen=["/ip4/127.0.0.1/tcp/0"],
+                        gossip=GossipSettings(heartbeat_s=0.2)) as host:
+        monkeypatch.setattr(host, "open_stream", broken)
+        with pytest.raises(DialError, match="ping to peer failed"):
+            await host.ping("peer", timeout=10)

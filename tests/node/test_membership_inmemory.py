@@ -11,9 +11,11 @@ import trio.testing
 
 from meshnode.config import GossipSettings
 from meshnode.node.inmemory import InMemoryMesh
+from meshnode.node.members import PROTOCOL_ID as MEMBERS_PROTOCOL
 from meshnode.node.membership import NetworkMismatch
+from meshnode.node.transport import Stream
 from protocols.errors import ProtocolError
-from tests.inmemory import VERSION, eventually, no_faults, start_peer
+from tests.inmemory import VERSION, eventually, identity, no_faults, start_peer
 
 CARD = {"name": "milvus-expert", "description": "Milvus", "version": "1", "skills": []}
 
@@ -158,4 +160,32 @@ async def test_a_node_that_comes_back_rejoins(
     mesh.restore(b.id)
     await eventually(lambda: b.id in a.membership.verified_connected(), "b rejoining",
                      timeout=120)
+    no_faults(mesh)
+
+
+async def test_a_failed_first_members_pull_is_retried_soon(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # Refreshes ten minutes apart: what b does not pull, it would not hear of for that long.
+    slow = GossipSettings(presence_interval_s=600.0, peer_ttl_s=1800.0)
+    mesh = InMemoryMesh()
+    a = await start_peer(nursery, mesh, tmp_path, 1, gossip=slow)
+    c = await start_peer(nursery, mesh, tmp_path, 3, bootstrap=[a], gossip=slow)
+    await eventually(lambda: c.id in a.membership.table, "a learning of c")
+    await trio.sleep(30)  # c's joining announcements are over
+    serve_members = a.host._handlers[MEMBERS_PROTOCOL]
+    asked: list[str] = []
+
+    async def busy_at_first(stream: Stream) -> None:
+        asked.append(stream.peer_id)
+        if len(asked) == 1:
+            await stream.close()  # a peer too busy to answer the first pull
+            return
+        await serve_members(stream)
+
+    a.host.set_stream_handler(MEMBERS_PROTOCOL, busy_at_first)
+    mesh.cut(identity(2).peer_id, c.id)  # b can only hear of c through a
+    b = await start_peer(nursery, mesh, tmp_path, 2, bootstrap=[a], gossip=slow)
+    await eventually(lambda: c.id in b.membership.table, "b learning of c", timeout=30)
+    assert asked[:2] == [b.id, b.id] and b.membership.pulled["failed"] == 1
     no_faults(mesh)
