@@ -159,9 +159,14 @@ class RoutingSettings:
         0.05, "Share of questions on which one untrusted newcomer is asked first, so it can "
         "earn trust. Each such question risks a liar's answer: bench/RESULTS.md shows 0.05 as "
         "the balance. Above 0, an agent more relevant than the most trusted one, whose answer "
-        "says the same from its own records, also gives that answer, and one agent on probation "
-        "(vouched for, not yet trusted enough to rank) is asked beside the trusted ones.",
+        "says the same from its own records, also gives that answer, and agents on probation "
+        "(routing.probation_seats) are asked beside the trusted ones.",
         check=within(0, 1))
+    probation_seats: int = setting(  # as meshnode.ask.policy.PROBATION_SEATS (see there)
+        2, "With explore above 0: how many agents on probation (vouched for, "
+        "no bad record here, not yet trusted enough to rank) are asked in the first wave "
+        "beside the trusted ones, so that honest newcomers earn trust; each is one more "
+        "call per question, and 0 turns it off.", check=within(0, 8))
     min_quality: float = setting(
         0.2, "Answers the asker judges below this quality (0..1) are not taken.",
         check=within(0, 1))

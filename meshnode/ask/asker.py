@@ -225,7 +225,8 @@ class Asker:
         }
         routing_s = time.monotonic() - started
         await progress({"stage": "routed", "candidates": len(ranked), "routing_s": routing_s})
-        groups = waves(ranked, fanout=self.settings.fanout, max_waves=self.settings.max_waves)
+        groups = waves(ranked, fanout=self.settings.fanout, max_waves=self.settings.max_waves,
+                       probation_seats=self.settings.probation_seats)
         forward: dict[str, Any] | None = None
         if not ranked and agent is None:
             groups, forward = self._forwarding(hops, visited, explain, len(known))

@@ -188,17 +188,18 @@ def test_ties_break_on_peer_id_not_input_order() -> None:
 
 
 @PROPS
-@given(st.lists(candidates, max_size=15), st.integers(1, 4), st.integers(1, 5), st.booleans())
+@given(st.lists(candidates, max_size=15), st.integers(1, 4), st.integers(1, 5), st.booleans(),
+       st.integers(0, 3))
 def test_waves_partition_the_ranking(
-    cs: list[Candidate], fanout: int, max_waves: int, explore: bool
+    cs: list[Candidate], fanout: int, max_waves: int, explore: bool, seats: int
 ) -> None:
     ranked = rank(cs, min_relevance=0.0, explore=float(explore), rng=random.Random(1))
-    groups = waves(ranked, fanout=fanout, max_waves=max_waves)
+    groups = waves(ranked, fanout=fanout, max_waves=max_waves, probation_seats=seats)
     assert len(groups) <= max_waves and (groups or not ranked)
     flat = [s for g in groups for s in g]
     assert len({id(s) for s in flat}) == len(flat)  # nobody is asked twice
     explored = [s for s in ranked if s.explore]
-    # The first wave: the exploration pick, the best by score, and at most two extras (the
+    # The first wave: the exploration pick, the best by score, and extras (the ``seats``
     # neediest on probation left out, then the most relevant left out); the others: in
     # order, fanout each.
     if groups:
@@ -206,7 +207,7 @@ def test_waves_partition_the_ranking(
         assert all(s in first for s in explored)
         plain = [s for s in ranked if not s.explore]
         assert [s for s in first if not s.explore][:fanout] == plain[:fanout]
-        assert len(first) <= fanout + len(explored) + 2
+        assert len(first) <= fanout + len(explored) + seats + 1
         later = [s for g in groups[1:] for s in g]
         assert all(0 < len(g) <= fanout for g in groups[1:])
         extra = [s for s in first if not s.explore][fanout:]
@@ -214,7 +215,9 @@ def test_waves_partition_the_ranking(
         remaining = [s for s in plain[fanout:] if all(s is not e for e in extra)]
         assert later == remaining[: len(later)]
         left_out = plain[fanout:]
-        if any(s.probation for s in left_out):  # the neediest on probation is asked now
+        for _ in range(seats):  # the neediest on probation are asked now
+            if not any(s.probation for s in left_out):
+                break
             assert extra and extra[0].probation
             need = [s.factors["relevance"] / (s.factors["trust"] * s.factors["experience"])
                     for s in (extra[0], *(s for s in left_out if s.probation))]
@@ -300,10 +303,12 @@ def test_the_probation_seat_goes_to_the_least_proven_for_its_fit() -> None:
     off_topic = cand("poor-fit", relevance=0.1, trust=0.02, experience=1.3)
     ranked = rank([*trusted, rising, newer, off_topic], min_relevance=0.0, explore=0.05,
                   rng=random.Random(2))
-    first = waves([s for s in ranked if not s.explore], fanout=2, max_waves=2)[0]
+    first = waves([s for s in ranked if not s.explore], fanout=2, max_waves=2,
+                  probation_seats=1)[0]
     assert [s.candidate.peer_id for s in first] == ["t0", "t1", "newer"]
     # One on probation ranks among the trusted: the seat still goes to the least proven.
-    held = waves([s for s in ranked if not s.explore], fanout=3, max_waves=2)[0]
+    held = waves([s for s in ranked if not s.explore], fanout=3, max_waves=2,
+                 probation_seats=1)[0]
     assert [s.candidate.peer_id for s in held] == ["t0", "t1", "rising", "newer"]
     # As trusted, as relevant: the one this node knows less (a smaller record here) is the
     # one asking teaches more about, though the other scores higher.
@@ -311,7 +316,8 @@ def test_the_probation_seat_goes_to_the_least_proven_for_its_fit() -> None:
     unknown = cand("unknown", relevance=0.8, trust=0.1, experience=1.0)
     ranked = rank([*trusted, known, unknown], min_relevance=0.0, explore=0.05,
                   rng=random.Random(3))
-    first = waves([s for s in ranked if not s.explore], fanout=2, max_waves=2)[0]
+    first = waves([s for s in ranked if not s.explore], fanout=2, max_waves=2,
+                  probation_seats=1)[0]
     assert [s.candidate.peer_id for s in first] == ["t0", "t1", "unknown"]
 
 
@@ -432,3 +438,17 @@ def test_a_custom_policy_can_ignore_trust() -> None:
         min_relevance=0.0, explore=0.0, rng=random.Random(0), policy=relevance_only,
     )  # fmt: skip
     assert [s.candidate.peer_id for s in ranked] == ["s", "t"]
+
+
+def test_probation_seats_are_asked_by_need_and_can_be_turned_off() -> None:
+    trusted = [cand(f"t{i}", trust=1.0, experience=2.0) for i in range(2)]
+    rising = cand("rising", relevance=0.8, trust=0.3, experience=1.9)
+    newer = cand("newer", relevance=0.8, trust=0.03, experience=1.3)
+    ranked = [s for s in rank([*trusted, rising, newer], min_relevance=0.0, explore=0.05,
+                              rng=random.Random(2)) if not s.explore]
+    first = waves(ranked, fanout=2, max_waves=2)[0]
+    assert [s.candidate.peer_id for s in first] == ["t0", "t1", "newer", "rising"]
+    one = waves(ranked, fanout=2, max_waves=2, probation_seats=1)
+    assert [s.candidate.peer_id for s in one[0]] == ["t0", "t1", "newer"]
+    assert [s.candidate.peer_id for g in waves(ranked, fanout=2, max_waves=2,
+                                               probation_seats=0) for s in g][:2] == ["t0", "t1"]
