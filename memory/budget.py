@@ -151,8 +151,14 @@ class AuthorBudget:
     def admit(self, records: Sequence[MemoryRecord], now: float) -> tuple[int, str]:
         """How many of ``records`` (a prefix, in order) may be stored, and the reason the
         rest may not ("" if all may). Takes their share of the budget."""
+        # An author's standing is read once per call, not per record: a batch is one
+        # author's run of records, and the trust graph's experience is not free.
+        strangers: dict[str, bool] = {}
         for i, record in enumerate(records):
-            reason = self._take(record, now)
+            author = record.author
+            if author not in strangers and author not in self.exempt:
+                strangers[author] = self.standing(author) <= 1.0
+            reason = self._take(record, now, strangers.get(author, False))
             if reason:
                 self._refuse(record.author, reason, len(records) - i, now)
                 entry = self._authors.get(record.author)
@@ -162,7 +168,7 @@ class AuthorBudget:
                 return i, reason
         return len(records), ""
 
-    def _take(self, record: MemoryRecord, now: float) -> str:
+    def _take(self, record: MemoryRecord, now: float, stranger: bool) -> str:
         if record.author in self.exempt:
             return ""
         entry = self._authors.get(record.author)
@@ -172,7 +178,6 @@ class AuthorBudget:
         size = record_bytes(record)
         if entry.held + size > self.limits.author_max_bytes:
             return BYTES
-        stranger = self.standing(record.author) <= 1.0
         if stranger and self._strangers.level(now) < 1.0:
             return STRANGERS
         if not entry.rate.take(1.0, now):
