@@ -1,39 +1,30 @@
-"""The blocking side of the memory store: one pymilvus ``MilvusClient`` and its collections.
+"""The blocking side of the memory store: filters, rows and records over one :class:`Engine`.
 
 Everything here runs in a worker thread (the store calls it through ``trio.to_thread``).
-Every call to Milvus carries a timeout, and every pymilvus or gRPC exception leaves this
-module translated into a :mod:`memory.errors` class.
+The engine (:mod:`memory.engine`: Milvus Lite in this process, or a Milvus server through
+pymilvus) translates its library's exceptions into :mod:`memory.errors` classes; a node
+whose memory is Milvus Lite never imports pymilvus.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from memory.errors import BackendError, EmbedderMismatch, StoreUnavailable
+from memory.engine import Engine, open_engine
+from memory.errors import BackendError, EmbedderMismatch
 from memory.uris import is_server_uri, redact
 from protocols.errors import ProtocolError
 from protocols.records import (
     COLLECTIONS,
     ID_LEN,
-    MAX_KIND_LEN,
     TOMBSTONE,
     MemoryRecord,
     verify_record,
 )
-
-if TYPE_CHECKING:
-    from pymilvus import MilvusClient
-
-# pymilvus (which imports pandas and gRPC: ~0.5 s of CPU and ~100 MB) is imported by the
-# first call that needs it, in the worker thread that opens the store, not by importing
-# this module: a node serves its peers while its memory opens (see MemoryStore.opening).
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,7 +43,6 @@ INDEXES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 MAX_WINDOW = 16_384
 _SCALARS = ["id", "tenant", "text", "kind", "author", "agent", "created", "seq", "meta",
             "signature"]
-_UNAVAILABLE = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}  # gRPC status code names
 #: Terms of one "or" chain in a filter expression.
 _OR_CHUNK = 64
 
@@ -68,46 +58,6 @@ def _in(field_name: str, values: Sequence[str]) -> str:
     return f"{field_name} in [{', '.join(literal(v) for v in values)}]"
 
 
-#: Milvus Lite's server runs in this process: pymilvus' keepalive pings (every 10 s, even
-#: with no call in flight) only earn a "too_many_pings" GOAWAY from it and a reconnect.
-_LITE_GRPC = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": False}
-
-
-def _code_name(code: Any) -> str:
-    """The name of a gRPC status code (``grpc.StatusCode.UNAVAILABLE``: "UNAVAILABLE")."""
-    return str(getattr(code, "name", code))
-
-
-class _LiteServers:
-    """Reference counts of the in-process Milvus Lite servers, one per data file.
-
-    pymilvus starts a Lite server per path on first use and keeps it until exit; releasing
-    it when the last store on that path closes frees the file lock for other processes and
-    makes a reopen read the data back from disk.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users: dict[str, int] = {}
-
-    def acquire(self, path: str) -> None:
-        with self._lock:
-            self._users[path] = self._users.get(path, 0) + 1
-
-    def release(self, path: str) -> None:
-        from milvus_lite.server_manager import server_manager_instance
-
-        with self._lock:
-            self._users[path] -= 1
-            if self._users[path]:
-                return
-            del self._users[path]
-        server_manager_instance.release_server(path)
-
-
-_LITE = _LiteServers()
-
-
 @dataclass
 class Backend:
     uri: str
@@ -117,41 +67,18 @@ class Backend:
     token: str | None = None
     index_type: str = "HNSW"
     timeout: float = 30.0
-    _client: MilvusClient | None = field(default=None, init=False, repr=False)
-    _lite_path: str | None = field(default=None, init=False, repr=False)
+    _engine: Engine | None = field(default=None, init=False, repr=False)
 
     @property
     def is_lite(self) -> bool:
         return not is_server_uri(self.uri)
-
-    @contextmanager
-    def _translated(self, what: str) -> Iterator[None]:
-        import grpc  # type: ignore[import-untyped]
-        from pymilvus import MilvusException
-
-        where = redact(self.uri)
-        try:
-            yield
-        except grpc.RpcError as exc:
-            code = exc.code() if isinstance(exc, grpc.Call) else None
-            cls = StoreUnavailable if _code_name(code) in _UNAVAILABLE else BackendError
-            raise cls(f"Milvus at {where}: {what} failed: {code}") from exc
-        except MilvusException as exc:
-            unavailable = (_code_name(exc.code) in _UNAVAILABLE
-                           or "unavailable" in exc.message.lower())
-            cls = StoreUnavailable if unavailable else BackendError
-            raise cls(f"Milvus at {where}: {what} failed: {exc.message or exc}") from exc
-
-    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        with self._translated(what):
-            return fn(*args, timeout=self.timeout, **kwargs)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def open(self) -> None:
         if self.index_type not in INDEXES:
             raise BackendError(f"index type {self.index_type!r} is not one of {sorted(INDEXES)}")
-        self._client = self._connect()
+        self._engine = open_engine(self.uri, self.token, self.timeout)
         try:
             self.each_collection(self._open_collection)
         except BaseException:
@@ -164,58 +91,25 @@ class Backend:
         with ThreadPoolExecutor(len(COLLECTIONS), thread_name_prefix="milvus") as pool:
             return list(pool.map(fn, COLLECTIONS))
 
-    def _connect(self) -> MilvusClient:
-        from pymilvus import MilvusClient, MilvusException
-
-        uri = self.uri
-        if self.is_lite:
-            # Milvus Lite builds each new segment's HNSW index in faiss, in this process;
-            # faiss's OpenMP threads then spin waiting for more work. That spinning was ~40 %
-            # of a node's CPU while it took a burst of records (bench/RESULTS.md, "Writes"),
-            # taken from every other node on a small machine. Passive waiting keeps the
-            # parallel build; it must be set before faiss loads (an operator's value wins).
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-            if not uri.endswith(".db"):
-                raise StoreUnavailable(f"a Milvus Lite data file must end in .db: {uri!r}")
-            uri = os.path.abspath(uri)
-            os.makedirs(os.path.dirname(uri), exist_ok=True)
-            _LITE.acquire(uri)
-            self._lite_path = uri
-        try:
-            return MilvusClient(
-                uri=uri, token=self.token or "", timeout=self.timeout, dedicated=True,
-                grpc_options=_LITE_GRPC if self.is_lite else {},
-            )
-        except MilvusException as exc:
-            self._release_lite()
-            hint = " (is another process using it?)" if self.is_lite else ""
-            raise StoreUnavailable(
-                f"cannot open Milvus at {redact(self.uri)}{hint}: {exc.message or 'unreachable'}"
-            ) from exc
-
-    def _release_lite(self) -> None:
-        if self._lite_path is not None:
-            _LITE.release(self._lite_path)
-            self._lite_path = None
-
     def close(self) -> None:
-        client, self._client = self._client, None
-        try:
-            if client is not None:
-                client.close()
-        finally:
-            self._release_lite()
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
 
     def _open_collection(self, name: str) -> None:
-        if not self._call("has_collection", self._client_().has_collection, name):
+        engine = self.engine
+        if not engine.has_collection(name):
             try:
-                self._create_collection(name)
+                engine.create_collection(
+                    name, self.dim, (self.index_type, INDEXES[self.index_type][0]),
+                    {_PROP_EMBEDDER: self.embedder_name, _PROP_DIM: str(self.dim),
+                     _PROP_SCHEMA: SCHEMA_VERSION},
+                )
             except BackendError:
                 # Another node sharing the server may have created it a moment ago.
-                if not self._call("has_collection", self._client_().has_collection, name):
+                if not engine.has_collection(name):
                     raise
-        desc = self._call("describe_collection", self._client_().describe_collection, name)
-        props = desc.get("properties") or {}
+        props = engine.properties(name)
         if props.get(_PROP_SCHEMA) != SCHEMA_VERSION or _PROP_EMBEDDER not in props:
             raise BackendError(
                 f"collection {name!r} at {redact(self.uri)} was not created by this version "
@@ -224,53 +118,13 @@ class Backend:
         stored_name, stored_dim = props[_PROP_EMBEDDER], int(props.get(_PROP_DIM, 0))
         if (stored_name, stored_dim) != (self.embedder_name, self.dim):
             raise EmbedderMismatch(name, stored_name, stored_dim, self.embedder_name, self.dim)
-        self._call("load_collection", self._client_().load_collection, name)
+        engine.load(name)
 
-    def _client_(self) -> MilvusClient:
-        if self._client is None:
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
             raise BackendError("the memory store is not open")
-        return self._client
-
-    def _create_collection(self, name: str) -> None:
-        from pymilvus import DataType
-
-        client = self._client_()
-        schema = client.create_schema(
-            auto_id=False,
-            enable_dynamic_field=False,
-            description=f"meshnode {name}; embedder {self.embedder_name} dim {self.dim}",
-        )
-        # VARCHAR lengths are in bytes: 4 per character covers any UTF-8 text we accept.
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_LEN)
-        schema.add_field("tenant", DataType.VARCHAR, max_length=256, is_partition_key=True)
-        schema.add_field("text", DataType.VARCHAR, max_length=65_535)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
-        schema.add_field("kind", DataType.VARCHAR, max_length=MAX_KIND_LEN)
-        schema.add_field("author", DataType.VARCHAR, max_length=64)
-        schema.add_field("agent", DataType.VARCHAR, max_length=256)
-        schema.add_field("created", DataType.DOUBLE)
-        schema.add_field("seq", DataType.INT64)
-        schema.add_field("meta", DataType.JSON)
-        schema.add_field("signature", DataType.VARCHAR, max_length=128)
-        # Milvus Lite cannot filter on JSON paths with "in", so tombstone targets get a column.
-        schema.add_field("deletes", DataType.VARCHAR, max_length=ID_LEN)
-        build, _ = INDEXES[self.index_type]
-        index = client.prepare_index_params()
-        index.add_index("vector", index_type=self.index_type, metric_type="COSINE", params=build)
-        self._call(
-            f"create collection {name}",
-            client.create_collection,
-            name,
-            schema=schema,
-            index_params=index,
-            # Session: a node reads its own writes at once, without Strong's ~200 ms wait.
-            consistency_level="Session",
-            properties={
-                _PROP_EMBEDDER: self.embedder_name,
-                _PROP_DIM: str(self.dim),
-                _PROP_SCHEMA: SCHEMA_VERSION,
-            },
-        )
+        return self._engine
 
     # -- rows -----------------------------------------------------------------------------
 
@@ -306,11 +160,7 @@ class Backend:
     def query(
         self, collection: str, *conditions: str, fields: Sequence[str], limit: int | None
     ) -> list[dict[str, Any]]:
-        window = {} if limit is None else {"limit": limit}
-        return self._call(
-            f"query {collection}", self._client_().query, collection,
-            filter=self._scope(*conditions), output_fields=list(fields), **window,
-        )
+        return self.engine.query(collection, self._scope(*conditions), fields, limit)
 
     def lookup(self, collection: str, ids: Sequence[str]) -> list[dict[str, Any]]:
         """(id, author, deletes) of the rows with one of ``ids`` and of the tombstones of
@@ -379,12 +229,10 @@ class Backend:
         return unique[:limit]
 
     def insert(self, collection: str, rows: list[dict[str, Any]]) -> None:
-        # Not upsert: Milvus 2.3 upserts rows into the wrong partition when the collection
-        # has a partition key, and partition-key filters then never find them again.
-        self._call(f"insert into {collection}", self._client_().insert, collection, rows)
+        self.engine.insert(collection, rows)
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
-        self._call(f"delete from {collection}", self._client_().delete, collection, ids=list(ids))
+        self.engine.delete(collection, ids)
 
     def search(
         self, collection: str, vector: list[float], k: int, kind: str | None
@@ -395,16 +243,13 @@ class Backend:
         params = dict(INDEXES[self.index_type][1])
         if "ef" in params:  # HNSW needs a search width of at least k
             params["ef"] = max(params["ef"], k)
-        hits = self._call(
-            f"search {collection}", self._client_().search, collection, data=[vector],
-            filter=self._scope(*conditions), limit=k, output_fields=_SCALARS,
-            search_params={"metric_type": "COSINE", "params": params},
-        )
+        hits = self.engine.search(
+            collection, vector, self._scope(*conditions), k, _SCALARS, params)
         out = []
-        for hit in hits[0]:
-            record = self._to_record(collection, hit["entity"])
+        for row, similarity in hits:
+            record = self._to_record(collection, row)
             if record is not None:
-                out.append((record, float(hit["distance"])))
+                out.append((record, similarity))
         return out
 
     def scan(
@@ -427,15 +272,11 @@ class Backend:
             yield from self.scan(collection, fields, prefix + digit, where=where)
 
     def count(self, collection: str) -> int:
-        rows = self.query(
-            collection, f"kind != {literal(TOMBSTONE)}", fields=("count(*)",), limit=None
-        )
-        return int(rows[0]["count(*)"]) if rows else 0
+        return self.engine.count(collection, self._scope(f"kind != {literal(TOMBSTONE)}"))
 
     def flush(self, collection: str) -> None:
-        self._call(f"flush {collection}", self._client_().flush, collection)
+        self.engine.flush(collection)
 
     def index_state(self, collection: str) -> tuple[str, int]:
         """The vector index type, and how many rows still wait for it (searched slower)."""
-        info = self._call("describe_index", self._client_().describe_index, collection, "vector")
-        return str(info.get("index_type", "?")), int(info.get("pending_index_rows", 0))
+        return self.engine.index_state(collection)

@@ -107,7 +107,8 @@ class MemoryStore:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         # Not abandoned on cancel: a thread left running could touch the client after close.
-        # Each Milvus call carries its own timeout instead.
+        # A server call carries its own timeout instead; a Milvus Lite call is work in this
+        # process (CPU and disk), with no network to wait on.
         return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._limiter)
 
     @property

@@ -469,3 +469,27 @@ def test_milvus_lite_runs_faiss_with_passive_openmp_threads(tmp_path: Path) -> N
             capture_output=True, text=True, timeout=120, check=True,
         )
         assert result.stdout.split() == [expected, "True"]
+
+
+def test_a_lite_store_opens_no_port_and_no_grpc(tmp_path: Path) -> None:
+    # Through pymilvus, Milvus Lite served the node's memory on a loopback TCP port with no
+    # authentication: any local user could read and write it, bypassing the API token.
+    script = (
+        "import sys, psutil, trio\n"
+        "from memory.embedders import HashingEmbedder\n"
+        "from memory.store import MemoryStore\n"
+        "def listening():\n"
+        "    return {c.laddr for c in psutil.Process().net_connections('inet')\n"
+        "            if c.status == psutil.CONN_LISTEN}\n"
+        "async def main():\n"
+        "    before = listening()\n"
+        f"    async with MemoryStore(sys.argv[1], tenant={TENANT!r},\n"
+        "                           embedder=HashingEmbedder()) as store:\n"
+        "        await store.count()\n"
+        "        print(len(listening() - before), 'pymilvus' in sys.modules,\n"
+        "              'grpc' in sys.modules)\n"
+        "trio.run(main)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m.db")],
+                            capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.split() == ["0", "False", "False"]
