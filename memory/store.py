@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,10 +26,11 @@ import trio
 from memory.backend import MAX_WINDOW, Backend, literal
 from memory.budget import content_bytes
 from memory.embedders import Embedder
-from memory.errors import EmbedderError, InvalidRecord, MemoryStoreError
+from memory.errors import MemoryStoreError
 from memory.flushing import FLUSH_IDLE_S, FlushPolicy
 from memory.marks import Marks, load_marks
 from memory.uris import redact
+from memory.writing import PutResult, Writer
 from protocols.envelope import validate_network_id
 from protocols.errors import ProtocolError
 from protocols.peerid import validate_peer_id
@@ -40,7 +41,6 @@ from protocols.records import (
     MemoryRecord,
     is_kind,
     is_record_id,
-    verify_record,
 )
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,6 @@ T = TypeVar("T")
 
 #: Chosen by measurement, see bench/RESULTS.md ("Memory store").
 DEFAULT_INDEX = "HNSW"
-#: Records embedded and written per Milvus call, which bounds one gRPC message.
-PUT_CHUNK = 512
 MAX_K = 200
 #: Longest time closing may take (flush + close), even when the caller is cancelled.
 CLOSE_DEADLINE_S = 60.0
@@ -60,14 +58,6 @@ class SearchHit:
     record: MemoryRecord
     score: float
     collection: str
-
-
-@dataclass(slots=True)
-class _PutResult:
-    stored: list[MemoryRecord]
-    by_collection: Counter[str]
-    #: Records now held or known deleted (stored, already held, or killed by a tombstone).
-    accounted: list[MemoryRecord]
 
 
 class MemoryStore:
@@ -92,6 +82,7 @@ class MemoryStore:
             uri, tenant, embedder.name, embedder.dim, token=token, index_type=index_type,
             timeout=timeout,
         )
+        self._writer = Writer(self._backend, embedder, tenant)
         self._limiter = limiter or trio.CapacityLimiter(4)
         self._write_lock = trio.Lock()
         self._marks = Marks()
@@ -220,10 +211,10 @@ class MemoryStore:
         unique = list({r.id: r for r in records}.values())
         if not unique:
             return 0
-        result = _PutResult([], Counter(), [])
+        result = PutResult([], Counter(), [])
         async with self._write_lock:
             try:
-                await self._run(self._put_sync, unique, result, verified)
+                await self._run(self._writer.put, unique, result, verified)
             finally:
                 # Even if a later chunk failed, what was stored counts: next_seq must never
                 # hand out a sequence number that is already taken.
@@ -252,68 +243,6 @@ class MemoryStore:
         async with self._write_lock:
             if self._is_open:
                 await self._run(self._flush_pending, False)
-
-    def _check_record(self, r: MemoryRecord, verified: bool) -> None:
-        if not verified:
-            try:
-                verify_record(r)
-            except ProtocolError as exc:
-                raise InvalidRecord(f"record {r.id!r} from {r.author!r}: {exc}") from exc
-        if r.tenant != self.tenant:
-            raise InvalidRecord(
-                f"record {r.id} belongs to tenant {r.tenant!r}, not {self.tenant!r}"
-            )
-
-    def _put_sync(
-        self, records: list[MemoryRecord], result: _PutResult, verified: bool
-    ) -> None:
-        for r in records:
-            self._check_record(r, verified)
-        groups: dict[str, list[MemoryRecord]] = defaultdict(list)
-        for r in records:
-            groups[r.collection].append(r)
-        for name, group in groups.items():
-            for start in range(0, len(group), PUT_CHUNK):
-                chunk = group[start : start + PUT_CHUNK]
-                stored = self._put_chunk(name, chunk)
-                result.stored.extend(stored)
-                result.accounted.extend(chunk)
-                result.by_collection[name] += len(stored)
-
-    def _put_chunk(self, name: str, chunk: list[MemoryRecord]) -> list[MemoryRecord]:
-        targets = [r.deletes for r in chunk if r.deletes is not None]
-        rows = self._backend.lookup(name, [r.id for r in chunk] + targets)
-        held = {row["id"]: row["author"] for row in rows}
-        fresh = [r for r in chunk if r.id not in held]
-        # (target, author) pairs that delete a record: tombstones stored or in this chunk.
-        kills = {(row["deletes"], row["author"]) for row in rows if row["deletes"]}
-        kills |= {(t.deletes, t.author) for t in fresh if t.deletes is not None}
-        keep = [r for r in fresh if (r.id, r.author) not in kills]
-        doomed = [target for target, author in kills if held.get(target) == author]
-        # Delete before storing the tombstone: if we stop in between, the tombstone is
-        # missing and sync brings it again, rather than the target surviving forever.
-        if doomed:
-            self._backend.delete(name, doomed)
-        if keep:
-            self._backend.insert(name, self._rows(keep))
-        return keep
-
-    def _rows(self, records: list[MemoryRecord]) -> list[dict[str, Any]]:
-        texts = [r.text for r in records if not r.is_tombstone]
-        vectors = iter(self._embed(texts) if texts else [])
-        # Tombstones are never searched, but the vector field is mandatory; any unit vector.
-        unit = [1.0] + [0.0] * (self.embedder.dim - 1)
-        return [
-            self._backend.to_row(r, unit if r.is_tombstone else next(vectors)) for r in records
-        ]
-
-    def _embed(self, texts: list[str]) -> list[list[float]]:
-        vectors = self.embedder.embed(texts)
-        if len(vectors) != len(texts) or any(len(v) != self.embedder.dim for v in vectors):
-            raise EmbedderError(
-                f"embedder {self.embedder.name} returned vectors of the wrong number or size"
-            )
-        return vectors
 
     def _flush_pending(self, everything: bool) -> None:
         def flush(name: str) -> None:
@@ -347,8 +276,8 @@ class MemoryStore:
         # Unlike a Milvus call, an embedding touches nothing the store closes: a caller's
         # deadline may abandon it (the thread keeps its limiter token until it ends).
         started = time.perf_counter()
-        (vector,) = await trio.to_thread.run_sync(self._embed, [query], limiter=self._limiter,
-                                                  abandon_on_cancel=True)
+        (vector,) = await trio.to_thread.run_sync(
+            self._writer.embed, [query], limiter=self._limiter, abandon_on_cancel=True)
 
         def search_all() -> list[SearchHit]:
             return [
