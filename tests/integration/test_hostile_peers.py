@@ -226,6 +226,8 @@ def test_forwarded_questions_farm_no_trust_and_blame_no_one(tmp_path: Path) -> N
         wait_for("the honest neighbour", lambda: honest.peer_id in victim.peer_ids(
             connected=True), timeout=30)
         accomplice = trio.run(_forwarding_attacks, victim, honest)
+        # The victim did forward the second question to the honest node (which held it).
+        assert honest.status()["tasks"]["tasks"] >= 1
         for peer in (accomplice, honest.peer_id):
             assert _trust_row(victim, peer)["evidence"] == {}, peer
             assert _trust_row(victim, peer)["local"] == 0.0
@@ -233,18 +235,23 @@ def test_forwarded_questions_farm_no_trust_and_blame_no_one(tmp_path: Path) -> N
 
 
 async def _forwarding_attacks(victim: Daemon, honest: Daemon) -> str:
-    async with hostile_node() as attacker, hostile_node() as accomplice:
+    async with (hostile_node() as attacker, hostile_node() as accomplice,
+                hostile_node() as bystander):
         accomplice.serve_echo()
-        for peer in (attacker, accomplice):
+        for peer in (attacker, accomplice, bystander):
             await peer.join(*_dial(victim))
-        await _off_loop(wait_for, "the victim to know both", lambda: {
-            attacker.peer_id, accomplice.peer_id} <= victim.peer_ids(connected=True), 30)
+        await _off_loop(wait_for, "the victim to know all three", lambda: {
+            attacker.peer_id, accomplice.peer_id, bystander.peer_id} <= victim.peer_ids(
+            connected=True), 30)
 
         # Farming: everyone but the accomplice "visited", so the victim asks it alone.
         events = await attacker.stream_task(victim.peer_id, forwarded(
-            NONSENSE, hops=1, visited=[attacker.peer_id, honest.peer_id]))
+            NONSENSE, hops=1, visited=[attacker.peer_id, honest.peer_id, bystander.peer_id]))
         assert isinstance(events, list) and _final(events) == TaskState.COMPLETED, events
         # Blame: one hop short of the limit, towards the honest node, which cannot go on.
+        # The bystander announced no agents, so the victim forwards (a node that knows
+        # every agent of the mesh and finds none fits does not): to the honest node and
+        # the bystander, which serves no A2A.
         events = await attacker.stream_task(victim.peer_id, forwarded(
             NONSENSE + " again", hops=1, visited=[attacker.peer_id, accomplice.peer_id]))
         assert isinstance(events, list) and _final(events) == TaskState.FAILED, events

@@ -11,11 +11,12 @@ that every hostile test is named by some revert (or says why it is not an attack
 
 from __future__ import annotations
 
-from tests.reverts import data, peer
+from tests.reverts import data, peer, tasks
 from tests.reverts.revert import Revert
 
-REVERTS: dict[str, Revert] = {r.name: r for r in (*peer.REVERTS, *data.REVERTS)}
+REVERTS: dict[str, Revert] = {
+    r.name: r for r in (*tasks.REVERTS, *peer.REVERTS, *data.REVERTS)}
 # Hostile tests that check an honest path still works (nothing to revert), each with why.
-NOT_ATTACKS: dict[str, str] = {**peer.NOT_ATTACKS, **data.NOT_ATTACKS}
+NOT_ATTACKS: dict[str, str] = {**tasks.NOT_ATTACKS, **peer.NOT_ATTACKS, **data.NOT_ATTACKS}
 
 __all__ = ["NOT_ATTACKS", "REVERTS", "Revert"]
