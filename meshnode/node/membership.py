@@ -164,7 +164,7 @@ class Membership:
                 nursery.start_soon(self._anti_entropy_loop)
                 nursery.start_soon(self._dial_loop, nursery)
                 nursery.start_soon(self.detector.probe_loop, nursery)
-                nursery.start_soon(self.detector.expiry_loop)
+                nursery.start_soon(self.detector.expiry_loop, nursery)
                 task_status.started()
         finally:
             with trio.move_on_after(GOODBYE_S, shield=True):
@@ -378,6 +378,8 @@ class Membership:
             "table": {"peers": len(self.table), "bytes": self.table.bytes_held,
                       "evicted": self.table.evicted, "refused": self.table.refused,
                       "suspects": len(self.table.suspects())},
+            # Lifeguard's local health score of this node, probes, suspicions, notices.
+            "failure_detection": self.detector.stats(),
             "cards": {"digests": len(self.cards), "bytes": self.cards.bytes_held,
                       "fetched": self.fetcher.fetched, "failed": self.fetcher.failed},
             "pulled": dict(self.pulled),

@@ -1,0 +1,188 @@
+"""Failure detection under stress, on the in-memory mesh in virtual time (Lifeguard): a peer
+declared dead comes back as soon as it shows it is alive, and a node whose own loop is
+starved stops accusing the peers it cannot keep up with."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from meshnode.config import GossipSettings
+from meshnode.node.inmemory import InMemoryMesh
+from meshnode.node.transport import GossipMessage
+from protocols.envelope import decode_envelope
+from protocols.presence import PRESENCE, SUSPECT
+from tests.inmemory import Peer, eventually, identity, no_faults, start_peer
+
+# Refreshes ten minutes apart, as at 50 nodes (nodes / 0.1 s): what gossip loses is not
+# repaired by the next refresh within any of these tests.
+SLOW = GossipSettings(presence_interval_s=600.0, peer_ttl_s=1800.0, ping_interval_s=1.0)
+
+
+def declared_dead(caplog: pytest.LogCaptureFixture, by: Peer, peer: Peer) -> bool:
+    """Whether ``by`` logged declaring ``peer`` dead (it may know it again the same moment,
+    so its table does not tell)."""
+    return any(r.getMessage() == "peer declared dead" and getattr(r, "peer", None) == peer.id
+               and r.name == "meshnode.node.detector" and by.membership.table.remembers(peer.id)
+               for r in caplog.records)
+
+
+def kind(message: GossipMessage) -> str:
+    return decode_envelope(message.data).type
+
+
+def lose_at(peer: Peer, lost: Callable[[GossipMessage], bool]) -> list[GossipMessage]:
+    """Make ``peer`` lose (neither deliver nor relay) the first presence-topic message for
+    which ``lost`` is true, as a full py-libp2p subscription buffer does under load."""
+    topic = peer.membership.presence_topic.topic
+    validate = peer.host._validators[topic]
+    dropped: list[GossipMessage] = []
+
+    def validator(message: GossipMessage) -> bool:
+        if not dropped and lost(message):
+            dropped.append(message)
+            return False
+        return validate(message)
+
+    peer.host.set_topic_validator(topic, validator)
+    return dropped
+
+
+async def four_nodes(nursery: trio.Nursery, mesh: InMemoryMesh,
+                     tmp_path: Path) -> tuple[Peer, Peer, Peer, Peer]:
+    """a, b, c, x with every link but c-x: c knows x only by gossip, as most pairs of a
+    mesh larger than target_connections."""
+    mesh.cut(identity(3).peer_id, identity(4).peer_id)
+    a = await start_peer(nursery, mesh, tmp_path, 1, gossip=SLOW)
+    b = await start_peer(nursery, mesh, tmp_path, 2, bootstrap=[a], gossip=SLOW)
+    c = await start_peer(nursery, mesh, tmp_path, 3, bootstrap=[a], gossip=SLOW)
+    x = await start_peer(nursery, mesh, tmp_path, 4, bootstrap=[a], gossip=SLOW)
+    peers = (a, b, c, x)
+    await eventually(lambda: all(p.id in q.membership.table for p in peers for q in peers
+                                 if p is not q), "everyone knowing everyone")
+    await eventually(lambda: mesh.linked(a.id, x.id) and mesh.linked(b.id, x.id),
+                     "x connected to a and b")
+    await trio.sleep(30)  # joining announcements and first pulls are over
+    return peers
+
+
+async def test_a_peer_declared_dead_after_its_refutation_was_lost_comes_back_soon(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "meshnode.node.detector")
+    mesh = InMemoryMesh()
+    a, b, c, x = await four_nodes(nursery, mesh, tmp_path)
+    # c loses x's refutation; a cannot reach x any more, so a suspects it.
+    lost = lose_at(c, lambda m: m.origin == x.id and kind(m) == PRESENCE)
+    mesh.cut(a.id, x.id)
+    await eventually(lambda: x.membership.detector.heard["refuting"], "x refuting")
+    await eventually(lambda: declared_dead(caplog, c, x), "c declaring x dead", timeout=120)
+    assert lost, "the refutation was lost at c"
+    dead_at = trio.current_time()
+    # a and b heard the refutation: x stays with them.
+    assert x.id in a.membership.table and x.id in b.membership.table
+    # c learns of x again within a few probe periods, not at x's next refresh (10 min).
+    await eventually(lambda: x.id in c.membership.table, "c knowing x again", timeout=60)
+    assert trio.current_time() - dead_at < 10 * SLOW.ping_interval_s
+    no_faults(mesh)
+
+
+async def test_a_peer_that_never_heard_it_was_suspected_comes_back_soon(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "meshnode.node.detector")
+    mesh = InMemoryMesh()
+    a, b, c, x = await four_nodes(nursery, mesh, tmp_path)
+    # x loses a's suspicion of it: nobody refutes, and c (not connected to x) declares it
+    # dead; b, still connected to x, never acts on a suspicion.
+    lost = lose_at(x, lambda m: m.origin == a.id and kind(m) == SUSPECT)
+    mesh.cut(a.id, x.id)
+    await eventually(lambda: declared_dead(caplog, c, x), "c declaring x dead", timeout=120)
+    assert lost, "a's suspicion was lost at x"
+    assert x.id in b.membership.table
+    dead_at = trio.current_time()
+    await eventually(lambda: x.id in c.membership.table and x.id in a.membership.table,
+                     "a and c knowing x again", timeout=60)
+    assert trio.current_time() - dead_at < 10 * SLOW.ping_interval_s
+    no_faults(mesh)
+
+
+class Starved:
+    """A monotonic clock as a starved process sees it: every timer fires ``lag_s`` late."""
+
+    def __init__(self, lag_s: float) -> None:
+        self.lag_s = lag_s
+        self.calls = 0
+
+    def __call__(self) -> float:
+        # Each reading lags_s further ahead: between the detector's readings before and
+        # after a sleep, the sleep took lag_s longer than asked.
+        self.calls += 1
+        return trio.current_time() + self.lag_s * self.calls
+
+
+async def three_and_starved(nursery: trio.Nursery, mesh: InMemoryMesh, tmp_path: Path,
+                            rtt_s: float, slow: int = 3) -> tuple[list[Peer], Peer]:
+    """Four nodes, all connected; then the fourth starves: its timers fire late and the
+    answers to its pings from the first ``slow`` others reach it only after ``rtt_s``."""
+    fast = GossipSettings(ping_interval_s=1.0)
+    a = await start_peer(nursery, mesh, tmp_path, 1, gossip=fast)
+    others = [a] + [await start_peer(nursery, mesh, tmp_path, i, bootstrap=[a], gossip=fast)
+                    for i in (2, 3)]
+    s = await start_peer(nursery, mesh, tmp_path, 4, bootstrap=[a], gossip=fast)
+    await eventually(lambda: all(mesh.linked(p.id, s.id) for p in others), "s connected")
+    await trio.sleep(10)
+    s.membership.detector.monotonic = Starved(lag_s=3.0)
+    for p in others[:slow]:
+        mesh.set_rtt(s.id, p.id, rtt_s)
+    return others, s
+
+
+async def test_a_starved_node_accuses_nobody_and_stretches_its_timers(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    mesh = InMemoryMesh()
+    # s's pings of a get no answer in time (its answers are queued behind the starvation);
+    # its other probes are answered: the misses alone would not stop it from accusing a.
+    others, s = await three_and_starved(nursery, mesh, tmp_path, rtt_s=60.0, slow=1)
+    detector = s.membership.detector
+    await trio.sleep(60)
+    # Every ping of a failed, twice and more, yet s accused nobody: its own loop ran late,
+    # so its score rose and it left accusing to the healthy nodes.
+    assert detector.probes["missed"] >= 2
+    assert detector.probes["late"] > 0
+    assert detector.health.score >= detector.health.withhold_at
+    assert detector.sent["accused"] == 0 and detector.sent["withheld"] > 0
+    assert detector.interval_s > detector.base_interval_s
+    assert not any(r.suspicion and s.id in r.suspicion.accusers
+                   for p in others for r in p.membership.table)
+    # Starvation over: answered pings bring its score back down.
+    detector.monotonic = trio.current_time
+    mesh.set_rtt(s.id, others[0].id, mesh.rtt_s)
+    await eventually(lambda: detector.health.score == 0, "s healthy again", timeout=300)
+    assert all(p.id in s.membership.table and s.id in p.membership.table for p in others)
+    no_faults(mesh)
+
+
+async def test_a_starved_node_whose_answers_come_late_keeps_probing(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    mesh = InMemoryMesh()
+    # Answers reach s after 3 s, longer than the ping timeout (two probe periods).
+    _, s = await three_and_starved(nursery, mesh, tmp_path, rtt_s=3.0)
+    detector = s.membership.detector
+    assert detector.ping_timeout_s() < 3.0
+    before = detector.probes["ok"]
+    await trio.sleep(60)
+    # Its late loop stretched its ping timeout: the late answers still count as answers.
+    assert detector.probes["late"] > 0
+    assert detector.probes["ok"] > before
+    assert detector.sent["accused"] == 0
+    no_faults(mesh)
