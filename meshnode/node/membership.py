@@ -209,8 +209,11 @@ class Membership:
             self.admission.suspicion(message.origin, author,
                                      accuser_known=author in self.table, now=now)
         else:
+            # A peer this node forgot (declared dead, or gone) is no new identity: its
+            # return costs its relay nothing, or the relays that introduced the mesh to
+            # this node could not bring back the peers a storm of suspicions took away.
             self.admission.presence(message.origin, message.forwarder, author,
-                                    known=author in self.table, now=now)
+                                    known=self.table.remembers(author), now=now)
 
     async def _on_message(self, message: GossipMessage,
                           signed: Signed[Presence | Suspect]) -> None:

@@ -13,6 +13,7 @@ import trio
 import trio.testing
 
 from meshnode.config import GossipSettings
+from meshnode.node.admission import PresenceAdmission, Refused
 from meshnode.node.inmemory import InMemoryMesh
 from meshnode.node.transport import GossipMessage
 from protocols.envelope import decode_envelope
@@ -185,4 +186,28 @@ async def test_a_starved_node_whose_answers_come_late_keeps_probing(
     assert detector.probes["late"] > 0
     assert detector.probes["ok"] > before
     assert detector.sent["accused"] == 0
+    no_faults(mesh)
+
+
+async def test_a_peer_declared_dead_comes_back_through_relays_that_spent_their_budget(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "meshnode.node.detector")
+    mesh = InMemoryMesh()
+    a, b, c, x = await four_nodes(nursery, mesh, tmp_path)
+    # a and b introduced as many new identities to c as they may for now (as the
+    # neighbours of a node joining a mesh of 50 do), and their budgets refill slowly.
+    admission = c.membership.admission = PresenceAdmission(c.id, vouch_per_s=0.001)
+    for relay in (a, b):
+        with pytest.raises(Refused):
+            for i in range(1000):
+                admission.vouch(relay.id, identity(100 + i).peer_id, mesh.clock())
+    spent = admission.refused["vouch_budget"]
+    lose_at(c, lambda m: m.origin == x.id and kind(m) == PRESENCE)
+    mesh.cut(a.id, x.id)
+    await eventually(lambda: declared_dead(caplog, c, x), "c declaring x dead", timeout=120)
+    # x, whom c listed before, is no new identity: its refutation is not over a budget.
+    await eventually(lambda: x.id in c.membership.table, "c knowing x again", timeout=60)
+    assert admission.refused["vouch_budget"] == spent
     no_faults(mesh)
