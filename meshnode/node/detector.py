@@ -48,6 +48,9 @@ SUSPECT_AFTER = 2
 ACCUSE_GAP_S = 1.0
 #: Before redialing a peer whose connection dropped: it may be redialing us.
 REDIAL_AFTER_S = 1.0
+#: A death notice waits a random 0..this many probe periods: the nodes whose suspicion
+#: timers ran out together then mostly hear the first notice and send none of their own.
+NOTICE_SPREAD = 2.0
 
 
 class FailureDetector:
@@ -67,6 +70,8 @@ class FailureDetector:
         self.probes: Counter[str] = Counter()
         self.heard: Counter[str] = Counter()
         self.sent: Counter[str] = Counter()
+        # Death notices waiting for their slot: peer -> incarnation.
+        self._notices: dict[str, int] = {}
 
     @property
     def base_interval_s(self) -> float:
@@ -174,6 +179,8 @@ class FailureDetector:
             # Not an independent accusation (its accuser's timer ran on the same gossip):
             # it only spares this node from sending a notice of its own.
             self.m.table.dead_noticed(suspect.peer_id, suspect.seq)
+            if self._notices.get(suspect.peer_id, suspect.seq + 1) <= suspect.seq:
+                del self._notices[suspect.peer_id]
         elif self.m.table.suspect(suspect.peer_id, suspect.seq, accuser, self.m._clock()):
             log.debug("peer suspected", extra={"peer": suspect.peer_id, "by": accuser})
 
@@ -182,6 +189,13 @@ class FailureDetector:
             suspicion_timeout(len(self.m.table) + 1, self.base_interval_s, accusers - 1))
 
     async def _notify_dead(self, peer_id: str, seq: int) -> None:
+        self._notices[peer_id] = seq
+        await trio.sleep(random.uniform(0, NOTICE_SPREAD * self.base_interval_s))
+        if self._notices.get(peer_id) != seq:
+            return  # another node's notice went out first
+        del self._notices[peer_id]
+        if peer_id in self.m.table:
+            return  # it is back already
         self.sent["dead_notices"] += 1
         await self._publish(Suspect(peer_id, seq, dead=True))
 

@@ -211,3 +211,26 @@ async def test_a_peer_declared_dead_comes_back_through_relays_that_spent_their_b
     await eventually(lambda: x.id in c.membership.table, "c knowing x again", timeout=60)
     assert admission.refused["vouch_budget"] == spent
     no_faults(mesh)
+
+
+async def test_nodes_that_declare_a_peer_dead_together_send_about_one_notice(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "meshnode.node.detector")
+    mesh = InMemoryMesh()
+    fast = GossipSettings(ping_interval_s=1.0)
+    a = await start_peer(nursery, mesh, tmp_path, 1, gossip=fast)
+    peers = [a] + [await start_peer(nursery, mesh, tmp_path, i, bootstrap=[a], gossip=fast)
+                   for i in range(2, 7)]
+    x, rest = peers[-1], peers[:-1]
+    await eventually(lambda: all(x.id in p.membership.table for p in rest), "x known")
+    await trio.sleep(10)
+    mesh.drop(x.id)
+    await eventually(lambda: all(declared_dead(caplog, p, x) for p in rest),
+                     "everyone declaring x dead", timeout=120)
+    await trio.sleep(10)
+    # Each of the five forgot x on its own timer; the first notice spared the others theirs.
+    sent = sum(p.membership.detector.sent["dead_notices"] for p in rest)
+    assert 1 <= sent <= 2, sent
+    no_faults(mesh)
