@@ -15,7 +15,10 @@ A **suspicion** (envelope type ``suspect``) is one node telling the mesh that it
 reach another, naming the incarnation it last knew. The suspect refutes it by announcing a
 higher incarnation; otherwise receivers forget it after a timeout that shrinks as more
 nodes independently suspect it (:func:`suspicion_timeout`; SWIM with Lifeguard's dynamic
-suspicion, as in HashiCorp memberlist).
+suspicion, as in HashiCorp memberlist). A suspicion marked ``dead`` is a death notice: its
+signer has forgotten the peer, which refutes it the same way if it is alive.
+:class:`LocalHealth` is Lifeguard's other half: the score a node keeps of its own health,
+which stretches its timeouts and stops its accusations while it is the one in trouble.
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ One service owns the peer table and the tasks that keep it true:
 - **failure detection**, SWIM-style: one connected peer is pinged per probe period (round
   robin); two missed pings, or a lost connection that cannot be redialed, make it suspect,
   and the suspicion is gossiped; the suspect refutes it with a newer announcement, or every
-  node forgets it after a timeout that shrinks with independent confirmations
-  (:mod:`meshnode.node.detector`). A stopping node says goodbye;
+  node forgets it after a timeout that shrinks with independent confirmations, and says so
+  once (a death notice a live peer refutes); Lifeguard's local health score stretches an
+  overloaded node's timeouts and stops its accusations (:mod:`meshnode.node.detector`). A
+  stopping node says goodbye;
 - the **dialer** that keeps ``target_connections`` open, and **admission budgets**
   (:mod:`meshnode.node.admission`) so that no peer can fill the table or make the mesh relay
   identities it invents.
