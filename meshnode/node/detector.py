@@ -63,10 +63,10 @@ class FailureDetector:
         self._order: list[str] = []
         self._missed: Counter[str] = Counter()
         self._last_accusation = -float("inf")
-        #: Pings by outcome (ok, missed); suspicions heard (suspicion, refuting: of this
-        #: node, which then announces a newer incarnation; dead: death notices); what this
-        #: node published or kept to itself (accused, withheld, dead_notices) and how often
-        #: its probe timer woke late.
+        #: Pings by outcome (ok, missed) and probe timers that woke late (late);
+        #: suspicions heard (suspicion; refuting: of this node, which then announces a newer
+        #: incarnation; dead: death notices); what this node published or, unhealthy, kept
+        #: to itself (accused, withheld, dead_notices).
         self.probes: Counter[str] = Counter()
         self.heard: Counter[str] = Counter()
         self.sent: Counter[str] = Counter()
