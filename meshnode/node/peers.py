@@ -247,6 +247,11 @@ class PeerTable:
         if record is not None and record.suspicion is not None and seq >= record.suspicion.seq:
             record.suspicion.noticed = True
 
+    def forgotten(self, peer_id: str) -> int | None:
+        """The incarnation at which ``peer_id`` was last forgotten (declared dead or gone),
+        if it was; it may be listed again since, at a newer one."""
+        return self._dead.get(peer_id)
+
     def remembers(self, peer_id: str) -> bool:
         """Listed, or forgotten as dead or gone (with its incarnation)."""
         return peer_id in self._peers or peer_id in self._dead

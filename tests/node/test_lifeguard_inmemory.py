@@ -4,7 +4,6 @@ starved stops accusing the peers it cannot keep up with."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,12 +24,10 @@ from tests.inmemory import Peer, eventually, identity, no_faults, start_peer
 SLOW = GossipSettings(presence_interval_s=600.0, peer_ttl_s=1800.0, ping_interval_s=1.0)
 
 
-def declared_dead(caplog: pytest.LogCaptureFixture, by: Peer, peer: Peer) -> bool:
-    """Whether ``by`` logged declaring ``peer`` dead (it may know it again the same moment,
-    so its table does not tell)."""
-    return any(r.getMessage() == "peer declared dead" and getattr(r, "peer", None) == peer.id
-               and r.name == "meshnode.node.detector" and by.membership.table.remembers(peer.id)
-               for r in caplog.records)
+def declared_dead(by: Peer, peer: Peer) -> bool:
+    """Whether ``by`` forgot ``peer`` (it may list it again the same moment, so whether it
+    lists it does not tell)."""
+    return by.membership.table.forgotten(peer.id) is not None
 
 
 def kind(message: GossipMessage) -> str:
@@ -72,46 +69,64 @@ async def four_nodes(nursery: trio.Nursery, mesh: InMemoryMesh,
     return peers
 
 
+async def dead_then_back(mesh: InMemoryMesh,
+                         peers: tuple[Peer, Peer, Peer, Peer],
+                         lost: list[GossipMessage]) -> None:
+    """Cut a from x, so that a suspects x; wait for c to declare x dead (``lost`` must
+    have lost a message by then); then a and c must know x again within a few probe
+    periods, not at x's next refresh (10 min)."""
+    a, _, c, x = peers
+    mesh.cut(a.id, x.id)
+    await eventually(lambda: declared_dead(c, x), "c declaring x dead", timeout=120)
+    assert lost, "the message was not lost"
+    dead_at = trio.current_time()
+    await eventually(lambda: x.id in c.membership.table and x.id in a.membership.table,
+                     "a and c knowing x again", timeout=60)
+    assert trio.current_time() - dead_at < 10 * SLOW.ping_interval_s
+
+
 async def test_a_peer_declared_dead_after_its_refutation_was_lost_comes_back_soon(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, "meshnode.node.detector")
     mesh = InMemoryMesh()
-    a, b, c, x = await four_nodes(nursery, mesh, tmp_path)
-    # c loses x's refutation; a cannot reach x any more, so a suspects it.
+    peers = a, b, c, x = await four_nodes(nursery, mesh, tmp_path)
+    # c loses x's refutation of a's suspicion: only c declares x dead.
     lost = lose_at(c, lambda m: m.origin == x.id and kind(m) == PRESENCE)
-    mesh.cut(a.id, x.id)
-    await eventually(lambda: x.membership.detector.heard["refuting"], "x refuting")
-    await eventually(lambda: declared_dead(caplog, c, x), "c declaring x dead", timeout=120)
-    assert lost, "the refutation was lost at c"
-    dead_at = trio.current_time()
-    # a and b heard the refutation: x stays with them.
-    assert x.id in a.membership.table and x.id in b.membership.table
-    # c learns of x again within a few probe periods, not at x's next refresh (10 min).
-    await eventually(lambda: x.id in c.membership.table, "c knowing x again", timeout=60)
-    assert trio.current_time() - dead_at < 10 * SLOW.ping_interval_s
+    await dead_then_back(mesh, peers, lost)
+    assert not declared_dead(a, x) and not declared_dead(b, x)
     no_faults(mesh)
 
 
 async def test_a_peer_that_never_heard_it_was_suspected_comes_back_soon(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, "meshnode.node.detector")
     mesh = InMemoryMesh()
-    a, b, c, x = await four_nodes(nursery, mesh, tmp_path)
+    peers = a, b, _, x = await four_nodes(nursery, mesh, tmp_path)
     # x loses a's suspicion of it: nobody refutes, and c (not connected to x) declares it
     # dead; b, still connected to x, never acts on a suspicion.
     lost = lose_at(x, lambda m: m.origin == a.id and kind(m) == SUSPECT)
-    mesh.cut(a.id, x.id)
-    await eventually(lambda: declared_dead(caplog, c, x), "c declaring x dead", timeout=120)
-    assert lost, "a's suspicion was lost at x"
-    assert x.id in b.membership.table
-    dead_at = trio.current_time()
-    await eventually(lambda: x.id in c.membership.table and x.id in a.membership.table,
-                     "a and c knowing x again", timeout=60)
-    assert trio.current_time() - dead_at < 10 * SLOW.ping_interval_s
+    await dead_then_back(mesh, peers, lost)
+    assert x.id in b.membership.table and not declared_dead(b, x)
+    no_faults(mesh)
+
+
+async def test_a_peer_declared_dead_comes_back_through_relays_that_spent_their_budget(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path,
+) -> None:
+    mesh = InMemoryMesh()
+    peers = a, b, c, x = await four_nodes(nursery, mesh, tmp_path)
+    # a and b introduced as many new identities to c as they may for now (as the
+    # neighbours of a node joining a mesh of 50 do), and their budgets refill slowly.
+    admission = c.membership.admission = PresenceAdmission(c.id, vouch_per_s=0.001)
+    for relay in (a, b):
+        with pytest.raises(Refused):
+            for i in range(1000):
+                admission.vouch(relay.id, identity(100 + i).peer_id, mesh.clock())
+    spent = admission.refused["vouch_budget"]
+    lost = lose_at(c, lambda m: m.origin == x.id and kind(m) == PRESENCE)
+    # x, whom c listed before, is no new identity: its refutation is not over a budget.
+    await dead_then_back(mesh, peers, lost)
+    assert admission.refused["vouch_budget"] == spent
     no_faults(mesh)
 
 
@@ -189,35 +204,9 @@ async def test_a_starved_node_whose_answers_come_late_keeps_probing(
     no_faults(mesh)
 
 
-async def test_a_peer_declared_dead_comes_back_through_relays_that_spent_their_budget(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO, "meshnode.node.detector")
-    mesh = InMemoryMesh()
-    a, b, c, x = await four_nodes(nursery, mesh, tmp_path)
-    # a and b introduced as many new identities to c as they may for now (as the
-    # neighbours of a node joining a mesh of 50 do), and their budgets refill slowly.
-    admission = c.membership.admission = PresenceAdmission(c.id, vouch_per_s=0.001)
-    for relay in (a, b):
-        with pytest.raises(Refused):
-            for i in range(1000):
-                admission.vouch(relay.id, identity(100 + i).peer_id, mesh.clock())
-    spent = admission.refused["vouch_budget"]
-    lose_at(c, lambda m: m.origin == x.id and kind(m) == PRESENCE)
-    mesh.cut(a.id, x.id)
-    await eventually(lambda: declared_dead(caplog, c, x), "c declaring x dead", timeout=120)
-    # x, whom c listed before, is no new identity: its refutation is not over a budget.
-    await eventually(lambda: x.id in c.membership.table, "c knowing x again", timeout=60)
-    assert admission.refused["vouch_budget"] == spent
-    no_faults(mesh)
-
-
 async def test_nodes_that_declare_a_peer_dead_together_send_about_one_notice(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, "meshnode.node.detector")
     mesh = InMemoryMesh()
     fast = GossipSettings(ping_interval_s=1.0)
     a = await start_peer(nursery, mesh, tmp_path, 1, gossip=fast)
@@ -227,7 +216,7 @@ async def test_nodes_that_declare_a_peer_dead_together_send_about_one_notice(
     await eventually(lambda: all(x.id in p.membership.table for p in rest), "x known")
     await trio.sleep(10)
     mesh.drop(x.id)
-    await eventually(lambda: all(declared_dead(caplog, p, x) for p in rest),
+    await eventually(lambda: all(declared_dead(p, x) for p in rest),
                      "everyone declaring x dead", timeout=120)
     await trio.sleep(10)
     # Each of the five forgot x on its own timer; the first notice spared the others theirs.
