@@ -34,15 +34,17 @@ def kind(message: GossipMessage) -> str:
     return decode_envelope(message.data).type
 
 
-def lose_at(peer: Peer, lost: Callable[[GossipMessage], bool]) -> list[GossipMessage]:
+def lose_at(peer: Peer, lost: Callable[[GossipMessage], bool], *,
+            every: bool = False) -> list[GossipMessage]:
     """Make ``peer`` lose (neither deliver nor relay) the first presence-topic message for
-    which ``lost`` is true, as a full py-libp2p subscription buffer does under load."""
+    which ``lost`` is true (``every`` one), as a full py-libp2p subscription buffer does
+    under load."""
     topic = peer.membership.presence_topic.topic
     validate = peer.host._validators[topic]
     dropped: list[GossipMessage] = []
 
     def validator(message: GossipMessage) -> bool:
-        if not dropped and lost(message):
+        if (every or not dropped) and lost(message):
             dropped.append(message)
             return False
         return validate(message)
@@ -201,6 +203,28 @@ async def test_a_starved_node_whose_answers_come_late_keeps_probing(
     assert detector.probes["late"] > 0
     assert detector.probes["ok"] > before
     assert detector.sent["accused"] == 0
+    no_faults(mesh)
+
+
+async def test_a_peer_declared_dead_comes_back_by_a_pull_from_a_relay_over_budget(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path,
+) -> None:
+    mesh = InMemoryMesh()
+    a, b, c, x = await four_nodes(nursery, mesh, tmp_path)
+    admission = c.membership.admission = PresenceAdmission(c.id, vouch_per_s=0.001)
+    with pytest.raises(Refused):
+        for i in range(1000):
+            admission.vouch(b.id, identity(100 + i).peer_id, mesh.clock())
+    # c hears nothing x says, so neither refutation nor notice brings it back; b has x's
+    # newest announcement, and c pulls the members b holds.
+    lost = lose_at(c, lambda m: m.origin == x.id and kind(m) == PRESENCE, every=True)
+    mesh.cut(a.id, x.id)
+    await eventually(lambda: declared_dead(c, x), "c declaring x dead", timeout=120)
+    assert lost and x.id not in c.membership.table
+    await c.membership.handshake.pull(b.id)
+    # x, whom c listed before, is no new identity b introduces: the pull is not over budget.
+    assert x.id in c.membership.table
+    assert not c.membership.pulled["over_budget"]
     no_faults(mesh)
 
 
