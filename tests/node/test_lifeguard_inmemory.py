@@ -15,9 +15,9 @@ from meshnode.config import GossipSettings
 from meshnode.node.admission import PresenceAdmission, Refused
 from meshnode.node.inmemory import InMemoryMesh
 from meshnode.node.transport import GossipMessage
-from protocols.envelope import decode_envelope
-from protocols.presence import PRESENCE, SUSPECT
-from tests.inmemory import Peer, eventually, identity, no_faults, start_peer
+from protocols.envelope import decode_envelope, encode_envelope, seal
+from protocols.presence import PRESENCE, SUSPECT, Suspect
+from tests.inmemory import NET, Peer, eventually, identity, no_faults, start_peer
 
 # Refreshes ten minutes apart, as at 50 nodes (nodes / 0.1 s): what gossip loses is not
 # repaired by the next refresh within any of these tests.
@@ -225,6 +225,30 @@ async def test_a_peer_declared_dead_comes_back_by_a_pull_from_a_relay_over_budge
     # x, whom c listed before, is no new identity b introduces: the pull is not over budget.
     assert x.id in c.membership.table
     assert not c.membership.pulled["over_budget"]
+    no_faults(mesh)
+
+
+async def test_a_hostile_death_notice_makes_no_one_forget_or_suspect_a_live_peer(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path,
+) -> None:
+    mesh = InMemoryMesh()
+    a, b, c, x = await four_nodes(nursery, mesh, tmp_path)
+    # a (listed by everyone, so its suspicions are admitted) says x is dead, again and
+    # again; c cannot hear x's refutations, and is not connected to x.
+    lose_at(c, lambda m: m.origin == x.id and kind(m) == PRESENCE, every=True)
+    record = c.membership.table.get(x.id)
+    assert record is not None and record.presence is not None
+    notice = Suspect(x.id, record.presence.seq, dead=True).to_body()
+    topic = a.membership.presence_topic.topic
+    for _ in range(10):
+        await a.host.publish(topic, encode_envelope(
+            seal(a.signer, NET, SUSPECT, notice, now=mesh.clock())))
+        await trio.sleep(c.membership.detector.timeout_s(1))
+    # Another node's word is not evidence: nobody suspects x, nobody forgot it.
+    assert c.membership.detector.heard["dead"] >= 10
+    for p in (b, c):
+        held = p.membership.table.get(x.id)
+        assert held is not None and held.suspicion is None and not declared_dead(p, x)
     no_faults(mesh)
 
 
