@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ from tests.integration.harness import Daemon, mesh, wait_for
 
 #: With --parallel: newcomers of one batch bootstrapped from the same node, at most.
 JOINERS_PER_NODE = 4
+#: How often a line of progress is printed while the mesh forms (seconds).
+PROGRESS_S = 60.0
 
 
 def _port(addr: str) -> int:
@@ -84,6 +87,43 @@ def _start(homes: list[Daemon], nodes: list[Daemon], parallel: int,
         up += batch
 
 
+class _Progress:
+    """While the mesh forms, every PROGRESS_S a line of what the nodes report: known peers,
+    Lifeguard health scores, suspicions (what to look at when a mesh does not form)."""
+
+    def __init__(self, clients: list[DaemonClient], started: float) -> None:
+        self.clients = clients
+        self.started = started
+        self.last = started
+
+    def state(self) -> str:
+        known, health, suspects, sent, heard = [], [], 0, Counter[str](), Counter[str]()
+        for client in self.clients:
+            try:
+                gossip = client.get("/v1/gossip", since=time.time() + 3600)
+            except Exception:  # a daemon too busy to answer: counted as missing
+                continue
+            detection = gossip["failure_detection"]
+            known.append(gossip["table"]["peers"])
+            suspects += gossip["table"]["suspects"]
+            health.append(detection["health"])
+            sent.update(detection["sent"])
+            heard.update(detection["heard"])
+        if not known:
+            return "no node answered"
+        return (f"{time.monotonic() - self.started:.0f} s, load {os.getloadavg()[0]:.1f}: "
+                f"{len(known)} answered, known peers min {min(known)} median "
+                f"{statistics.median(known):g}, health max {max(health)} mean "
+                f"{statistics.fmean(health):.1f}, suspects held {suspects}, sent {dict(sent)}, "
+                f"heard {dict(heard)}")
+
+    def tick(self) -> bool:
+        if time.monotonic() - self.last >= PROGRESS_S:
+            self.last = time.monotonic()
+            print("  meshing:", self.state(), flush=True)
+        return True
+
+
 def run(size: int, settle: float, parallel: int, rng: random.Random,
         profile: Path | None, newcomer: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, mesh(Path(tmp)) as nodes:
@@ -93,11 +133,17 @@ def run(size: int, settle: float, parallel: int, rng: random.Random,
         _start(homes, nodes, parallel, rng)
         up_s = time.monotonic() - started
         clients = [DaemonClient(n.home) for n in nodes]
-        wait_for(
-            "every node to know every other",
-            lambda: all(len(c.get("/v1/peers")) == size - 1 for c in clients),
-            timeout=600,
-        )
+        progress = _Progress(clients, started)
+        try:
+            wait_for(
+                "every node to know every other",
+                lambda: progress.tick() and all(len(c.get("/v1/peers")) == size - 1
+                                                for c in clients),
+                timeout=600,
+            )
+        except AssertionError:
+            print("not meshed:", progress.state(), flush=True)
+            raise
         full_mesh_s = time.monotonic() - started
         pids = [n.proc.pid for n in nodes if n.proc]
         ports = {_port(n.addr) for n in nodes}

@@ -86,7 +86,8 @@ class GossipSettings:
     ping_interval_s: float = setting(
         2.0, "Probe period (seconds): each period one connected peer, in turn, is pinged "
         "(RTT); two missed pings, or a lost connection that cannot be redialed, make it "
-        "suspect to the whole mesh.", check=positive)
+        "suspect to the whole mesh. A node that is itself overloaded stretches its period and "
+        "timeouts, up to 9 times (Lifeguard's local health).", check=positive)
     max_peers: int = setting(
         10_000, "Peers the peer table holds at most; when full, peers verified on a connection "
         "and trusted ones displace those only announced.", check=at_least(1))

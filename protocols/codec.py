@@ -236,6 +236,9 @@ class Fields:
             raise self._fail(key, "a boolean", value)
         return value
 
+    def opt_bool(self, key: builtins.str) -> builtins.bool | None:
+        return None if self._get(key, True) is None else self.bool(key)
+
     def bytes(
         self, key: builtins.str, *, max_len: builtins.int = 1024, exact: builtins.int | None = None
     ) -> builtins.bytes:

@@ -15,7 +15,10 @@ A **suspicion** (envelope type ``suspect``) is one node telling the mesh that it
 reach another, naming the incarnation it last knew. The suspect refutes it by announcing a
 higher incarnation; otherwise receivers forget it after a timeout that shrinks as more
 nodes independently suspect it (:func:`suspicion_timeout`; SWIM with Lifeguard's dynamic
-suspicion, as in HashiCorp memberlist).
+suspicion, as in HashiCorp memberlist). A suspicion marked ``dead`` is a death notice: its
+signer has forgotten the peer, which refutes it the same way if it is alive.
+:class:`LocalHealth` is Lifeguard's other half: the score a node keeps of its own health,
+which stretches its timeouts and stops its accusations while it is the one in trouble.
 """
 
 from __future__ import annotations
@@ -150,13 +153,21 @@ def unpack_cards(packed: bytes, digest: str) -> tuple[dict[str, Any], ...]:
 
 @dataclass(frozen=True, slots=True)
 class Suspect:
-    """The signer cannot reach ``peer_id``, last known at incarnation ``seq``."""
+    """The signer cannot reach ``peer_id``, last known at incarnation ``seq``.
+
+    ``dead``: the signer's suspicion timed out and it has forgotten the peer (memberlist
+    gossips a *dead* message for this). Receivers do not forget the peer on another's word,
+    nor count it as one more independent accuser; the peer, if it is alive after all,
+    refutes it like a suspicion, so that nodes which lost its earlier refutation learn of
+    it again now rather than at its next refresh.
+    """
 
     peer_id: str
     seq: int
+    dead: bool = False
 
     def to_body(self) -> dict[str, Any]:
-        return {"peer_id": self.peer_id, "seq": self.seq}
+        return {"peer_id": self.peer_id, "seq": self.seq, "dead": self.dead}
 
 
 def suspect_from_envelope(env: Envelope) -> Suspect:
@@ -166,7 +177,9 @@ def suspect_from_envelope(env: Envelope) -> Suspect:
     peer_id = validate_peer_id(f.str("peer_id", max_len=64))
     if peer_id == env.sender:
         raise DecodeError("suspect: a node does not suspect itself (it leaves)")
-    return Suspect(peer_id=peer_id, seq=f.int("seq"))
+    # Optional: nodes before it sent only suspicions.
+    dead = f.opt_bool("dead") or False
+    return Suspect(peer_id=peer_id, seq=f.int("seq"), dead=dead)
 
 
 def membership_from_envelope(env: Envelope) -> Presence | Suspect:
@@ -192,6 +205,69 @@ def suspicion_timeout(
         return ceiling
     fraction = math.log(confirmations + 1) / math.log(expected + 1)
     return max(floor, ceiling - (ceiling - floor) * fraction)
+
+
+#: Lifeguard's local health multiplier runs 0..this (memberlist's awareness maximum).
+MAX_HEALTH = 8
+#: From this score on a node accuses nobody (see LocalHealth.may_accuse).
+WITHHOLD_AT = 4
+
+
+class LocalHealth:
+    """What this node thinks of its *own* health: Lifeguard's local health multiplier
+    (memberlist's "awareness"), a score from 0 (healthy) to ``max_score``.
+
+    A node that cannot keep up (its CPU starved, its event loop late, its messages queued)
+    sees its own pings time out and takes that for failures of others; SWIM then makes it
+    accuse healthy peers, which refute, and the gossip of both makes the starvation worse.
+    So the score rises on evidence that the fault may be here: a probe of this node's that
+    got no answer in time, a suspicion of this node that it had to refute (others could not
+    reach it), and this node's own timer waking more than a probe period late (its loop is
+    starved: its timeouts then say nothing about anybody else). It falls by one with each
+    probe answered in time. Pure arithmetic; the detector feeds it and reads it.
+    """
+
+    def __init__(self, max_score: int = MAX_HEALTH, withhold_at: int = WITHHOLD_AT) -> None:
+        self.max_score = max_score
+        self.withhold_at = withhold_at
+        self.score = 0
+
+    def _apply(self, delta: int) -> None:
+        self.score = min(self.max_score, max(0, self.score + delta))
+
+    def probe_answered(self) -> None:
+        self._apply(-1)
+
+    def probe_missed(self) -> None:
+        self._apply(1)
+
+    def refuted(self) -> None:
+        self._apply(1)
+
+    def woke(self, late_s: float, period_s: float) -> bool:
+        """A timer of this node fired ``late_s`` after its deadline; True (and the score
+        rises) if that is more than ``period_s``, one probe period: a loop that late is
+        itself the bottleneck."""
+        if late_s > period_s:
+            self._apply(1)
+            return True
+        return False
+
+    def scale(self, seconds: float) -> float:
+        """A timeout or period stretched for this node's health: times (score + 1)."""
+        return seconds * (self.score + 1)
+
+    @property
+    def may_accuse(self) -> bool:
+        """Whether this node may publish a new suspicion. A healthy node that faces one
+        dead peer gets to SUSPECT_AFTER (2) missed pings on it with its other probes
+        answered in between, so its score stays below half the maximum; a score at
+        ``withhold_at`` (half) needs misses across several peers, refutations or a late
+        loop, i.e. evidence that the fault is more likely here than there. Such a node's
+        accusations would mostly be false, and each costs the whole mesh a suspicion and a
+        refutation, so it leaves accusing to the healthy nodes (still connected peers of
+        a truly dead one, which are not starved, accuse it)."""
+        return self.score < self.withhold_at
 
 
 def refresh_interval(base_s: float, members: int, rate_per_s: float) -> float:

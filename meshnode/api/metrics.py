@@ -125,6 +125,11 @@ class NodeCollector(Collector):
         peers.add_metric(["known"], float(len(table)))
         peers.add_metric(["connected"], float(len(connected)))
         yield peers
+        yield GaugeMetricFamily(
+            "meshnode_local_health", "Lifeguard's local health score of this node: 0 when "
+            "healthy, up to 8 when its own probes fail, it must refute suspicions or its "
+            "loop runs late (its failure-detection timeouts stretch by score + 1).",
+            value=float(self.membership.detector.health.score))
         rtt = GaugeMetricFamily("meshnode_peer_rtt_seconds",
                                 "Last measured round-trip time to each connected peer.",
                                 labels=["peer"])

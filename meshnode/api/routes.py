@@ -58,6 +58,8 @@ def add_node_routes(
             "connected_peers": len(membership.verified_connected()),
             "gossip_only_peers": len(membership.gate.gossip_only),
             "known_peers": len(membership.table),
+            # Lifeguard's local health score: 0 healthy, up to 8 (this node is starved).
+            "health": membership.detector.health.score,
             "uptime_s": round(uptime(), 1),
             "bootstrap": list(config.bootstrap),
             "api": api_url(),

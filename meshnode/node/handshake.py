@@ -183,7 +183,7 @@ class Handshake:
         if now - env.ts > min(presence.ttl_s, MAX_TTL_S):
             m.pulled["stale"] += 1
             return
-        if presence.peer_id not in m.table:
+        if not m.table.remembers(presence.peer_id):
             # Identities a peer hands over count against what it may introduce, exactly as
             # those it relays: a push-pull is no way around the budget.
             m.admission.vouch(source, presence.peer_id, now)

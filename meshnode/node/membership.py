@@ -15,8 +15,10 @@ One service owns the peer table and the tasks that keep it true:
 - **failure detection**, SWIM-style: one connected peer is pinged per probe period (round
   robin); two missed pings, or a lost connection that cannot be redialed, make it suspect,
   and the suspicion is gossiped; the suspect refutes it with a newer announcement, or every
-  node forgets it after a timeout that shrinks with independent confirmations
-  (:mod:`meshnode.node.detector`). A stopping node says goodbye;
+  node forgets it after a timeout that shrinks with independent confirmations, and says so
+  once (a death notice a live peer refutes); Lifeguard's local health score stretches an
+  overloaded node's timeouts and stops its accusations (:mod:`meshnode.node.detector`). A
+  stopping node says goodbye;
 - the **dialer** that keeps ``target_connections`` open, and **admission budgets**
   (:mod:`meshnode.node.admission`) so that no peer can fill the table or make the mesh relay
   identities it invents.
@@ -164,7 +166,7 @@ class Membership:
                 nursery.start_soon(self._anti_entropy_loop)
                 nursery.start_soon(self._dial_loop, nursery)
                 nursery.start_soon(self.detector.probe_loop, nursery)
-                nursery.start_soon(self.detector.expiry_loop)
+                nursery.start_soon(self.detector.expiry_loop, nursery)
                 task_status.started()
         finally:
             with trio.move_on_after(GOODBYE_S, shield=True):
@@ -209,8 +211,11 @@ class Membership:
             self.admission.suspicion(message.origin, author,
                                      accuser_known=author in self.table, now=now)
         else:
+            # A peer this node forgot (declared dead, or gone) is no new identity: its
+            # return costs its relay nothing, or the relays that introduced the mesh to
+            # this node could not bring back the peers a storm of suspicions took away.
             self.admission.presence(message.origin, message.forwarder, author,
-                                    known=author in self.table, now=now)
+                                    known=self.table.remembers(author), now=now)
 
     async def _on_message(self, message: GossipMessage,
                           signed: Signed[Presence | Suspect]) -> None:
@@ -378,6 +383,8 @@ class Membership:
             "table": {"peers": len(self.table), "bytes": self.table.bytes_held,
                       "evicted": self.table.evicted, "refused": self.table.refused,
                       "suspects": len(self.table.suspects())},
+            # Lifeguard's local health score of this node, probes, suspicions, notices.
+            "failure_detection": self.detector.stats(),
             "cards": {"digests": len(self.cards), "bytes": self.cards.bytes_held,
                       "fetched": self.fetcher.fetched, "failed": self.fetcher.failed},
             "pulled": dict(self.pulled),

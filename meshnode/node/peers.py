@@ -39,6 +39,8 @@ class Suspicion:
     seq: int
     since: float
     accusers: set[str] = field(default_factory=set)
+    #: Another node's death notice of this incarnation was heard: no need to send one.
+    noticed: bool = False
 
 
 @dataclass(slots=True)
@@ -237,6 +239,22 @@ class PeerTable:
             return False
         record.suspicion.accusers.add(accuser)
         return True
+
+    def dead_noticed(self, peer_id: str, seq: int) -> None:
+        """Another node declared ``peer_id`` dead at incarnation ``seq`` (it does not make
+        this node forget it: only this node's own suspicion timeout does)."""
+        record = self._peers.get(peer_id)
+        if record is not None and record.suspicion is not None and seq >= record.suspicion.seq:
+            record.suspicion.noticed = True
+
+    def forgotten(self, peer_id: str) -> int | None:
+        """The incarnation at which ``peer_id`` was last forgotten (declared dead or gone),
+        if it was; it may be listed again since, at a newer one."""
+        return self._dead.get(peer_id)
+
+    def remembers(self, peer_id: str) -> bool:
+        """Listed, or forgotten as dead or gone (with its incarnation)."""
+        return peer_id in self._peers or peer_id in self._dead
 
     def suspects(self) -> list[PeerRecord]:
         return [r for r in self._peers.values() if r.suspicion is not None]

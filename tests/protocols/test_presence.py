@@ -31,6 +31,7 @@ from protocols.presence import (
     PRESENCE,
     SUSPECT,
     Hello,
+    LocalHealth,
     Presence,
     Suspect,
     cards_digest,
@@ -438,6 +439,42 @@ def test_suspicion_roundtrip_and_dispatch() -> None:
             suspect_from_envelope(wire(ALICE, bad, type_=SUSPECT))
     with pytest.raises(DecodeError):
         membership_from_envelope(wire(ALICE, presence_body(), type_=HELLO))
+
+
+def test_a_death_notice_roundtrips_and_older_suspicions_still_decode() -> None:
+    notice = Suspect(BOB.peer_id, 42, dead=True)
+    assert suspect_from_envelope(wire(ALICE, notice.to_body(), type_=SUSPECT)) == notice
+    # A suspicion from a node that predates death notices: a plain suspicion.
+    old = {"peer_id": BOB.peer_id, "seq": 42}
+    assert suspect_from_envelope(wire(ALICE, old, type_=SUSPECT)) == Suspect(BOB.peer_id, 42)
+    for bad in (1, "yes", None, [True]):
+        body = {**old, "dead": bad}
+        if bad is None:
+            assert not suspect_from_envelope(wire(ALICE, body, type_=SUSPECT)).dead
+            continue
+        with pytest.raises(DecodeError, match="dead"):
+            suspect_from_envelope(wire(ALICE, body, type_=SUSPECT))
+
+
+def test_local_health_rises_on_own_trouble_and_falls_on_answers() -> None:
+    health = LocalHealth()
+    assert health.score == 0 and health.may_accuse and health.scale(2.0) == 2.0
+    health.probe_answered()
+    assert health.score == 0  # never below healthy
+    health.probe_missed()
+    health.refuted()
+    assert health.score == 2 and health.scale(2.0) == 6.0 and health.may_accuse
+    # A timer late by less than a probe period is ordinary jitter; by more, starvation.
+    assert not health.woke(0.9, 1.0) and health.score == 2
+    assert health.woke(1.5, 1.0) and health.score == 3
+    health.probe_missed()
+    assert health.score == health.withhold_at and not health.may_accuse
+    for _ in range(20):
+        health.woke(10.0, 1.0)
+    assert health.score == health.max_score == 8 and health.scale(1.0) == 9.0
+    for _ in range(health.max_score - health.withhold_at + 1):
+        health.probe_answered()
+    assert health.may_accuse
 
 
 def test_suspicion_timeout_follows_lifeguard() -> None:
