@@ -125,7 +125,7 @@ class _Progress:
 
 
 def run(size: int, settle: float, parallel: int, rng: random.Random,
-        profile: Path | None, newcomer: bool) -> dict[str, Any]:
+        profile: Path | None, newcomer: bool, warmup: float = 0.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, mesh(Path(tmp)) as nodes:
         root = Path(tmp)
         homes = _init(root, size)
@@ -148,6 +148,8 @@ def run(size: int, settle: float, parallel: int, rng: random.Random,
         pids = [n.proc.pid for n in nodes if n.proc]
         ports = {_port(n.addr) for n in nodes}
         start_cpu = [cpu_seconds(p) for p in pids]
+        # Past the first refreshes and the start-up's suspicions: the steady state.
+        time.sleep(warmup)
         spy = None
         if profile is not None:
             spy = subprocess.Popen(
@@ -219,6 +221,9 @@ def main() -> None:
     parser.add_argument("--no-newcomer", action="store_true",
                         help="skip timing how fast a new node learns the mesh")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--warmup", type=float, default=0.0,
+                        help="seconds of idle mesh before the measured window (default 0: "
+                        "the window starts as the mesh forms)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     print(f"launched {args.parallel} at a time")
@@ -228,7 +233,8 @@ def main() -> None:
     for size in args.sizes:
         profile = (args.profile.with_suffix(f".{size}.txt") if args.profile else None)
         load = os.getloadavg()[0]
-        r = run(size, args.settle, args.parallel, rng, profile, not args.no_newcomer)
+        r = run(size, args.settle, args.parallel, rng, profile, not args.no_newcomer,
+                args.warmup)
         print(
             f"{r['nodes']:5}  {r['up_s']:5.0f}  {r['meshed_s']:8.0f}  "
             f"{r['start_cpu_mean']:10.2f} {r['start_cpu_max']:5.2f}  "
