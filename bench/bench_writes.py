@@ -155,10 +155,8 @@ def main() -> None:
         reached = join()
         used = [cpu_seconds(n) - c for n, c in zip(chain, cpu, strict=True)]
         print(f"{args.nodes} nodes, {args.mode}: written in {written:.1f} s, all nodes hold all "
-              f"{args.records} after {max(reached):.1f} s (per node: "
-              f"{', '.join(f'{r:.1f}' for r in reached)}; polled by {args.poll}); CPU s per "
-              f"daemon meanwhile: {', '.join(f'{u:.1f}' for u in used)}  [load {load:.1f} -> "
-              f"{os.getloadavg()[0]:.1f}]", flush=True)
+              f"{args.records} after {max(reached):.1f} s (per node: {_each(reached)}; polled "
+              f"by {args.poll}); {_cpu_and_load(used, load)}", flush=True)
         if args.seeded:
             seeded(root, nodes, args)
 
@@ -180,9 +178,17 @@ def seeded(root: Path, nodes: list[Daemon], args: argparse.Namespace) -> None:
     used = [cpu_seconds(n) - c for n, c in zip(pair, cpu, strict=True)]
     print(f"2 seeded nodes, {args.records} records each: both hold all {2 * args.records} "
           f"{max(reached):.1f} s after the second restarted bootstrapped from the first "
-          f"(per node: {', '.join(f'{r:.1f}' for r in reached)}); CPU s per daemon "
-          f"meanwhile: {', '.join(f'{u:.1f}' for u in used)}  [load {load:.1f} -> "
-          f"{os.getloadavg()[0]:.1f}]", flush=True)
+          f"(per node: {_each(reached)}); {_cpu_and_load(used, load)}", flush=True)
+
+
+def _each(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
+
+
+def _cpu_and_load(used: list[float], load: float) -> str:
+    """The tail of a convergence line: CPU seconds per daemon, and the machine's load."""
+    return (f"CPU s per daemon meanwhile: {_each(used)}  "
+            f"[load {load:.1f} -> {os.getloadavg()[0]:.1f}]")
 
 
 if __name__ == "__main__":

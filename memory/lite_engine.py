@@ -102,14 +102,17 @@ class LiteEngine:
             # The engine reports bad rows and expressions as ValueError/TypeError too.
             raise BackendError(f"Milvus Lite at {self._path}: {what} failed: {exc}") from exc
 
-    def _collection(self, name: str) -> Collection:
+    def _database(self) -> MilvusLite:
         if self._db is None:
             raise BackendError("the memory store is not open")
-        return self._db.get_collection(name)
+        return self._db
+
+    def _collection(self, name: str) -> Collection:
+        return self._database().get_collection(name)
 
     def has_collection(self, name: str) -> bool:
         with self._translated("has_collection"):
-            return self._db is not None and self._db.has_collection(name)
+            return bool(self._database().has_collection(name))
 
     def create_collection(
         self, name: str, dim: int, index: tuple[str, dict[str, Any]],
@@ -123,9 +126,7 @@ class LiteEngine:
         ])
         index_type, build = index
         with self._translated(f"create collection {name}"):
-            if self._db is None:
-                raise BackendError("the memory store is not open")
-            collection = self._db.create_collection(name, schema, properties=properties)
+            collection = self._database().create_collection(name, schema, properties=properties)
             collection.create_index(
                 VECTOR, {"index_type": index_type, "metric_type": METRIC, "params": build})
 

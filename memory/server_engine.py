@@ -58,15 +58,17 @@ class ServerEngine:
             cls = StoreUnavailable if unavailable else BackendError
             raise cls(f"Milvus at {self._where}: {what} failed: {exc.message or exc}") from exc
 
-    def _call(self, what: str, fn: Callable[[MilvusClient], Callable[..., T]],
-              *args: Any, **kwargs: Any) -> T:
+    def _client_(self) -> MilvusClient:
         if self._client is None:
             raise BackendError("the memory store is not open")
+        return self._client
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self._translated(what):
-            return fn(self._client)(*args, timeout=self._timeout, **kwargs)
+            return fn(*args, timeout=self._timeout, **kwargs)
 
     def has_collection(self, name: str) -> bool:
-        return bool(self._call("has_collection", lambda c: c.has_collection, name))
+        return bool(self._call("has_collection", self._client_().has_collection, name))
 
     def create_collection(
         self, name: str, dim: int, index: tuple[str, dict[str, Any]],
@@ -74,33 +76,32 @@ class ServerEngine:
     ) -> None:
         from pymilvus import DataType
 
-        if self._client is None:
-            raise BackendError("the memory store is not open")
-        schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
+        client = self._client_()
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
         for n, t, options in FIELDS:
             schema.add_field(n, DataType[t], **field_options(options, n, dim))
         index_type, build = index
-        params = self._client.prepare_index_params()
+        params = client.prepare_index_params()
         params.add_index(VECTOR, index_type=index_type, metric_type=METRIC, params=build)
         self._call(
-            f"create collection {name}", lambda c: c.create_collection, name,
+            f"create collection {name}", client.create_collection, name,
             schema=schema, index_params=params,
             # Session: a node reads its own writes at once, without Strong's ~200 ms wait.
             consistency_level="Session", properties=properties,
         )
 
     def properties(self, name: str) -> dict[str, str]:
-        desc = self._call("describe_collection", lambda c: c.describe_collection, name)
+        desc = self._call("describe_collection", self._client_().describe_collection, name)
         return dict(desc.get("properties") or {})
 
     def load(self, name: str) -> None:
-        self._call("load_collection", lambda c: c.load_collection, name)
+        self._call("load_collection", self._client_().load_collection, name)
 
     def query(
         self, name: str, expr: str, fields: Sequence[str], limit: int | None
     ) -> list[dict[str, Any]]:
         window = {} if limit is None else {"limit": limit}
-        return self._call(f"query {name}", lambda c: c.query, name, filter=expr,
+        return self._call(f"query {name}", self._client_().query, name, filter=expr,
                           output_fields=list(fields), **window)
 
     def count(self, name: str, expr: str) -> int:
@@ -110,27 +111,27 @@ class ServerEngine:
     def insert(self, name: str, rows: list[dict[str, Any]]) -> None:
         # Not upsert: Milvus 2.3 upserts rows into the wrong partition when the collection
         # has a partition key, and partition-key filters then never find them again.
-        self._call(f"insert into {name}", lambda c: c.insert, name, rows)
+        self._call(f"insert into {name}", self._client_().insert, name, rows)
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
-        self._call(f"delete from {name}", lambda c: c.delete, name, ids=list(ids))
+        self._call(f"delete from {name}", self._client_().delete, name, ids=list(ids))
 
     def search(
         self, name: str, vector: list[float], expr: str, k: int, fields: Sequence[str],
         params: dict[str, Any],
     ) -> list[tuple[dict[str, Any], float]]:
         hits = self._call(
-            f"search {name}", lambda c: c.search, name, data=[vector], filter=expr,
+            f"search {name}", self._client_().search, name, data=[vector], filter=expr,
             limit=k, output_fields=list(fields),
             search_params={"metric_type": METRIC, "params": params},
         )
         return [(hit["entity"], float(hit["distance"])) for hit in hits[0]]
 
     def flush(self, name: str) -> None:
-        self._call(f"flush {name}", lambda c: c.flush, name)
+        self._call(f"flush {name}", self._client_().flush, name)
 
     def index_state(self, name: str) -> tuple[str, int]:
-        info = self._call("describe_index", lambda c: c.describe_index, name, VECTOR)
+        info = self._call("describe_index", self._client_().describe_index, name, VECTOR)
         return str(info.get("index_type", "?")), int(info.get("pending_index_rows", 0))
 
     def close(self) -> None:
